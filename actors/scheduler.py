@@ -1,0 +1,766 @@
+"""The virtual CPU of one device: cores, threads, locks, and work programs.
+
+One passive actor models all cores. It never wakes a trio task on its hot
+path: work programs run as event callbacks of the runtime, and the owning
+actor is resumed only when its whole program is done.
+
+Scheduling model (DESIGN §4):
+
+* **SCHED_FIFO** threads are scheduled globally by priority, the way the
+  kernel's RT push/pull approximates it: a waking FIFO thread takes an idle
+  allowed core, else preempts the lowest-ranked allowed core (a fair thread
+  first, else the lowest-priority, most recently woken FIFO thread), else
+  waits in priority order. A preempted FIFO thread keeps its place.
+* **Fair** threads (CFS/EEVDF) live on per-core run queues. Each has a
+  vruntime, a virtual deadline one base slice ahead, and is eligible when its
+  lag is non-negative; the core runs the eligible thread with the earliest
+  deadline. Wakeup placement prefers the previous core if idle, then any idle
+  allowed core, then the least loaded one; an idle core pulls the
+  longest-waiting queued thread it may run. Wakeup preemption and
+  RUN_TO_PARITY are tunables. There is no periodic load balancer.
+* **Spinlocks** keep their waiters on-core, burning CPU, FIFO (queued
+  spinlocks); holders and spinners are not preemptible. **Mutexes** put
+  waiters to sleep and hand the lock to the first waiter on unlock.
+* Preemption requested while a thread cannot be preempted (holding or
+  spinning on a spinlock, or running zero-time steps) happens at its next
+  time-consuming step; since those steps take no time, the timing is exact.
+* Work is expressed in ns at capacity 1.0. Capacities are kept, like the
+  kernel's, on a 0..1024 scale, and remaining work in ns x 1024, so that
+  progress on any core is exact integer arithmetic.
+"""
+
+from __future__ import annotations
+
+import collections
+from bisect import insort
+from operator import attrgetter
+from typing import Any, Callable, Iterable, Literal
+
+from attrs import frozen
+
+from actors import sched_fair
+from actors.runtime import Actor
+from actors.work import Compute, Lock, Marker, Sleep, SleepUntil, Step, Unlock, WorkDone
+
+Policy = Literal["fifo", "fair"]
+LockKind = Literal["spin", "mutex"]
+
+SCHED_CAPACITY_SCALE = 1024
+#: Frame appended to the caller's stack while a thread spins on a contended spinlock.
+SPIN_FRAME = "queued_spin_lock_slowpath"
+#: Frame appended while a thread sleeps on a contended mutex (off-CPU, not in the CPU profile).
+MUTEX_FRAME = "__mutex_lock_slowpath"
+
+IDLE, RUNNABLE, RUNNING, BLOCKED = 0, 1, 2, 3
+
+_rt_key = attrgetter("rt_key")
+
+
+class SchedulerError(RuntimeError):
+    """A work program did something the kernel would BUG() on."""
+
+
+@frozen
+class CoreSpec:
+    capacity: float
+    cluster: str = "cpu"
+
+
+@frozen
+class SchedTunables:
+    base_slice_ns: int
+    tunable_scaling: sched_fair.Scaling
+    run_to_parity: bool
+    wakeup_preemption: bool
+
+
+class KLock:
+    """A kernel lock and its statistics."""
+
+    __slots__ = ("name", "kind", "owner", "waiters", "hold_since", "acquired", "contended", "held_ns", "wait_ns")
+
+    def __init__(self, name: str, kind: LockKind) -> None:
+        self.name = name
+        self.kind = kind
+        self.owner: Thread | None = None
+        self.waiters: collections.deque[Thread] = collections.deque()
+        self.hold_since = 0
+        self.acquired = 0
+        self.contended = 0
+        self.held_ns = 0
+        self.wait_ns = 0
+
+
+class Thread:
+    """A schedulable thread of an actor. Mutable state is owned by the scheduler."""
+
+    __slots__ = (
+        "tid", "name", "owner", "policy", "fair", "prio", "nice", "weight", "wmult", "vslice",
+        "cores", "mask", "thread_class", "on_marker",
+        "state", "since", "core", "last_core", "program", "pending", "on_done", "remaining", "frame",
+        "step_user", "kill_pending", "spinning", "spin_frame", "spin_since", "waiting_lock",
+        "preempt_count", "nlocks", "sleep_gen", "rt_key", "vruntime", "deadline", "vlag",
+        "run_ns", "wait_ns", "spin_ns", "sleep_ns", "idle_ns", "wakeups", "preemptions",
+    )  # fmt: skip
+
+    def __repr__(self) -> str:
+        return f"Thread({self.name!r}, tid={self.tid})"
+
+
+class Core:
+    __slots__ = (
+        "cid", "capacity", "cluster", "curr", "seg_start", "gen", "queue", "vclock",
+        "protect", "sliced", "need_resched", "dispatching", "busy", "idle_ns",
+    )  # fmt: skip
+
+    def __init__(self, cid: int, capacity: int, cluster: str) -> None:
+        self.cid = cid
+        self.capacity = capacity
+        self.cluster = cluster
+        self.curr: Thread | None = None
+        self.seg_start = 0
+        self.gen = 0
+        self.queue: list[Thread] = []
+        self.vclock = 0
+        self.protect = False
+        self.sliced = False
+        self.need_resched = False
+        self.dispatching = False
+        self.busy: dict[str, int] = {}
+        self.idle_ns = 0
+
+
+class Scheduler(Actor):
+    """Executes work programs on cores; see the module docstring for the model."""
+
+    passive = True
+
+    def __init__(
+        self,
+        name: str,
+        cores: Iterable[CoreSpec],
+        tunables: SchedTunables,
+        on_delay: Callable[[Thread, int], None] | None = None,
+    ) -> None:
+        super().__init__(name)
+        specs = list(cores)
+        if not specs:
+            raise ValueError("a device needs at least one core")
+        self.cores = [
+            Core(i, round(s.capacity * SCHED_CAPACITY_SCALE), s.cluster) for i, s in enumerate(specs)
+        ]
+        for core in self.cores:
+            if core.capacity <= 0:
+                raise ValueError(f"core {core.cid} capacity must be > 0")
+        self.tunables = tunables
+        self.slice_ns = sched_fair.base_slice_ns(tunables.base_slice_ns, len(self.cores), tunables.tunable_scaling)
+        self.on_delay = on_delay
+        self.threads: list[Thread] = []
+        self.locks: dict[str, KLock] = {}
+        self.frame_ns: dict[tuple[Thread, tuple[str, ...]], int] = {}
+        self._rtq: list[Thread] = []
+        self._rt_seq = 0
+        self._trace = False
+
+    # -- set-up --------------------------------------------------------------
+    def on_start(self) -> None:
+        self._trace = self.runtime.events.is_on("sched")
+
+    def add_lock(self, name: str, kind: LockKind) -> KLock:
+        if kind not in ("spin", "mutex"):
+            raise ValueError(f"unknown lock kind {kind!r}")
+        if name in self.locks:
+            raise ValueError(f"duplicate lock {name!r}")
+        lock = self.locks[name] = KLock(name, kind)
+        return lock
+
+    def spawn(
+        self,
+        name: str,
+        owner: Actor | None,
+        policy: Policy = "fair",
+        *,
+        prio: int = 0,
+        nice: int = 0,
+        cpus: Iterable[int] | None = None,
+        thread_class: str = "other",
+        on_marker: Callable[[Thread, str, Any], None] | None = None,
+    ) -> Thread:
+        if policy not in ("fifo", "fair"):
+            raise ValueError(f"unknown scheduling policy {policy!r}")
+        if policy == "fifo" and not 1 <= prio <= 99:
+            raise ValueError(f"SCHED_FIFO priority must be in 1..99, got {prio}")
+        allowed = sorted(set(range(len(self.cores))) if cpus is None else set(cpus))
+        if not allowed or any(not 0 <= c < len(self.cores) for c in allowed):
+            raise ValueError(f"cpuset {allowed} of thread {name!r} is not within cores 0..{len(self.cores) - 1}")
+        th = Thread()
+        th.tid = len(self.threads)
+        th.name = name
+        th.owner = owner
+        th.policy = policy
+        th.fair = policy == "fair"
+        th.prio = prio
+        th.nice = nice
+        th.weight = sched_fair.nice_to_weight(nice)
+        th.wmult = sched_fair.nice_to_wmult(nice)
+        th.vslice = self.slice_ns * th.wmult
+        cores = [self.cores[c] for c in allowed]
+        th.cores = tuple(sorted(cores, key=lambda c: (-c.capacity, c.cid)))
+        th.mask = sum(1 << c for c in allowed)
+        th.thread_class = thread_class
+        th.on_marker = on_marker
+        th.state = IDLE
+        th.since = self.runtime.now
+        th.core = th.last_core = None
+        th.program = th.on_done = th.pending = None
+        th.remaining = 0
+        th.frame = ()
+        th.step_user = th.kill_pending = False
+        th.spinning = th.waiting_lock = None
+        th.spin_frame = ()
+        th.spin_since = 0
+        th.preempt_count = th.nlocks = th.sleep_gen = 0
+        th.rt_key = (-prio, 0)
+        th.vruntime = th.deadline = th.vlag = 0
+        th.run_ns = th.wait_ns = th.spin_ns = th.sleep_ns = th.idle_ns = 0
+        th.wakeups = th.preemptions = 0
+        self.threads.append(th)
+        return th
+
+    # -- the API actors use ----------------------------------------------------
+    def submit(self, th: Thread, program: Iterable[Step], on_done: Callable[[WorkDone], None] | None = None) -> None:
+        """Start ``program`` on idle thread ``th``; ``on_done(WorkDone)`` runs when it ends."""
+        if th.program is not None:
+            raise SchedulerError(f"{th.name} is already running a program")
+        th.program = iter(program)
+        th.on_done = on_done
+        th.kill_pending = False
+        th.idle_ns += self.runtime.now - th.since
+        self._wake(th)
+
+    async def execute(self, th: Thread, program: Iterable[Step]) -> WorkDone:
+        """Run ``program`` on ``th`` and wait for it; the caller must be ``th``'s owner."""
+        owner = th.owner
+        rt = self.runtime
+        self.submit(th, program, lambda done: rt.wake(owner, done))
+        return await owner.park()
+
+    def interrupt(self, th: Thread) -> None:
+        """A kill: cut user work short now; kernel work runs on to the next user step."""
+        if th.program is None:
+            return
+        th.kill_pending = True
+        state = th.state
+        if not th.step_user:
+            return
+        if state == RUNNING:
+            core = th.core
+            if core.dispatching or th.remaining == 0:
+                return
+            self._account(core)
+            th.remaining = 0
+            core.gen += 1
+            self._end_program(th, core, interrupted=True)
+        elif state == RUNNABLE:
+            if th.fair:
+                th.core.queue.remove(th)
+                self._save_lag(th.core, th)
+                th.last_core = th.core
+                th.core = None
+            else:
+                self._rtq.remove(th)
+            th.wait_ns += self.runtime.now - th.since
+            th.remaining = 0
+            self._end_program(th, None, interrupted=True)
+        elif state == BLOCKED and th.waiting_lock is None:
+            th.sleep_gen += 1
+            th.sleep_ns += self.runtime.now - th.since
+            self._end_program(th, None, interrupted=True)
+
+    def on_end(self) -> None:
+        now = self.runtime.now
+        for core in self.cores:
+            self._account(core)
+        for th in self.threads:
+            dt = now - th.since
+            th.since = now
+            if th.state == RUNNABLE:
+                th.wait_ns += dt
+            elif th.state == BLOCKED:
+                th.sleep_ns += dt
+            elif th.state == IDLE:
+                th.idle_ns += dt
+
+    # -- accounting --------------------------------------------------------------
+    def _account(self, core: Core) -> None:
+        now = self.runtime.now
+        dt = now - core.seg_start
+        if not dt:
+            return
+        core.seg_start = now
+        th = core.curr
+        if th is None:
+            core.idle_ns += dt
+            return
+        busy = core.busy
+        cls = th.thread_class
+        busy[cls] = busy.get(cls, 0) + dt
+        if th.spinning is not None:
+            th.spin_ns += dt
+            key = (th, th.spin_frame)
+        else:
+            th.run_ns += dt
+            rem = th.remaining - dt * core.capacity
+            th.remaining = rem if rem > 0 else 0
+            key = (th, th.frame)
+        frame_ns = self.frame_ns
+        frame_ns[key] = frame_ns.get(key, 0) + dt
+        if th.fair:
+            th.vruntime += dt * th.wmult
+
+    # -- running threads ---------------------------------------------------------
+    def _switch_in(self, core: Core, th: Thread) -> None:
+        """Make ``th`` (runnable, not queued) the current thread of idle ``core``."""
+        now = self.runtime.now
+        core.curr = th
+        core.seg_start = now
+        th.core = core
+        th.state = RUNNING
+        delay = now - th.since
+        th.wait_ns += delay
+        if self.on_delay is not None:
+            self.on_delay(th, delay)
+        if th.fair:
+            core.protect = True
+        if self._trace:
+            self.runtime.events.emit("sched", now, self.name, "switch", cpu=core.cid, thread=th.name, delay_ns=delay)
+        if th.remaining:
+            self._arm(core)
+        else:
+            self._dispatch(core)
+
+    def _switch_out(self, core: Core, th: Thread) -> None:
+        """Put the (accounted) current thread back to runnable."""
+        th.state = RUNNABLE
+        th.since = self.runtime.now
+        th.preemptions += 1
+        core.curr = None
+        core.gen += 1
+        if th.fair:
+            core.queue.append(th)
+        else:
+            insort(self._rtq, th, key=_rt_key)
+
+    def _arm(self, core: Core) -> None:
+        """Schedule the end of the current thread's compute segment (or its slice)."""
+        th = core.curr
+        now = self.runtime.now
+        cap = core.capacity
+        end = now - (-th.remaining // cap)
+        sliced = False
+        if th.fair and core.queue and not th.preempt_count:
+            sliced = True
+            left = th.deadline - th.vruntime
+            slice_end = now - (-left // th.wmult) if left > 0 else now
+            if slice_end < end:
+                end = slice_end
+        core.sliced = sliced
+        core.gen += 1
+        self.runtime.at(end, self._segment_end, (core, core.gen))
+
+    def _segment_end(self, arg: tuple[Core, int]) -> None:
+        core, gen = arg
+        if gen != core.gen:
+            return
+        self._account(core)
+        if core.curr.remaining:
+            self._resched(core)
+        else:
+            self._dispatch(core)
+
+    def _resched(self, core: Core) -> None:
+        """A scheduling point of the current thread: yield to a better one, or go on."""
+        th = core.curr
+        core.need_resched = False
+        better = self._rt_candidate(core, th)
+        if better is None and th.fair and core.queue:
+            if th.vruntime >= th.deadline:
+                th.deadline = th.vruntime + th.vslice
+                core.protect = False
+            pick = self._pick_eevdf(core, th)
+            if pick is not th:
+                better = pick
+                core.queue.remove(pick)
+        if better is None:
+            if th.remaining:
+                self._arm(core)
+            return
+        self._switch_out(core, th)
+        self._switch_in(core, better)
+
+    def _dispatch(self, core: Core) -> None:
+        """Run the current thread's zero-time steps until one takes time or blocks."""
+        th = core.curr
+        program = th.program
+        rt = self.runtime
+        now = rt.now
+        core.dispatching = True
+        while True:
+            step = th.pending
+            if step is None:
+                step = next(program, None)
+            else:
+                th.pending = None
+            if step is None:
+                core.dispatching = False
+                self._end_program(th, core, interrupted=False)
+                return
+            cls = step.__class__
+            if cls is Compute:
+                if not step.ns:
+                    continue
+                th.step_user = step.user
+                if step.user and th.kill_pending:
+                    core.dispatching = False
+                    self._end_program(th, core, interrupted=True)
+                    return
+                th.remaining = step.ns << 10
+                th.frame = step.frame
+                core.dispatching = False
+                if core.need_resched or (th.fair and core.queue and th.vruntime >= th.deadline):
+                    if not th.preempt_count:
+                        self._resched(core)
+                        return
+                self._arm(core)
+                return
+            if cls is Lock:
+                lock = self.locks.get(step.name)
+                if lock is None:
+                    raise SchedulerError(f"{th.name}: lock {step.name!r} was never declared")
+                if lock.owner is None:
+                    lock.owner = th
+                    lock.hold_since = now
+                    lock.acquired += 1
+                    th.nlocks += 1
+                    if lock.kind == "spin":
+                        th.preempt_count += 1
+                    continue
+                if lock.owner is th:
+                    raise SchedulerError(f"{th.name}: recursive acquisition of {step.name!r} (AA deadlock)")
+                lock.contended += 1
+                core.dispatching = False
+                if lock.kind == "spin":
+                    if core.need_resched and not th.preempt_count:
+                        th.pending = step
+                        self._resched(core)
+                        if core.curr is not th:
+                            return
+                        th.pending = None
+                    th.spinning = lock
+                    th.spin_since = now
+                    th.spin_frame = step.frame + (SPIN_FRAME,)
+                    th.preempt_count += 1
+                    lock.waiters.append(th)
+                    core.gen += 1
+                    return
+                if th.preempt_count:
+                    raise SchedulerError(f"{th.name}: sleeping on mutex {step.name!r} while atomic")
+                th.waiting_lock = lock
+                th.spin_since = now
+                lock.waiters.append(th)
+                self._block(core, th)
+                return
+            if cls is Unlock:
+                self._unlock(th, step.name)
+                continue
+            if cls is Sleep or cls is SleepUntil:
+                wake_at = now + step.ns if cls is Sleep else step.t_ns
+                th.step_user = step.user
+                if step.user and th.kill_pending:
+                    core.dispatching = False
+                    self._end_program(th, core, interrupted=True)
+                    return
+                if wake_at <= now:
+                    continue
+                if th.preempt_count:
+                    raise SchedulerError(f"{th.name}: sleeping while atomic (holding a spinlock)")
+                core.dispatching = False
+                th.sleep_gen += 1
+                rt.at(wake_at, self._timer_wake, (th, th.sleep_gen))
+                self._block(core, th)
+                return
+            if cls is Marker:
+                hook = th.on_marker
+                if hook is not None:
+                    hook(th, step.label, step.data)
+                continue
+            raise SchedulerError(f"{th.name}: not a work step: {step!r}")
+
+    def _unlock(self, th: Thread, name: str) -> None:
+        lock = self.locks.get(name)
+        if lock is None or lock.owner is not th:
+            raise SchedulerError(f"{th.name}: unlock of {name!r} which it does not hold")
+        now = self.runtime.now
+        lock.held_ns += now - lock.hold_since
+        th.nlocks -= 1
+        if lock.kind == "spin":
+            th.preempt_count -= 1
+        if not lock.waiters:
+            lock.owner = None
+            return
+        waiter = lock.waiters.popleft()
+        lock.owner = waiter
+        lock.hold_since = now
+        lock.acquired += 1
+        lock.wait_ns += now - waiter.spin_since
+        waiter.nlocks += 1
+        if lock.kind == "spin":
+            core = waiter.core
+            self._account(core)
+            waiter.spinning = None
+            core.gen += 1
+            self.runtime.at(now, self._segment_end, (core, core.gen))
+        else:
+            waiter.waiting_lock = None
+            waiter.sleep_ns += now - waiter.since
+            self._wake(waiter)
+
+    def _block(self, core: Core, th: Thread) -> None:
+        """The current thread leaves the CPU to sleep."""
+        th.state = BLOCKED
+        th.since = self.runtime.now
+        core.curr = None
+        core.gen += 1
+        th.core = None
+        th.last_core = core
+        if th.fair:
+            self._save_lag(core, th)
+        self._pick_next(core)
+
+    def _end_program(self, th: Thread, core: Core | None, interrupted: bool) -> None:
+        if th.nlocks:
+            raise SchedulerError(f"{th.name}: program ended holding {th.nlocks} lock(s)")
+        th.program = None
+        th.remaining = 0
+        th.step_user = False
+        th.state = IDLE
+        th.since = self.runtime.now
+        if core is not None:
+            core.curr = None
+            core.gen += 1
+            th.core = None
+            th.last_core = core
+            if th.fair:
+                self._save_lag(core, th)
+        on_done = th.on_done
+        th.on_done = None
+        if core is not None:
+            self._pick_next(core)
+        if on_done is not None:
+            on_done(WorkDone(self.runtime.now, interrupted))
+
+    def _timer_wake(self, arg: tuple[Thread, int]) -> None:
+        th, gen = arg
+        if gen != th.sleep_gen:
+            return
+        th.sleep_ns += self.runtime.now - th.since
+        self._wake(th)
+
+    # -- choosing what runs where ------------------------------------------------
+    def _pick_next(self, core: Core) -> None:
+        """``core`` has no current thread: run the best runnable thread, if any."""
+        rtq = self._rtq
+        if rtq:
+            bit = 1 << core.cid
+            for i, th in enumerate(rtq):
+                if th.mask & bit:
+                    del rtq[i]
+                    self._switch_in(core, th)
+                    return
+        if core.queue:
+            pick = self._pick_eevdf(core, None)
+            core.queue.remove(pick)
+            self._switch_in(core, pick)
+            return
+        pulled = self._pull(core)
+        if pulled is not None:
+            self._switch_in(core, pulled)
+
+    def _rt_candidate(self, core: Core, curr: Thread) -> Thread | None:
+        """The first queued FIFO thread allowed here that outranks ``curr``, dequeued."""
+        rtq = self._rtq
+        if not rtq:
+            return None
+        bit = 1 << core.cid
+        for i, th in enumerate(rtq):
+            if th.mask & bit:
+                if curr.fair or th.prio > curr.prio:
+                    del rtq[i]
+                    return th
+                return None
+        return None
+
+    def _wake(self, th: Thread) -> None:
+        now = self.runtime.now
+        th.state = RUNNABLE
+        th.since = now
+        th.wakeups += 1
+        if th.fair:
+            self._wake_fair(th)
+        else:
+            self._wake_rt(th)
+
+    def _wake_rt(self, th: Thread) -> None:
+        self._rt_seq += 1
+        th.rt_key = (-th.prio, self._rt_seq)
+        victim = None
+        rank = None
+        for core in th.cores:
+            curr = core.curr
+            if curr is None:
+                self._account(core)
+                self._switch_in(core, th)
+                return
+            if curr.fair:
+                if rank is None or rank[0] == 0:
+                    victim, rank = core, (1,)
+            elif curr.prio < th.prio and (rank is None or (rank[0] == 0 and curr.rt_key > rank[1])):
+                victim, rank = core, (0, curr.rt_key)
+        if victim is None:
+            insort(self._rtq, th, key=_rt_key)
+            return
+        curr = victim.curr
+        if curr.preempt_count or victim.dispatching:
+            victim.need_resched = True
+            insort(self._rtq, th, key=_rt_key)
+            return
+        self._account(victim)
+        self._switch_out(victim, curr)
+        self._switch_in(victim, th)
+        if curr.fair:
+            self._migrate_to_idle(curr)
+
+    def _wake_fair(self, th: Thread) -> None:
+        prev = th.last_core
+        target = None
+        if prev is not None and prev.curr is None and th.mask >> prev.cid & 1:
+            target = prev
+        else:
+            for core in th.cores:
+                if core.curr is None:
+                    target = core
+                    break
+        if target is not None:
+            self._place(target, th)
+            self._account(target)
+            self._switch_in(target, th)
+            return
+        target = min(th.cores, key=lambda c: self._load_key(c, prev))
+        self._place(target, th)
+        target.queue.append(th)
+        th.core = target
+        curr = target.curr
+        if not curr.fair:
+            return
+        if self.tunables.wakeup_preemption:
+            self._account(target)
+            if self._pick_eevdf(target, curr) is th:
+                if curr.preempt_count or target.dispatching or curr.spinning is not None:
+                    target.need_resched = True
+                    return
+                target.queue.remove(th)
+                self._switch_out(target, curr)
+                self._switch_in(target, th)
+                return
+        if not target.sliced and not curr.preempt_count and curr.remaining and not target.dispatching:
+            self._account(target)
+            self._arm(target)
+
+    @staticmethod
+    def _load_key(core: Core, prev: Core | None) -> tuple[int, int, bool, int]:
+        curr = core.curr
+        load = sum(t.weight for t in core.queue)
+        if curr.fair:
+            load += curr.weight
+        return (0 if curr.fair else 1, load * SCHED_CAPACITY_SCALE // core.capacity, core is not prev, core.cid)
+
+    def _migrate_to_idle(self, th: Thread) -> None:
+        """A fair thread just preempted by an RT one moves to an idle allowed core, if any."""
+        for core in th.cores:
+            if core.curr is None:
+                src = th.core
+                src.queue.remove(th)
+                self._save_lag(src, th)
+                self._place(core, th)
+                self._account(core)
+                self._switch_in(core, th)
+                return
+
+    def _pull(self, core: Core) -> Thread | None:
+        """Idle balance: take the longest-waiting queued fair thread allowed on ``core``."""
+        bit = 1 << core.cid
+        best = None
+        for other in self.cores:
+            if other is core:
+                continue
+            for th in other.queue:
+                if th.mask & bit and (best is None or (th.since, th.tid) < (best.since, best.tid)):
+                    best = th
+        if best is None:
+            return None
+        src = best.core
+        src.queue.remove(best)
+        self._save_lag(src, best)
+        self._place(core, best)
+        return best
+
+    # -- EEVDF ---------------------------------------------------------------------
+    @staticmethod
+    def _entities(core: Core, curr: Thread | None) -> list[tuple[int, int]]:
+        ents = [(t.vruntime, t.weight) for t in core.queue]
+        if curr is not None and curr.fair:
+            ents.append((curr.vruntime, curr.weight))
+        return ents
+
+    def _pick_eevdf(self, core: Core, curr: Thread | None) -> Thread:
+        """pick_eevdf(): the eligible entity with the earliest virtual deadline."""
+        ents = self._entities(core, curr)
+        if curr is not None and not curr.fair:
+            curr = None
+        if (
+            curr is not None
+            and self.tunables.run_to_parity
+            and core.protect
+            and curr.vruntime < curr.deadline
+            and sched_fair.entity_eligible(curr.vruntime, ents)
+        ):
+            return curr
+        load = 0
+        total = 0
+        for v, w in ents:
+            total += v * w
+            load += w
+        best = None
+        candidates = core.queue if curr is None else [*core.queue, curr]
+        for t in candidates:
+            if t.vruntime * load <= total and (
+                best is None or (t.deadline, t.tid) < (best.deadline, best.tid)
+            ):
+                best = t
+        return best
+
+    def _save_lag(self, core: Core, th: Thread) -> None:
+        """dequeue: remember lag = V - v (clamped) so a later placement keeps it."""
+        ents = self._entities(core, core.curr)
+        ents.append((th.vruntime, th.weight))
+        avg = sched_fair.avg_vruntime(ents)
+        core.vclock = avg
+        limit = 2 * th.vslice
+        th.vlag = max(-limit, min(limit, avg - th.vruntime))
+
+    def _place(self, core: Core, th: Thread) -> None:
+        """place_entity() with PLACE_LAG: v = V - lag, deadline one slice ahead."""
+        ents = self._entities(core, core.curr)
+        avg = sched_fair.avg_vruntime(ents) if ents else core.vclock
+        th.vruntime = avg - th.vlag
+        th.deadline = th.vruntime + th.vslice

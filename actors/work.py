@@ -1,0 +1,82 @@
+"""Steps of a work program, and the result of running one.
+
+An actor hands the CPU scheduler a *work program* for one of its threads: an
+iterable (possibly an endless generator) of the steps below. The scheduler
+executes it analytically, computing when each step ends, and wakes the actor
+only when the whole program is done. Frames are kernel/user function names,
+outermost first, so CPU time can be folded into a flame graph.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from attrs import field, frozen
+
+Frame = tuple[str, ...]
+
+
+def _non_negative(_inst: Any, attribute: Any, value: int) -> None:
+    if value < 0:
+        raise ValueError(f"{attribute.name} must be >= 0, got {value}")
+
+
+@frozen
+class Compute:
+    """Burn ``ns`` of CPU at capacity 1.0 (a core of capacity c takes ns / c).
+
+    ``user`` work is cut short by a kill (:meth:`Scheduler.interrupt`); kernel
+    work is not.
+    """
+
+    ns: int = field(validator=_non_negative)
+    frame: Frame = ()
+    user: bool = False
+
+
+@frozen
+class Lock:
+    """Acquire a lock declared with :meth:`Scheduler.add_lock`; its kind says how waiters wait."""
+
+    name: str
+    frame: Frame = ()
+
+
+@frozen
+class Unlock:
+    name: str
+
+
+@frozen
+class Sleep:
+    """Leave the CPU for ``ns`` (a timed wait: usleep, schedule_timeout)."""
+
+    ns: int = field(validator=_non_negative)
+    user: bool = False
+
+
+@frozen
+class SleepUntil:
+    """Leave the CPU until absolute virtual time ``t_ns`` (no-op if it has passed)."""
+
+    t_ns: int = field(validator=_non_negative)
+    user: bool = False
+
+
+@frozen
+class Marker:
+    """Zero-cost step: tell the thread's marker hook that the program got here."""
+
+    label: str
+    data: Any = None
+
+
+Step = Compute | Lock | Unlock | Sleep | SleepUntil | Marker
+
+
+@frozen
+class WorkDone:
+    """Result of a work program: when it ended and whether a kill cut it short."""
+
+    t_ns: int
+    interrupted: bool = False

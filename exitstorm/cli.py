@@ -1,0 +1,67 @@
+"""The ``exitstorm`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from actors.runtime import ActorFailed
+from exitstorm.config import load_experiment
+from exitstorm.experiment import run_experiment
+from exitstorm.schema import ConfigError
+
+EXIT_BAD_INPUT = 2
+EXIT_MODEL_FAILURE = 1
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, status 2, like every other input error
+        self.exit(EXIT_BAD_INPUT, f"exitstorm: {message} (see exitstorm {self.prog.split()[-1]} --help)\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="exitstorm", description="Simulate exit storms under memory pressure.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    run = sub.add_parser("run", help="run one experiment and write its results directory")
+    run.add_argument("config", help="scenario TOML file")
+    run.add_argument("--seed", type=int, help="override run.seed")
+    run.add_argument("--out", type=Path, help="results directory (default results/<config>-seed<N>)")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (repeatable)")
+    run.add_argument("--force", action="store_true", help="replace an existing results directory")
+    return p
+
+
+def _print_summary(summary: dict[str, Any], out: Path) -> None:
+    print(f"exitstorm run: {summary['config']} seed={summary['seed']} device={summary['device']} "
+          f"{summary['duration_ms']:.0f} ms virtual")
+    for name, fr in summary["frames"].items():
+        lat = fr["lateness_ms"]
+        pct = "  ".join(f"{k}={lat[k]:.3f}" for k in ("p50", "p90", "p99", "max") if k in lat)
+        print(f"  {name}: {fr['frames']} frames, {fr['janky']} janky; lateness ms {pct}")
+    shares = ", ".join(f"{cls} {v:.1%}" for cls, v in summary["cpu_share"].items())
+    print(f"  cpu share: {shares}")
+    print(f"  results: {out}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.seed is not None and args.seed < 0:
+            raise ConfigError(f"--seed: expected an integer >= 0, got {args.seed}")
+        exp = load_experiment(args.config, args.set, seed=args.seed)
+        out = args.out or Path("results") / f"{Path(args.config).stem}-seed{exp.scenario.run.seed}"
+        summary = run_experiment(exp, out, force=args.force)
+    except ConfigError as exc:
+        print(f"exitstorm: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except ActorFailed as exc:
+        print(f"exitstorm: simulation failed: {exc}", file=sys.stderr)
+        return EXIT_MODEL_FAILURE
+    _print_summary(summary, out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,212 @@
+"""Experiment configuration: TOML files validated into frozen attrs classes.
+
+A scenario config names its device profile with a top-level
+``device = "NAME"`` (a file ``devices/NAME.toml`` beside the scenario's
+directory, i.e. under ``configs/``) or a path to a TOML file. ``--set
+dotted.key=value`` overrides are applied to the scenario before validation,
+so they are checked exactly like the file.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from attrs import field, frozen
+
+from exitstorm.schema import (
+    ConfigError,
+    InvalidValue,
+    in_range,
+    non_empty,
+    non_negative,
+    positive,
+    structure,
+)
+
+Policy = Literal["fifo", "fair"]
+EventCategory = Literal["actor", "sched", "lock", "metric"]
+
+
+@frozen
+class Cluster:
+    """Identical cores; capacity is relative to the fastest core of the device (1.0)."""
+
+    name: str
+    count: int = field(validator=in_range(1, 1024))
+    capacity: float = field(validator=positive)
+
+
+def _cpusets_valid(inst: "Device", _attribute: Any, value: dict[str, list[int]]) -> None:
+    ncpu = sum(c.count for c in inst.clusters)
+    for name, cpus in value.items():
+        if not cpus:
+            raise InvalidValue(f"cpusets.{name}", "a non-empty list of CPU numbers", cpus)
+        for cpu in cpus:
+            if not 0 <= cpu < ncpu:
+                raise InvalidValue(f"cpusets.{name}", f"CPU numbers in 0..{ncpu - 1}", cpus)
+
+
+@frozen
+class Device:
+    """A device profile: its cores (numbered cluster by cluster) and its cpusets."""
+
+    name: str
+    description: str
+    clusters: list[Cluster] = field(validator=non_empty)
+    cpusets: dict[str, list[int]] = field(validator=_cpusets_valid)
+
+    @property
+    def ncpus(self) -> int:
+        return sum(c.count for c in self.clusters)
+
+
+@frozen
+class Sched:
+    """Fair-class tunables (kernel/sched/fair.c: sysctl_sched_base_slice, features)."""
+
+    base_slice_ns: int = field(validator=positive)
+    tunable_scaling: Literal["none", "log", "linear"]
+    run_to_parity: bool
+    wakeup_preemption: bool
+
+
+@frozen
+class Run:
+    duration_ms: float = field(validator=positive)
+    seed: int = field(validator=non_negative)
+    events: list[EventCategory]
+    hist_interval_ms: float = field(validator=positive)
+
+
+@frozen
+class ThreadSpec:
+    """How a thread is scheduled; ``prio`` is for fifo, ``nice`` for fair."""
+
+    policy: Policy
+    cpuset: str
+    thread_class: str
+    prio: int = field(default=0, validator=in_range(0, 99))
+    nice: int = field(default=0, validator=in_range(-20, 19))
+
+    def __attrs_post_init__(self) -> None:
+        if self.policy == "fifo" and self.prio < 1:
+            raise InvalidValue("prio", "an integer in 1..99 for policy 'fifo'", self.prio)
+
+
+@frozen
+class Periodic:
+    """A periodic thread (e.g. a camera preview): a CPU budget every period."""
+
+    name: str
+    thread: ThreadSpec
+    period_us: float = field(validator=positive)
+    budget_us: float = field(validator=positive)
+    start_ms: float = field(validator=non_negative)
+
+
+@frozen
+class Load:
+    """``count`` CPU-bound threads alternating exponential bursts and sleeps."""
+
+    name: str
+    count: int = field(validator=in_range(1, 100_000))
+    thread: ThreadSpec
+    burst_mean_us: float = field(validator=positive)
+    sleep_mean_us: float = field(validator=non_negative)
+
+
+@frozen
+class Scenario:
+    device: str
+    run: Run
+    sched: Sched
+    periodic: list[Periodic] = []
+    load: list[Load] = []
+
+
+@frozen
+class Experiment:
+    """A validated scenario with its device resolved, plus where it came from."""
+
+    source: str
+    scenario: Scenario
+    device: Device
+    raw: dict[str, Any]
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, expected a TOML file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: not UTF-8 text ({exc.reason})") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``a.b=VALUE``: VALUE is read as a TOML value, or else taken as a bare string."""
+    key, sep, value = text.partition("=")
+    keys = key.strip().split(".")
+    if not sep or not all(k.strip() for k in keys):
+        raise ConfigError(f"--set {text}: expected dotted.key=value")
+    try:
+        parsed = tomllib.loads(f"v = {value.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        parsed = value.strip()
+    return [k.strip() for k in keys], parsed
+
+
+def apply_override(data: dict[str, Any], keys: list[str], value: Any, source: str) -> None:
+    node = data
+    for depth, k in enumerate(keys[:-1]):
+        child = node.setdefault(k, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{source}: {'.'.join(keys[: depth + 1])}: --set expected a table here")
+        node = child
+    node[keys[-1]] = value
+
+
+def resolve_profile(name: str, kind: str, config_path: Path) -> Path:
+    """A profile name (``configs/<kind>/<name>.toml``) or a path to a TOML file."""
+    if name.endswith(".toml") or "/" in name:
+        path = Path(name)
+        return path if path.is_absolute() else (config_path.parent / path)
+    return config_path.parent / kind / f"{name}.toml"
+
+
+def load_experiment(path: str | Path, overrides: list[str] = (), seed: int | None = None) -> Experiment:
+    path = Path(path)
+    source = str(path)
+    raw = _read_toml(path)
+    for text in overrides:
+        keys, value = parse_override(text)
+        apply_override(raw, keys, value, f"{source} (--set {text})")
+    if seed is not None:
+        apply_override(raw, ["run", "seed"], seed, f"{source} (--seed)")
+    scenario = structure(raw, Scenario, source)
+    device_path = resolve_profile(scenario.device, "devices", path)
+    device = structure(_read_toml(device_path), Device, str(device_path))
+    for i, spec in enumerate(scenario.periodic):
+        _check_cpuset(spec.thread, device, source, f"periodic[{i}].thread.cpuset")
+    for i, spec in enumerate(scenario.load):
+        _check_cpuset(spec.thread, device, source, f"load[{i}].thread.cpuset")
+    names = [p.name for p in scenario.periodic] + [g.name for g in scenario.load]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ConfigError(f"{source}: periodic/load names: expected unique names, {dupes[0]!r} is repeated")
+    return Experiment(source=source, scenario=scenario, device=device, raw=raw)
+
+
+def _check_cpuset(spec: ThreadSpec, device: Device, source: str, key: str) -> None:
+    if spec.cpuset not in device.cpusets:
+        known = ", ".join(sorted(device.cpusets))
+        raise ConfigError(f"{source}: {key}: expected a cpuset of device {device.name!r} ({known}), got {spec.cpuset!r}")

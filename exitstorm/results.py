@@ -1,0 +1,46 @@
+"""Results directories, written atomically and never silently overwritten.
+
+Everything is written into a temporary sibling directory, which is renamed
+into place only once the run has succeeded; a failed or interrupted run
+leaves nothing behind under the requested name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+from exitstorm.schema import ConfigError
+
+
+def check_target(final: Path, force: bool) -> None:
+    """Refuse early (before any work) when ``final`` exists and ``force`` is off."""
+    if final.exists() and not force:
+        raise ConfigError(f"{final}: results directory already exists (use --force to replace it)")
+    if final.exists() and not final.is_dir():
+        raise ConfigError(f"{final}: exists and is not a directory")
+
+
+@contextlib.contextmanager
+def atomic_directory(final: Path, force: bool) -> Iterator[Path]:
+    """Yield a temporary directory that becomes ``final`` when the block succeeds."""
+    check_target(final, force)
+    parent = final.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if final.exists():
+        trash = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old", dir=parent))
+        os.replace(final, trash / final.name)
+        os.replace(tmp, final)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(tmp, final)

@@ -29,7 +29,7 @@ SCHED_PRIO_TO_WEIGHT = (
     36, 29, 23, 18, 15,
 )  # fmt: skip
 
-#: kernel/sched/core.c sched_prio_to_wmult[40] = 2^32 / weight.
+#: kernel/sched/core.c sched_prio_to_wmult[40] ~ 2^32 / weight (the kernel table, verbatim).
 SCHED_PRIO_TO_WMULT = (
     48388, 59856, 76040, 92818, 118348,
     147320, 184698, 229616, 287308, 360437,

@@ -378,8 +378,8 @@ class Scheduler(Actor):
         else:
             self._dispatch(core)
 
-    def _resched(self, core: Core) -> None:
-        """A scheduling point of the current thread: yield to a better one, or go on."""
+    def _resched(self, core: Core) -> bool:
+        """A scheduling point of the current thread: yield to a better one (True), or go on."""
         th = core.curr
         core.need_resched = False
         better = self._rt_candidate(core, th)
@@ -394,9 +394,10 @@ class Scheduler(Actor):
         if better is None:
             if th.remaining:
                 self._arm(core)
-            return
+            return False
         self._switch_out(core, th)
         self._switch_in(core, better)
+        return True
 
     def _dispatch(self, core: Core) -> None:
         """Run the current thread's zero-time steps until one takes time or blocks."""
@@ -452,8 +453,7 @@ class Scheduler(Actor):
                 if lock.kind == "spin":
                     if core.need_resched and not th.preempt_count:
                         th.pending = step
-                        self._resched(core)
-                        if core.curr is not th:
+                        if self._resched(core):
                             return
                         th.pending = None
                     th.spinning = lock
@@ -686,6 +686,8 @@ class Scheduler(Actor):
 
     def _migrate_to_idle(self, th: Thread) -> None:
         """A fair thread just preempted by an RT one moves to an idle allowed core, if any."""
+        if th.state != RUNNABLE:
+            return
         for core in th.cores:
             if core.curr is None:
                 src = th.core
@@ -751,6 +753,7 @@ class Scheduler(Actor):
 
     def _save_lag(self, core: Core, th: Thread) -> None:
         """dequeue: remember lag = V - v (clamped) so a later placement keeps it."""
+        self._account(core)
         ents = self._entities(core, core.curr)
         ents.append((th.vruntime, th.weight))
         avg = sched_fair.avg_vruntime(ents)
@@ -760,6 +763,7 @@ class Scheduler(Actor):
 
     def _place(self, core: Core, th: Thread) -> None:
         """place_entity() with PLACE_LAG: v = V - lag, deadline one slice ahead."""
+        self._account(core)
         ents = self._entities(core, core.curr)
         avg = sched_fair.avg_vruntime(ents) if ents else core.vclock
         th.vruntime = avg - th.vlag

@@ -9,6 +9,7 @@ so they are checked exactly like the file.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -152,27 +153,55 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
 
 
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """``a.b=VALUE``: VALUE is read as a TOML value, or else taken as a bare string."""
+_SEGMENT = re.compile(r"([^.\[\]]+)((?:\[\d+\])*)")
+
+
+def parse_override(text: str) -> tuple[list[str | int], Any]:
+    """``a.b[1].c=VALUE``: VALUE is read as a TOML value, or else taken as a bare string."""
     key, sep, value = text.partition("=")
-    keys = key.strip().split(".")
-    if not sep or not all(k.strip() for k in keys):
+    path: list[str | int] = []
+    for segment in key.strip().split("."):
+        match = _SEGMENT.fullmatch(segment.strip())
+        if not match:
+            raise ConfigError(f"--set {text}: expected dotted.key[index]=value")
+        path.append(match.group(1))
+        path.extend(int(i) for i in re.findall(r"\d+", match.group(2)))
+    if not sep:
         raise ConfigError(f"--set {text}: expected dotted.key=value")
     try:
         parsed = tomllib.loads(f"v = {value.strip()}")["v"]
     except tomllib.TOMLDecodeError:
         parsed = value.strip()
-    return [k.strip() for k in keys], parsed
+    return path, parsed
 
 
-def apply_override(data: dict[str, Any], keys: list[str], value: Any, source: str) -> None:
-    node = data
-    for depth, k in enumerate(keys[:-1]):
-        child = node.setdefault(k, {})
-        if not isinstance(child, dict):
-            raise ConfigError(f"{source}: {'.'.join(keys[: depth + 1])}: --set expected a table here")
-        node = child
-    node[keys[-1]] = value
+def _render(path: list[str | int]) -> str:
+    return "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in path).lstrip(".")
+
+
+def apply_override(data: dict[str, Any], path: list[str | int], value: Any, source: str) -> None:
+    node: Any = data
+    for depth, k in enumerate(path[:-1]):
+        nxt = path[depth + 1]
+        here = _render(path[: depth + 1])
+        if isinstance(k, int):
+            if not isinstance(node, list) or not 0 <= k < len(node):
+                size = len(node) if isinstance(node, list) else 0
+                raise ConfigError(f"{source}: {here}: --set expected an existing list element (there are {size})")
+            node = node[k]
+        else:
+            if not isinstance(node, dict):
+                raise ConfigError(f"{source}: {here}: --set expected a table here")
+            node = node.setdefault(k, [] if isinstance(nxt, int) else {})
+    last = path[-1]
+    if isinstance(last, int):
+        if not isinstance(node, list) or not 0 <= last < len(node):
+            raise ConfigError(f"{source}: {_render(path)}: --set expected an existing list element")
+        node[last] = value
+    elif isinstance(node, dict):
+        node[last] = value
+    else:
+        raise ConfigError(f"{source}: {_render(path)}: --set expected a table here")
 
 
 def resolve_profile(name: str, kind: str, config_path: Path) -> Path:
@@ -194,6 +223,12 @@ def load_experiment(path: str | Path, overrides: list[str] = (), seed: int | Non
         apply_override(raw, ["run", "seed"], seed, f"{source} (--seed)")
     scenario = structure(raw, Scenario, source)
     device_path = resolve_profile(scenario.device, "devices", path)
+    if not device_path.is_file():
+        known = ", ".join(sorted(p.stem for p in device_path.parent.glob("*.toml"))) or "none found"
+        raise ConfigError(
+            f"{source}: device: expected a device profile name ({known}) or a path to one, "
+            f"got {scenario.device!r} (no file {device_path})"
+        )
     device = structure(_read_toml(device_path), Device, str(device_path))
     for i, spec in enumerate(scenario.periodic):
         _check_cpuset(spec.thread, device, source, f"periodic[{i}].thread.cpuset")

@@ -9,7 +9,7 @@ ms (value unit ratio 1e6), as HdrHistogram's tools expect.
 
 from __future__ import annotations
 
-import io
+import math
 from pathlib import Path
 
 from hdrh.histogram import HdrHistogram
@@ -58,16 +58,18 @@ class LatencyRecorder:
     def percentiles_ms(self) -> dict[str, float | int]:
         """p50/p90/p99/max in ms (3 decimals) and the sample count."""
         h = self.total
-        if not h.get_total_count():
+        total = h.get_total_count()
+        if not total:
             return {"count": 0}
+        cells = nonzero_cells(h)
         top = h.get_max_value()
         figures: dict[str, float | int] = {
-            # a percentile is reported as its bucket's highest equivalent value, never above the max
-            f"p{p}": round(min(h.get_value_at_percentile(p), top) / NS_PER_MS, 3)
+            # a percentile is its bucket's highest equivalent value, never above the max
+            f"p{p}": round(min(value_at_percentile(h, cells, p), top) / NS_PER_MS, 3)
             for p in (50, 90, 99)
         }
         figures["max"] = round(top / NS_PER_MS, 3)
-        figures["count"] = h.get_total_count()
+        figures["count"] = total
         return figures
 
     def write(self, directory: Path, end_ns: int) -> None:
@@ -87,6 +89,63 @@ class LatencyRecorder:
                     "%.3f,%.3f,%.3f,%s\n"
                     % (start / 1e9, (end - start) / 1e9, h.get_max_value() / NS_PER_MS, h.encode().decode())
                 )
-        buf = io.BytesIO()
-        self.total.output_percentile_distribution(buf, NS_PER_MS)
-        (directory / f"{self.name}.hgrm").write_bytes(buf.getvalue())
+        (directory / f"{self.name}.hgrm").write_text(percentile_distribution(self.total, NS_PER_MS))
+
+
+def nonzero_cells(h: HdrHistogram) -> list[tuple[int, int]]:
+    """``(value at index, count)`` for every non-empty counts slot, ascending."""
+    at = h.get_value_from_index
+    return [(at(i), c) for i, c in enumerate(h.counts) if c]
+
+
+def value_at_percentile(h: HdrHistogram, cells: list[tuple[int, int]], percentile: float) -> int:
+    """HdrHistogram getValueAtPercentile(): highest equivalent value reaching the target count."""
+    target = max(1, int(min(percentile, 100.0) * h.get_total_count() / 100 + 0.5))
+    cumulative = 0
+    for value, count in cells:
+        cumulative += count
+        if cumulative >= target:
+            return h.get_highest_equivalent_value(value)
+    return 0
+
+
+def _next_level(level: float, ticks_per_half_distance: int) -> float:
+    half_distances = int(math.log(100.0 / (100.0 - level)) / math.log(2)) + 1
+    return level + 100.0 / (ticks_per_half_distance * 2**half_distances)
+
+
+def percentile_distribution(h: HdrHistogram, unit_ratio: float, ticks_per_half_distance: int = 5) -> str:
+    """The ``.hgrm`` text of HdrHistogram's outputPercentileDistribution(), as Java writes it.
+
+    hdrh's own writer walks every sub-bucket in pure Python (seconds per file)
+    and prints the standard deviation unscaled; this one walks only non-empty
+    slots and follows the Java reference format line for line.
+    """
+    sig = h.significant_figures
+    total = h.get_total_count()
+    out = [f"{'Value':>12} {'Percentile':>14} {'TotalCount':>10} {'1/(1-Percentile)':>14}\n\n"]
+    cells = nonzero_cells(h)
+    level = 0.0
+    cumulative = 0
+    last = 0
+    for value, count in cells:
+        cumulative += count
+        last = h.get_highest_equivalent_value(value)
+        while 100.0 * cumulative / total >= level:
+            out.append(f"{last / unit_ratio:12.{sig}f} {level / 100:2.12f} {cumulative:10d} {1 / (1 - level / 100):14.2f}\n")
+            level = _next_level(level, ticks_per_half_distance)
+            if cumulative == total:
+                break
+        if cumulative == total:
+            break
+    if total:
+        out.append(f"{last / unit_ratio:12.{sig}f} {1.0:2.12f} {total:10d}\n")
+    mean = stddev = 0.0
+    if total:
+        medians = [(h.get_lowest_equivalent_value(v) + h.get_highest_equivalent_value(v) + 1) // 2 for v, _ in cells]
+        mean = sum(m * c for m, (_, c) in zip(medians, cells)) / total
+        stddev = math.sqrt(sum((m - mean) ** 2 * c for m, (_, c) in zip(medians, cells)) / total)
+    out.append(f"#[Mean    = {mean / unit_ratio:12.{sig}f}, StdDeviation   = {stddev / unit_ratio:12.{sig}f}]\n")
+    out.append(f"#[Max     = {h.get_max_value() / unit_ratio:12.{sig}f}, Total count    = {total:12d}]\n")
+    out.append(f"#[Buckets = {h.bucket_count:12d}, SubBuckets     = {h.sub_bucket_count:12d}]\n")
+    return "".join(out)

@@ -1,0 +1,47 @@
+"""HDR outputs: percentiles and the .hgrm text follow HdrHistogram's reference semantics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hdrh.histogram import HdrHistogram
+from hdrh.log import HistogramLogReader
+
+from exitstorm.histograms import HIGHEST_NS, LOWEST_NS, LatencyRecorder, percentile_distribution
+
+MS = 1_000_000
+
+
+def test_hgrm_ticks_follow_the_java_reference_levels() -> None:
+    h = HdrHistogram(LOWEST_NS, HIGHEST_NS, 3)
+    for v in (1 * MS, 1 * MS, 1 * MS, 2 * MS):
+        h.record_value(v)
+    text = percentile_distribution(h, MS)
+    rows = [line.split() for line in text.splitlines()[2:] if line and not line.startswith("#")]
+    levels = [float(r[1]) for r in rows]
+    assert levels == [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.775, 1.0]
+    assert [int(r[2]) for r in rows] == [3] * 11 + [4, 4]
+    assert all(abs(float(r[0]) - 1.0) < 0.001 for r in rows[:11])
+    assert abs(float(rows[-1][0]) - 2.0) < 0.002
+    mean_line, max_line, buckets_line = text.splitlines()[-3:]
+    mean, std = (float(x.split("=")[1]) for x in mean_line.strip("#[]").split(","))
+    assert abs(mean - 1.25) < 0.002 and abs(std - 0.433) < 0.002
+    assert max_line.endswith("Total count    =            4]")
+
+
+def test_recorder_percentiles_clamp_to_max_and_intervals_sum_to_total(tmp_path: Path) -> None:
+    rec = LatencyRecorder("exit_latency", interval_ns=100 * MS)
+    for i in range(1, 301):
+        rec.record(i * MS, i * 10_000)  # 10 µs .. 3 ms, spread over 3 intervals
+    rec.record(5, 0)
+    figures = rec.percentiles_ms()
+    assert figures["count"] == 301
+    assert figures["p50"] <= figures["p90"] <= figures["p99"] <= figures["max"]
+    assert abs(figures["max"] - 3.0) < 0.003 and abs(figures["p50"] - 1.5) < 0.01
+    rec.write(tmp_path, end_ns=301 * MS)
+    reader = HistogramLogReader(str(tmp_path / "exit_latency.hlog"), HdrHistogram(LOWEST_NS, HIGHEST_NS, 3))
+    counts = []
+    while (h := reader.get_next_interval_histogram()) is not None:
+        counts.append(h.get_total_count())
+    assert counts == [100, 100, 100, 1]
+    assert (tmp_path / "exit_latency.hgrm").read_text().startswith("       Value     Percentile")

@@ -1,0 +1,197 @@
+"""Hand-computed timelines of the virtual CPU (DESIGN §4)."""
+
+from __future__ import annotations
+
+from actors.work import Compute, Lock, Marker, Sleep, Unlock
+
+from tests.conftest import MS, Bench
+
+
+async def test_two_nice0_threads_on_one_core_alternate_slices_50_50() -> None:
+    # EEVDF with a 1 ms slice: A runs [0,1), B [1,2), A [2,3) ... each needs 30 ms.
+    b = Bench([1.0], slice_ns=1 * MS)
+    a, bb = b.thread("a"), b.thread("b")
+    b.start(0, a, [Compute(30 * MS)])
+    b.start(0, bb, [Compute(30 * MS)])
+    snap = {}
+    b.at(10 * MS, lambda: snap.update(a=a.run_ns, b=bb.run_ns))
+    await b.run()
+    assert b.done["a"].t_ns == 59 * MS
+    assert b.done["b"].t_ns == 60 * MS
+    # run_ns is accounted lazily at segment boundaries; at 10 ms both have run exactly 5 ms
+    b2 = Bench([1.0], slice_ns=1 * MS, end_ns=10 * MS)
+    a2, c2 = b2.thread("a"), b2.thread("b")
+    b2.start(0, a2, [Compute(30 * MS)])
+    b2.start(0, c2, [Compute(30 * MS)])
+    await b2.run()
+    assert (a2.run_ns, c2.run_ns) == (5 * MS, 5 * MS)
+
+
+async def test_nice0_vs_nice5_share_follows_weights_1024_335() -> None:
+    b = Bench([1.0], slice_ns=1 * MS, end_ns=2000 * MS)
+    a, c = b.thread("a", nice=0), b.thread("c", nice=5)
+    b.start(0, a, [Compute(10_000 * MS)])
+    b.start(0, c, [Compute(10_000 * MS)])
+    await b.run()
+    assert a.run_ns + c.run_ns == 2000 * MS
+    share = a.run_ns / (a.run_ns + c.run_ns)
+    assert abs(share - 1024 / (1024 + 335)) < 0.002, share
+
+
+async def test_fifo_thread_preempts_fair_thread_at_once() -> None:
+    b = Bench([1.0], slice_ns=3 * MS)
+    f, r = b.thread("f"), b.thread("r", "fifo", prio=1)
+    b.start(0, f, [Compute(10 * MS)])
+    b.start(2 * MS, r, [Compute(3 * MS)])
+    await b.run()
+    assert b.done["r"].t_ns == 5 * MS
+    assert b.done["f"].t_ns == 13 * MS
+    assert ("r", 0) in b.delays
+    assert f.preemptions == 1
+
+
+async def test_higher_fifo_priority_preempts_lower_and_lower_resumes_after() -> None:
+    b = Bench([1.0], slice_ns=3 * MS)
+    lo, hi = b.thread("lo", "fifo", prio=10), b.thread("hi", "fifo", prio=20)
+    b.start(0, lo, [Compute(4 * MS)])
+    b.start(1 * MS, hi, [Compute(2 * MS)])
+    await b.run()
+    assert b.done["hi"].t_ns == 3 * MS
+    assert b.done["lo"].t_ns == 6 * MS
+
+
+async def test_spinning_waiter_burns_its_core_and_delays_a_fifo_wakeup() -> None:
+    # holder on cpu0 keeps L for 5 ms; waiter on cpu1 spins 1..5 ms, then holds L 5..6 ms.
+    # A FIFO thread waking on cpu1 at 2 ms cannot preempt a spinner or holder: runs 6..7 ms.
+    b = Bench([1.0, 1.0], slice_ns=3 * MS)
+    b.sched.add_lock("L", "spin")
+    h = b.thread("holder", cpus=[0])
+    w = b.thread("waiter", cpus=[1])
+    r = b.thread("rt", "fifo", prio=50, cpus=[1])
+    b.start(0, h, [Lock("L"), Compute(5 * MS), Unlock("L")])
+    b.start(1 * MS, w, [Lock("L", frame=("do_exit",)), Compute(1 * MS), Unlock("L")])
+    b.start(2 * MS, r, [Compute(1 * MS)])
+    await b.run()
+    assert w.spin_ns == 4 * MS
+    assert w.run_ns == 1 * MS
+    assert b.done["waiter"].t_ns == 6 * MS
+    assert b.done["rt"].t_ns == 7 * MS
+    assert ("rt", 4 * MS) in b.delays
+    assert b.sched.frame_ns[(w, ("do_exit", "queued_spin_lock_slowpath"))] == 4 * MS
+    lock = b.sched.locks["L"]
+    assert (lock.acquired, lock.contended, lock.wait_ns, lock.owner) == (2, 1, 4 * MS, None)
+
+
+async def test_sleeping_lock_waiter_frees_its_core_and_is_woken_fifo() -> None:
+    # One core, no slicing (100 ms slice, run-to-parity): H holds M across a sleep.
+    # W blocks on M at 2 ms, leaving the core to X (2..5 ms). H wakes at 7, unlocks at 8,
+    # handing M to W, which runs 8..9 ms. W2 queued behind W gets M at 9, runs 9..10.
+    b = Bench([1.0], slice_ns=100 * MS)
+    b.sched.add_lock("M", "mutex")
+    h, w, x, w2 = b.thread("h"), b.thread("w"), b.thread("x"), b.thread("w2")
+    b.start(0, h, [Lock("M"), Compute(2 * MS), Sleep(5 * MS), Compute(1 * MS), Unlock("M")])
+    b.start(1 * MS, w, [Lock("M"), Compute(1 * MS), Unlock("M")])
+    b.start(1 * MS, x, [Compute(3 * MS)])
+    b.start(6 * MS, w2, [Lock("M"), Compute(1 * MS), Unlock("M")])
+    await b.run()
+    assert b.done["x"].t_ns == 5 * MS
+    assert b.done["h"].t_ns == 8 * MS
+    assert b.done["w"].t_ns == 9 * MS
+    assert b.done["w2"].t_ns == 10 * MS
+    assert w.spin_ns == 0 and w.sleep_ns == 6 * MS
+    assert b.sched.cores[0].idle_ns == 2 * MS  # 5..7 ms: everyone asleep or blocked
+
+
+async def test_core_of_capacity_half_takes_twice_as_long() -> None:
+    b = Bench([0.5], slice_ns=3 * MS)
+    t = b.thread("t")
+    b.start(0, t, [Compute(10 * MS)])
+    await b.run()
+    assert b.done["t"].t_ns == 20 * MS
+    assert t.run_ns == 20 * MS
+
+
+async def test_cpuset_is_respected_even_when_another_core_idles() -> None:
+    b = Bench([1.0, 1.0], slice_ns=1 * MS)
+    a, c = b.thread("a", cpus=[1]), b.thread("c", cpus=[1])
+    b.start(0, a, [Compute(5 * MS)])
+    b.start(0, c, [Compute(5 * MS)])
+    await b.run()
+    assert max(b.done["a"].t_ns, b.done["c"].t_ns) == 10 * MS
+    assert b.sched.cores[0].idle_ns == 10 * MS
+    assert b.sched.cores[1].idle_ns == 0
+
+
+async def test_idle_core_pulls_a_waiting_thread() -> None:
+    # three nice-0 threads on two cores: the third waits on a queue until cpu0 frees at 2 ms
+    b = Bench([1.0, 1.0], slice_ns=100 * MS)
+    a, c, d = b.thread("a"), b.thread("c"), b.thread("d")
+    b.start(0, a, [Compute(2 * MS)])
+    b.start(0, c, [Compute(6 * MS)])
+    b.start(0, d, [Compute(3 * MS)])
+    await b.run()
+    assert b.done["a"].t_ns == 2 * MS
+    assert b.done["d"].t_ns == 5 * MS
+    assert b.done["c"].t_ns == 6 * MS
+
+
+async def test_wakeup_preemption_without_run_to_parity() -> None:
+    # nice -10 thread waking on a core busy with a nice 0 thread preempts it immediately
+    # (EEVDF: placed at V with a much shorter virtual slice, so an earlier deadline).
+    b = Bench([1.0], slice_ns=3 * MS, run_to_parity=False)
+    bg, ui = b.thread("bg"), b.thread("ui", nice=-10)
+    b.start(0, bg, [Compute(20 * MS)])
+    b.start(1 * MS, ui, [Compute(1 * MS)])
+    await b.run()
+    assert b.done["ui"].t_ns == 2 * MS
+    assert ("ui", 0) in b.delays
+
+
+async def test_run_to_parity_protects_the_current_slice_from_wakeups() -> None:
+    # same, with RUN_TO_PARITY: bg keeps its 3 ms slice, ui runs 3..4 ms
+    b = Bench([1.0], slice_ns=3 * MS, run_to_parity=True)
+    bg, ui = b.thread("bg"), b.thread("ui", nice=-10)
+    b.start(0, bg, [Compute(20 * MS)])
+    b.start(1 * MS, ui, [Compute(1 * MS)])
+    await b.run()
+    assert b.done["ui"].t_ns == 4 * MS
+
+
+async def test_kill_cuts_user_work_short() -> None:
+    b = Bench([1.0], slice_ns=3 * MS)
+    t = b.thread("app")
+    b.start(0, t, [Compute(10 * MS, user=True), Compute(5 * MS)])
+    b.at(3 * MS, lambda: b.sched.interrupt(t))
+    await b.run()
+    assert b.done["app"].t_ns == 3 * MS and b.done["app"].interrupted
+    assert t.run_ns == 3 * MS
+
+
+async def test_kill_waits_for_kernel_work_and_stops_at_the_next_user_step() -> None:
+    b = Bench([1.0], slice_ns=3 * MS)
+    t = b.thread("app")
+    b.start(0, t, [Compute(5 * MS), Marker("syscall_exit"), Compute(10 * MS, user=True)])
+    b.at(2 * MS, lambda: b.sched.interrupt(t))
+    await b.run()
+    assert b.done["app"].t_ns == 5 * MS and b.done["app"].interrupted
+    assert t.run_ns == 5 * MS
+
+
+async def test_kill_ends_a_user_sleep() -> None:
+    b = Bench([1.0], slice_ns=3 * MS)
+    t = b.thread("app")
+    b.start(0, t, [Compute(1 * MS, user=True), Sleep(50 * MS, user=True), Compute(1 * MS, user=True)])
+    b.at(4 * MS, lambda: b.sched.interrupt(t))
+    await b.run()
+    assert b.done["app"].t_ns == 4 * MS and b.done["app"].interrupted
+    assert t.sleep_ns == 3 * MS
+
+
+async def test_frames_accumulate_cpu_time_per_stack() -> None:
+    b = Bench([1.0], slice_ns=3 * MS)
+    t = b.thread("victim")
+    exit_mmap = ("do_exit", "exit_mm", "mmput", "exit_mmap")
+    b.start(0, t, [Compute(2 * MS, exit_mmap + ("zap_pte_range",)), Compute(1 * MS, exit_mmap)])
+    await b.run()
+    assert b.sched.frame_ns[(t, exit_mmap + ("zap_pte_range",))] == 2 * MS
+    assert b.sched.frame_ns[(t, exit_mmap)] == 1 * MS

@@ -48,8 +48,6 @@ LockKind = Literal["spin", "mutex"]
 SCHED_CAPACITY_SCALE = 1024
 #: Frame appended to the caller's stack while a thread spins on a contended spinlock.
 SPIN_FRAME = "queued_spin_lock_slowpath"
-#: Frame appended while a thread sleeps on a contended mutex (off-CPU, not in the CPU profile).
-MUTEX_FRAME = "__mutex_lock_slowpath"
 
 IDLE, RUNNABLE, RUNNING, BLOCKED = 0, 1, 2, 3
 
@@ -161,10 +159,12 @@ class Scheduler(Actor):
         self._rtq: list[Thread] = []
         self._rt_seq = 0
         self._trace = False
+        self._trace_locks = False
 
     # -- set-up --------------------------------------------------------------
     def on_start(self) -> None:
         self._trace = self.runtime.events.is_on("sched")
+        self._trace_locks = self.runtime.events.is_on("lock")
 
     def add_lock(self, name: str, kind: LockKind) -> KLock:
         if kind not in ("spin", "mutex"):
@@ -449,6 +449,9 @@ class Scheduler(Actor):
                 if lock.owner is th:
                     raise SchedulerError(f"{th.name}: recursive acquisition of {step.name!r} (AA deadlock)")
                 lock.contended += 1
+                if self._trace_locks:
+                    self.runtime.events.emit("lock", now, self.name, "lock_contended", lock=lock.name,
+                                             kind=lock.kind, thread=th.name, owner=lock.owner.name)
                 core.dispatching = False
                 if lock.kind == "spin":
                     if core.need_resched and not th.preempt_count:
@@ -513,6 +516,9 @@ class Scheduler(Actor):
         lock.hold_since = now
         lock.acquired += 1
         lock.wait_ns += now - waiter.spin_since
+        if self._trace_locks:
+            self.runtime.events.emit("lock", now, self.name, "lock_handoff", lock=name, kind=lock.kind,
+                                     thread=waiter.name, waited_ns=now - waiter.spin_since)
         waiter.nlocks += 1
         if lock.kind == "spin":
             core = waiter.core
@@ -525,9 +531,9 @@ class Scheduler(Actor):
             waiter.sleep_ns += now - waiter.since
             self._wake(waiter)
 
-    def _block(self, core: Core, th: Thread) -> None:
-        """The current thread leaves the CPU to sleep."""
-        th.state = BLOCKED
+    def _leave_cpu(self, core: Core, th: Thread, state: int) -> None:
+        """The current thread stops running (to sleep, or because its program ended)."""
+        th.state = state
         th.since = self.runtime.now
         core.curr = None
         core.gen += 1
@@ -535,6 +541,9 @@ class Scheduler(Actor):
         th.last_core = core
         if th.fair:
             self._save_lag(core, th)
+
+    def _block(self, core: Core, th: Thread) -> None:
+        self._leave_cpu(core, th, BLOCKED)
         self._pick_next(core)
 
     def _end_program(self, th: Thread, core: Core | None, interrupted: bool) -> None:
@@ -543,15 +552,11 @@ class Scheduler(Actor):
         th.program = None
         th.remaining = 0
         th.step_user = False
-        th.state = IDLE
-        th.since = self.runtime.now
         if core is not None:
-            core.curr = None
-            core.gen += 1
-            th.core = None
-            th.last_core = core
-            if th.fair:
-                self._save_lag(core, th)
+            self._leave_cpu(core, th, IDLE)
+        else:
+            th.state = IDLE
+            th.since = self.runtime.now
         on_done = th.on_done
         th.on_done = None
         if core is not None:

@@ -1,0 +1,1 @@
+"""Performance benchmarks: wall-clock ratios, events per second, peak memory."""

@@ -1,0 +1,1 @@
+"""The lab: configs, world assembly, experiment runs, outputs and the command line."""

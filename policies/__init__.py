@@ -1,0 +1,1 @@
+"""Swappable remedy policies (kill, reap, swap release), plugged into the model's interfaces."""

@@ -195,3 +195,25 @@ async def test_frames_accumulate_cpu_time_per_stack() -> None:
     await b.run()
     assert b.sched.frame_ns[(t, exit_mmap + ("zap_pte_range",))] == 2 * MS
     assert b.sched.frame_ns[(t, exit_mmap)] == 1 * MS
+
+
+async def test_lock_events_are_logged_when_the_category_is_on() -> None:
+    import io
+    import json
+
+    from actors.events import EventLog
+    from actors.runtime import Runtime
+    from actors.scheduler import CoreSpec, Scheduler, SchedTunables
+
+    out = io.StringIO()
+    rt = Runtime(seed=1, events=EventLog(out, ["lock"]))
+    sched = rt.add(Scheduler("cpu", [CoreSpec(1.0)] * 2, SchedTunables(3 * MS, "none", True, True)))
+    sched.add_lock("si->lock", "spin")
+    a, b = sched.spawn("a", None), sched.spawn("b", None)
+    rt.at(0, lambda _: sched.submit(a, [Lock("si->lock"), Compute(2 * MS), Unlock("si->lock")]))
+    rt.at(MS, lambda _: sched.submit(b, [Lock("si->lock"), Unlock("si->lock")]))
+    await rt.run()
+    events = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [(e["t_ns"], e["event"], e["thread"]) for e in events] == [
+        (MS, "lock_contended", "b"), (2 * MS, "lock_handoff", "b")]
+    assert events[1]["waited_ns"] == MS

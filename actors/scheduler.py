@@ -18,9 +18,13 @@ Scheduling model (DESIGN §4):
   allowed core, then the least loaded one; an idle core pulls the
   longest-waiting queued thread it may run. Wakeup preemption and
   RUN_TO_PARITY are tunables. There is no periodic load balancer.
-* **Spinlocks** keep their waiters on-core, burning CPU, FIFO (queued
-  spinlocks); holders and spinners are not preemptible. **Mutexes** put
-  waiters to sleep and hand the lock to the first waiter on unlock.
+* **Spinlocks** and **rwlocks** keep their waiters on-core, burning CPU,
+  FIFO (queued locks); holders and spinners are not preemptible. **Mutexes**
+  and **rwsems** put waiters to sleep and hand the lock to the first waiter
+  (or the run of readers at the head) on unlock. Readers share; a newcomer
+  reader queues behind a waiting writer. A **line** is a shared cache line
+  (atomic counters): never waited for, but each access from a CPU other than
+  the last one to touch it costs a cache-line transfer.
 * Preemption requested while a thread cannot be preempted (holding or
   spinning on a spinlock, or running zero-time steps) happens at its next
   time-consuming step; since those steps take no time, the timing is exact.
@@ -43,7 +47,7 @@ from actors.runtime import Actor
 from actors.work import Compute, Lock, Marker, Sleep, SleepUntil, Step, Unlock, WorkDone
 
 Policy = Literal["fifo", "fair"]
-LockKind = Literal["spin", "mutex"]
+LockKind = Literal["spin", "mutex", "rwlock", "rwsem", "line"]
 
 SCHED_CAPACITY_SCALE = 1024
 #: Frame appended to the caller's stack while a thread spins on a contended spinlock.
@@ -73,20 +77,47 @@ class SchedTunables:
 
 
 class KLock:
-    """A kernel lock and its statistics."""
+    """A kernel lock (or a shared cache line) and its statistics.
 
-    __slots__ = ("name", "kind", "owner", "waiters", "hold_since", "acquired", "contended", "held_ns", "wait_ns")
+    ``spin`` and ``rwlock`` waiters spin on their core; ``mutex`` and
+    ``rwsem`` waiters sleep. ``rwlock``/``rwsem`` readers share the lock; a
+    ``line`` is a cache line that every "acquisition" only reads-for-ownership
+    (atomic counters, a reader-side lock word): it never excludes anybody.
+    Acquiring a lock whose line was last touched on another CPU costs
+    ``transfer_ns`` for each of the ``count`` kernel acquisitions the step
+    stands for: with several CPUs hammering the same line, every access
+    misses.
+    """
 
-    def __init__(self, name: str, kind: LockKind) -> None:
+    __slots__ = (
+        "name", "kind", "spins", "shared", "transfer_ns", "owner", "readers", "waiters", "last_cpu",
+        "hold_since", "acquired", "contended", "held_ns", "wait_ns", "transfers",
+    )  # fmt: skip
+
+    def __init__(self, name: str, kind: LockKind, transfer_ns: int) -> None:
         self.name = name
         self.kind = kind
+        self.spins = kind in ("spin", "rwlock", "line")
+        self.shared = kind in ("rwlock", "rwsem", "line")
+        self.transfer_ns = transfer_ns
         self.owner: Thread | None = None
-        self.waiters: collections.deque[Thread] = collections.deque()
+        self.readers = 0
+        self.waiters: collections.deque[tuple[Thread, bool, Lock]] = collections.deque()
+        self.last_cpu = -1
         self.hold_since = 0
         self.acquired = 0
         self.contended = 0
         self.held_ns = 0
         self.wait_ns = 0
+        self.transfers = 0
+
+    def grantable(self, write: bool) -> bool:
+        """May a newcomer take it now? Readers queue behind a waiting writer."""
+        if self.owner is not None:
+            return False
+        if write:
+            return self.readers == 0
+        return self.kind == "line" or not any(w for _, w, _ in self.waiters)
 
 
 class Thread:
@@ -97,7 +128,7 @@ class Thread:
         "cores", "mask", "thread_class", "on_marker",
         "state", "since", "core", "last_core", "program", "pending", "on_done", "remaining", "frame",
         "step_user", "kill_pending", "spinning", "spin_frame", "spin_since", "waiting_lock",
-        "preempt_count", "nlocks", "sleep_gen", "rt_key", "vruntime", "deadline", "vlag",
+        "preempt_count", "held", "sleep_gen", "rt_key", "vruntime", "deadline", "vlag",
         "run_ns", "wait_ns", "spin_ns", "sleep_ns", "idle_ns", "wakeups", "preemptions",
     )  # fmt: skip
 
@@ -166,12 +197,14 @@ class Scheduler(Actor):
         self._trace = self.runtime.events.is_on("sched")
         self._trace_locks = self.runtime.events.is_on("lock")
 
-    def add_lock(self, name: str, kind: LockKind) -> KLock:
-        if kind not in ("spin", "mutex"):
+    def add_lock(self, name: str, kind: LockKind, transfer_ns: int = 0) -> KLock:
+        if kind not in ("spin", "mutex", "rwlock", "rwsem", "line"):
             raise ValueError(f"unknown lock kind {kind!r}")
         if name in self.locks:
             raise ValueError(f"duplicate lock {name!r}")
-        lock = self.locks[name] = KLock(name, kind)
+        if transfer_ns < 0 or (transfer_ns and kind in ("mutex", "rwsem")):
+            raise ValueError(f"lock {name!r}: cache-line transfer cost applies to spinning kinds and lines only")
+        lock = self.locks[name] = KLock(name, kind, transfer_ns)
         return lock
 
     def spawn(
@@ -219,7 +252,8 @@ class Scheduler(Actor):
         th.spinning = th.waiting_lock = None
         th.spin_frame = ()
         th.spin_since = 0
-        th.preempt_count = th.nlocks = th.sleep_gen = 0
+        th.preempt_count = th.sleep_gen = 0
+        th.held = []
         th.rt_key = (-prio, 0)
         th.vruntime = th.deadline = th.vlag = 0
         th.run_ns = th.wait_ns = th.spin_ns = th.sleep_ns = th.idle_ns = 0
@@ -438,22 +472,26 @@ class Scheduler(Actor):
                 lock = self.locks.get(step.name)
                 if lock is None:
                     raise SchedulerError(f"{th.name}: lock {step.name!r} was never declared")
-                if lock.owner is None:
-                    lock.owner = th
-                    lock.hold_since = now
-                    lock.acquired += 1
-                    th.nlocks += 1
-                    if lock.kind == "spin":
-                        th.preempt_count += 1
-                    continue
-                if lock.owner is th:
+                write = step.mode == "write" and lock.kind != "line"
+                if lock in th.held:
                     raise SchedulerError(f"{th.name}: recursive acquisition of {step.name!r} (AA deadlock)")
+                if lock.grantable(write):
+                    self._grant(lock, th, write)
+                    extra = self._transfer(lock, core, step.count)
+                    if extra:
+                        th.remaining = extra << 10
+                        th.frame = step.frame
+                        core.dispatching = False
+                        self._arm(core)
+                        return
+                    continue
                 lock.contended += 1
                 if self._trace_locks:
+                    holder = lock.owner.name if lock.owner is not None else f"{lock.readers} reader(s)"
                     self.runtime.events.emit("lock", now, self.name, "lock_contended", lock=lock.name,
-                                             kind=lock.kind, thread=th.name, owner=lock.owner.name)
+                                             kind=lock.kind, thread=th.name, holder=holder)
                 core.dispatching = False
-                if lock.kind == "spin":
+                if lock.spins:
                     if core.need_resched and not th.preempt_count:
                         th.pending = step
                         if self._resched(core):
@@ -463,14 +501,14 @@ class Scheduler(Actor):
                     th.spin_since = now
                     th.spin_frame = step.frame + (SPIN_FRAME,)
                     th.preempt_count += 1
-                    lock.waiters.append(th)
+                    lock.waiters.append((th, write, step))
                     core.gen += 1
                     return
                 if th.preempt_count:
-                    raise SchedulerError(f"{th.name}: sleeping on mutex {step.name!r} while atomic")
+                    raise SchedulerError(f"{th.name}: sleeping on {lock.kind} {step.name!r} while atomic")
                 th.waiting_lock = lock
                 th.spin_since = now
-                lock.waiters.append(th)
+                lock.waiters.append((th, write, step))
                 self._block(core, th)
                 return
             if cls is Unlock:
@@ -499,37 +537,68 @@ class Scheduler(Actor):
                 continue
             raise SchedulerError(f"{th.name}: not a work step: {step!r}")
 
+    def _grant(self, lock: KLock, th: Thread, write: bool) -> None:
+        if write:
+            lock.owner = th
+        else:
+            lock.readers += 1
+        if lock.owner is th or lock.readers == 1:
+            lock.hold_since = self.runtime.now
+        lock.acquired += 1
+        th.held.append(lock)
+        if lock.spins:
+            th.preempt_count += 1
+
+    def _transfer(self, lock: KLock, core: Core, count: int) -> int:
+        """Extra ns for pulling the lock's cache line(s) from the CPU that touched it last."""
+        last = lock.last_cpu
+        lock.last_cpu = core.cid
+        if lock.transfer_ns and last >= 0 and last != core.cid:
+            lock.transfers += count
+            return lock.transfer_ns * count
+        return 0
+
     def _unlock(self, th: Thread, name: str) -> None:
         lock = self.locks.get(name)
-        if lock is None or lock.owner is not th:
+        if lock is None or lock not in th.held:
             raise SchedulerError(f"{th.name}: unlock of {name!r} which it does not hold")
         now = self.runtime.now
-        lock.held_ns += now - lock.hold_since
-        th.nlocks -= 1
-        if lock.kind == "spin":
+        th.held.remove(lock)
+        if lock.spins:
             th.preempt_count -= 1
-        if not lock.waiters:
+        if lock.owner is th:
             lock.owner = None
-            return
-        waiter = lock.waiters.popleft()
-        lock.owner = waiter
-        lock.hold_since = now
-        lock.acquired += 1
-        lock.wait_ns += now - waiter.spin_since
-        if self._trace_locks:
-            self.runtime.events.emit("lock", now, self.name, "lock_handoff", lock=name, kind=lock.kind,
-                                     thread=waiter.name, waited_ns=now - waiter.spin_since)
-        waiter.nlocks += 1
-        if lock.kind == "spin":
-            core = waiter.core
-            self._account(core)
-            waiter.spinning = None
-            core.gen += 1
-            self.runtime.at(now, self._segment_end, (core, core.gen))
         else:
-            waiter.waiting_lock = None
-            waiter.sleep_ns += now - waiter.since
-            self._wake(waiter)
+            lock.readers -= 1
+        if lock.owner is None and lock.readers == 0:
+            lock.held_ns += now - lock.hold_since
+        waiters = lock.waiters
+        while waiters and lock.owner is None and (not waiters[0][1] or lock.readers == 0):
+            waiter, write, step = waiters.popleft()
+            lock.wait_ns += now - waiter.spin_since
+            if self._trace_locks:
+                self.runtime.events.emit("lock", now, self.name, "lock_handoff", lock=name, kind=lock.kind,
+                                         thread=waiter.name, waited_ns=now - waiter.spin_since)
+            self._grant(lock, waiter, write)
+            if lock.spins:
+                core = waiter.core
+                self._account(core)
+                waiter.spinning = None
+                waiter.preempt_count -= 1  # the spin's count becomes the holder's, taken by _grant
+                extra = self._transfer(lock, core, step.count)
+                if extra:
+                    waiter.remaining = extra << 10
+                    waiter.frame = step.frame
+                    self._arm(core)
+                else:
+                    core.gen += 1
+                    self.runtime.at(now, self._segment_end, (core, core.gen))
+            else:
+                waiter.waiting_lock = None
+                waiter.sleep_ns += now - waiter.since
+                self._wake(waiter)
+            if write:
+                break
 
     def _leave_cpu(self, core: Core, th: Thread, state: int) -> None:
         """The current thread stops running (to sleep, or because its program ended)."""
@@ -547,8 +616,8 @@ class Scheduler(Actor):
         self._pick_next(core)
 
     def _end_program(self, th: Thread, core: Core | None, interrupted: bool) -> None:
-        if th.nlocks:
-            raise SchedulerError(f"{th.name}: program ended holding {th.nlocks} lock(s)")
+        if th.held:
+            raise SchedulerError(f"{th.name}: program ended holding {', '.join(lk.name for lk in th.held)}")
         th.program = None
         th.remaining = 0
         th.step_user = False

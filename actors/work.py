@@ -9,7 +9,7 @@ outermost first, so CPU time can be folded into a flame graph.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from attrs import field, frozen
 
@@ -34,12 +34,24 @@ class Compute:
     user: bool = False
 
 
+def _positive(_inst: Any, attribute: Any, value: int) -> None:
+    if value < 1:
+        raise ValueError(f"{attribute.name} must be >= 1, got {value}")
+
+
 @frozen
 class Lock:
-    """Acquire a lock declared with :meth:`Scheduler.add_lock`; its kind says how waiters wait."""
+    """Acquire a lock declared with :meth:`Scheduler.add_lock`; its kind says how waiters wait.
+
+    ``mode`` is ``"read"`` for the shared side of rwlocks and rwsems. One step
+    may stand for ``count`` acquisitions in the kernel (one per entry of a
+    chunk); it matters for cache-line transfer costs.
+    """
 
     name: str
     frame: Frame = ()
+    mode: Literal["read", "write"] = "write"
+    count: int = field(default=1, validator=_positive)
 
 
 @frozen

@@ -16,15 +16,8 @@ from typing import Any, Literal
 
 from attrs import field, frozen
 
-from exitstorm.schema import (
-    ConfigError,
-    InvalidValue,
-    in_range,
-    non_empty,
-    non_negative,
-    positive,
-    structure,
-)
+from actors.validators import InvalidValue, in_range, non_empty, non_negative, positive
+from exitstorm.schema import ConfigError, structure
 
 Policy = Literal["fifo", "fair"]
 EventCategory = Literal["actor", "sched", "lock", "metric"]

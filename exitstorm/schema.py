@@ -14,17 +14,11 @@ from typing import Any, Literal, get_args
 import cattrs
 from cattrs.errors import ForbiddenExtraKeysError
 
+from actors.validators import InvalidValue
+
 
 class ConfigError(Exception):
     """Bad user input; ``str()`` is the one line printed before exiting with status 2."""
-
-
-class InvalidValue(ValueError):
-    """Raised by field validators; carries the field name so the path is exact."""
-
-    def __init__(self, field: str, expected: str, got: Any) -> None:
-        super().__init__(f"expected {expected}, got {got!r}")
-        self.field = field
 
 
 class _Mismatch(TypeError):
@@ -36,30 +30,6 @@ def _describe(value: Any) -> str:
     if isinstance(value, (dict, list)):
         return f"a {'table' if isinstance(value, dict) else 'list'}"
     return repr(value)
-
-
-# -- validators -----------------------------------------------------------------
-def positive(_inst: Any, attribute: Any, value: float) -> None:
-    if not value > 0:
-        raise InvalidValue(attribute.name, "a number > 0", value)
-
-
-def non_negative(_inst: Any, attribute: Any, value: float) -> None:
-    if not value >= 0:
-        raise InvalidValue(attribute.name, "a number >= 0", value)
-
-
-def in_range(lo: int, hi: int):
-    def check(_inst: Any, attribute: Any, value: int) -> None:
-        if not lo <= value <= hi:
-            raise InvalidValue(attribute.name, f"an integer in {lo}..{hi}", value)
-
-    return check
-
-
-def non_empty(_inst: Any, attribute: Any, value: Any) -> None:
-    if not value:
-        raise InvalidValue(attribute.name, "a non-empty value", value)
 
 
 # -- the converter --------------------------------------------------------------

@@ -12,20 +12,26 @@ from actors.work import Compute, Lock, Sleep, Unlock
 from benchmarks.scheduler_vs_simpy import make_workload, run_exitstorm, run_simpy
 from tests.conftest import Bench
 
-LOCKS = {"m0": "mutex", "m1": "mutex", "s0": "spin", "s1": "spin"}
+LOCKS = {"m0": "mutex", "m1": "rwsem", "s0": "spin", "s1": "rwlock", "z": "line"}
+SLEEPING = ["m0", "m1"]
+SPINNING = ["s0", "s1", "z"]
+SHARED = {"m1", "s1", "z"}
 
 
 @st.composite
 def critical_section(draw: Any) -> list:
     """Locks in a global order (mutexes before spinlocks), released in reverse; never
     sleeping while a spinlock is held, as the kernel requires."""
-    mutexes = draw(st.lists(st.sampled_from(["m0", "m1"]), unique=True).map(sorted))
-    spins = draw(st.lists(st.sampled_from(["s0", "s1"]), unique=True).map(sorted))
+    mutexes = draw(st.lists(st.sampled_from(SLEEPING), unique=True).map(sorted))
+    spins = draw(st.lists(st.sampled_from(SPINNING), unique=True).map(sorted))
     held = mutexes + spins
     body = [Compute(draw(st.integers(0, 400_000)), ("critical",))]
     if not spins and draw(st.booleans()):
         body.append(Sleep(draw(st.integers(1, 300_000))))
-    return [Lock(n) for n in held] + body + [Unlock(n) for n in reversed(held)]
+    modes = [draw(st.sampled_from(["read", "write"])) if n in SHARED else "write" for n in held]
+    counts = [draw(st.integers(1, 64)) for _ in held]
+    acquire = [Lock(n, mode=m, count=c) for n, m, c in zip(held, modes, counts)]
+    return acquire + body + [Unlock(n) for n in reversed(held)]
 
 
 step_groups = st.one_of(
@@ -62,7 +68,7 @@ def worlds(draw: Any, capacities: Any = st.sampled_from([0.5, 1.0])) -> dict:
 def simulate(world: dict) -> tuple[Bench, dict]:
     b = Bench(world["caps"], slice_ns=world["slice"], run_to_parity=world["parity"])
     for name, kind in LOCKS.items():
-        b.sched.add_lock(name, kind)
+        b.sched.add_lock(name, kind, transfer_ns=0 if kind in ("mutex", "rwsem") else 50)
     threads = {}
     for spec in world["threads"]:
         th = threads[spec["name"]] = b.thread(spec["name"], spec["policy"], prio=spec["prio"],
@@ -100,16 +106,16 @@ def test_locks_end_free_and_every_acquisition_is_accounted(world: dict) -> None:
         assert lock.acquired == wanted
         assert lock.contended <= lock.acquired
     for th in threads.values():
-        assert th.nlocks == 0 and th.preempt_count == 0
+        assert not th.held and th.preempt_count == 0
 
 
 @settings(max_examples=100, deadline=None)
 @given(worlds(capacities=st.just(1.0)))
-def test_on_full_speed_cores_cpu_time_equals_the_work_asked_for(world: dict) -> None:
+def test_on_full_speed_cores_cpu_time_equals_the_work_asked_for_plus_transfers(world: dict) -> None:
     b, threads = simulate(world)
-    for spec in world["threads"]:
-        asked = sum(s.ns for s in spec["program"] if isinstance(s, Compute))
-        assert threads[spec["name"]].run_ns == asked
+    transfers = sum(lock.transfers * lock.transfer_ns for lock in b.sched.locks.values())
+    asked = sum(s.ns for spec in world["threads"] for s in spec["program"] if isinstance(s, Compute))
+    assert sum(th.run_ns for th in threads.values()) == asked + transfers
 
 
 @settings(max_examples=40, deadline=None)

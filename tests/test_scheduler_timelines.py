@@ -217,3 +217,51 @@ async def test_lock_events_are_logged_when_the_category_is_on() -> None:
     assert [(e["t_ns"], e["event"], e["thread"]) for e in events] == [
         (MS, "lock_contended", "b"), (2 * MS, "lock_handoff", "b")]
     assert events[1]["waited_ns"] == MS
+
+
+async def test_rwsem_readers_share_and_a_waiting_writer_blocks_later_readers() -> None:
+    # mmap_lock-like rwsem on 4 cores: r1 and r2 read 0..4 and 1..3; w asks at 2 and waits
+    # for both readers (gets it at 4, holds 2 ms); r3 asks at 3, queues behind w: 6..7.
+    b = Bench([1.0] * 4, slice_ns=3 * MS)
+    b.sched.add_lock("mmap_lock", "rwsem")
+    r1, r2, w, r3 = b.thread("r1"), b.thread("r2"), b.thread("w"), b.thread("r3")
+    read = Lock("mmap_lock", mode="read")
+    b.start(0, r1, [read, Compute(4 * MS), Unlock("mmap_lock")])
+    b.start(1 * MS, r2, [read, Compute(2 * MS), Unlock("mmap_lock")])
+    b.start(2 * MS, w, [Lock("mmap_lock"), Compute(2 * MS), Unlock("mmap_lock")])
+    b.start(3 * MS, r3, [read, Compute(1 * MS), Unlock("mmap_lock")])
+    await b.run()
+    assert b.done["r2"].t_ns == 3 * MS
+    assert b.done["r1"].t_ns == 4 * MS
+    assert b.done["w"].t_ns == 6 * MS
+    assert b.done["r3"].t_ns == 7 * MS
+    assert w.sleep_ns == 2 * MS and r3.sleep_ns == 3 * MS
+
+
+async def test_rwlock_readers_spin_behind_a_writer_then_run_together() -> None:
+    b = Bench([1.0] * 3, slice_ns=3 * MS)
+    b.sched.add_lock("pool", "rwlock")
+    w, r1, r2 = b.thread("w"), b.thread("r1"), b.thread("r2")
+    b.start(0, w, [Lock("pool"), Compute(2 * MS), Unlock("pool")])
+    b.start(1 * MS, r1, [Lock("pool", mode="read"), Compute(1 * MS), Unlock("pool")])
+    b.start(1 * MS, r2, [Lock("pool", mode="read"), Compute(1 * MS), Unlock("pool")])
+    await b.run()
+    assert b.done["r1"].t_ns == b.done["r2"].t_ns == 3 * MS
+    assert r1.spin_ns == r2.spin_ns == 1 * MS
+
+
+async def test_shared_line_costs_a_transfer_per_access_only_when_it_bounces() -> None:
+    # one CPU touching a line repeatedly pays nothing; a second CPU touching it pays
+    # transfer_ns for each of the `count` accesses the step stands for, and so does the
+    # first CPU when it comes back.
+    b = Bench([1.0, 1.0], slice_ns=3 * MS)
+    b.sched.add_lock("nr_swap_pages", "line", transfer_ns=100)
+    a, c = b.thread("a", cpus=[0]), b.thread("c", cpus=[1])
+    touch = [Lock("nr_swap_pages", ("swap_range_free",), count=10), Unlock("nr_swap_pages")]
+    b.start(0, a, touch + [Compute(1000)] + touch + [Sleep(10_000)] + touch)
+    b.start(5_000, c, touch)
+    await b.run()
+    assert c.run_ns == 1000
+    assert a.run_ns == 1000 + 1000
+    assert b.sched.locks["nr_swap_pages"].transfers == 20
+    assert b.sched.frame_ns[(c, ("swap_range_free",))] == 1000

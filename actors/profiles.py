@@ -1,0 +1,114 @@
+"""Kernel and device data the model runs on (structured from TOML by the lab).
+
+A *kernel profile* says what the kernel does on each path: which frames an
+item (a swap entry, a present page, a file page) passes through, what share
+of the item's cost each frame takes, and which locks (or shared cache lines)
+are held there. A *device profile* says what things cost on that hardware:
+ns per item at capacity 1.0 on the reference kernel, and the latency of a
+cache-line transfer between CPUs. Cost of a frame = device cost of the item
+x the kernel's factor for the item x the frame's share.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from attrs import field, frozen
+
+from actors.validators import InvalidValue, in_range, non_negative, positive, unit_share
+
+LockKind = Literal["spin", "mutex", "rwlock", "rwsem", "line"]
+
+
+@frozen
+class LockSpec:
+    """A lock on a kernel path.
+
+    ``scope`` is ``global`` (one for the device, e.g. a zsmalloc size class
+    shared by every app's objects) or ``process`` (one per mm, e.g. the PTE
+    lock). ``per_item`` is how many kernel acquisitions one item makes
+    (1/63 for a pcp batch); ``lines`` how many shared cache lines each
+    acquisition pulls when another CPU touched them last.
+    """
+
+    kind: LockKind
+    scope: Literal["global", "process"]
+    per_item: float = field(default=1.0, validator=positive)
+    lines: int = field(default=0, validator=in_range(0, 64))
+
+
+@frozen
+class Segment:
+    """Part of an item's cost, spent in ``frames`` while holding ``locks`` (and ``readers`` shared)."""
+
+    frames: list[str]
+    share: float = field(validator=unit_share)
+    locks: list[str] = []
+    readers: list[str] = []
+
+
+@frozen
+class ItemPath:
+    """How one item is processed: a cost factor on the device's cost and the segments it splits into."""
+
+    factor: float = field(validator=positive)
+    segments: list[Segment] = field()
+
+    @segments.validator
+    def _shares_sum_to_one(self, attribute: object, value: list[Segment]) -> None:
+        total = sum(seg.share for seg in value)
+        if value and abs(total - 1.0) > 1e-6:
+            raise InvalidValue("segments", "shares summing to 1", round(total, 6))
+
+
+@frozen
+class ExitProfile:
+    """The exit path (DESIGN §5): do_exit → exit_mm → … → zap_pte_range per chunk of PTEs."""
+
+    chunk_entries: int = field(validator=in_range(1, 1 << 20))
+    prefix: list[str]
+    swap_entry: ItemPath
+    present_page: ItemPath
+    file_page: ItemPath
+    #: the rest of do_exit, split before / after the mm teardown (frames and shares)
+    fixed_before_mm: ItemPath
+    fixed_after_mm: ItemPath
+
+
+@frozen
+class ReclaimProfile:
+    """Anon reclaim: compress pages into ZRAM (kswapd or direct reclaim), per batch of pages."""
+
+    batch_pages: int = field(validator=in_range(1, 1 << 20))
+    prefix_kswapd: list[str]
+    prefix_direct: list[str]
+    compress_page: ItemPath
+
+
+@frozen
+class KernelProfile:
+    name: str
+    description: str
+    exit: ExitProfile
+    reclaim: ReclaimProfile
+    locks: dict[str, LockSpec]
+
+
+@frozen
+class DeviceCosts:
+    """ns per item at capacity 1.0 on the reference kernel (swap_table), per device."""
+
+    swap_entry_free_ns: float = field(validator=non_negative)
+    present_page_free_ns: float = field(validator=non_negative)
+    file_page_unmap_ns: float = field(validator=non_negative)
+    exit_fixed_ns: float = field(validator=non_negative)
+    compress_page_ns: float = field(validator=non_negative)
+    cacheline_transfer_ns: float = field(validator=non_negative)
+
+
+@frozen
+class MemorySpec:
+    total_mb: float = field(validator=positive)
+    kernel_mb: float = field(validator=non_negative)
+    watermark_scale_factor: int = field(validator=in_range(1, 3000))
+    zram_disksize_mb: float = field(validator=non_negative)

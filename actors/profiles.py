@@ -36,6 +36,10 @@ class LockSpec:
     per_item: float = field(default=1.0, validator=positive)
     lines: int = field(default=0, validator=in_range(0, 64))
 
+    def __attrs_post_init__(self) -> None:
+        if self.lines and self.kind in ("mutex", "rwsem"):
+            raise InvalidValue("lines", "0 for sleeping locks (transfers are modelled for spinning kinds)", self.lines)
+
 
 @frozen
 class Segment:
@@ -87,8 +91,6 @@ class ReclaimProfile:
 
 @frozen
 class KernelProfile:
-    name: str
-    description: str
     exit: ExitProfile
     reclaim: ReclaimProfile
     locks: dict[str, LockSpec]

@@ -189,6 +189,9 @@ class Scheduler(Actor):
         self.frame_ns: dict[tuple[Thread, tuple[str, ...]], int] = {}
         self._rtq: list[Thread] = []
         self._rt_seq = 0
+        #: threads runnable or running; ``on_active_change`` (if set) is called when it changes
+        self.nr_active = 0
+        self.on_active_change: Callable[[], None] | None = None
         self._trace = False
         self._trace_locks = False
 
@@ -305,6 +308,9 @@ class Scheduler(Actor):
                 self._rtq.remove(th)
             th.wait_ns += self.runtime.now - th.since
             th.remaining = 0
+            if self.on_active_change is not None:
+                self.on_active_change()
+            self.nr_active -= 1
             self._end_program(th, None, interrupted=True)
         elif state == BLOCKED and th.waiting_lock is None:
             th.sleep_gen += 1
@@ -602,6 +608,9 @@ class Scheduler(Actor):
 
     def _leave_cpu(self, core: Core, th: Thread, state: int) -> None:
         """The current thread stops running (to sleep, or because its program ended)."""
+        if self.on_active_change is not None:
+            self.on_active_change()
+        self.nr_active -= 1
         th.state = state
         th.since = self.runtime.now
         core.curr = None
@@ -676,6 +685,9 @@ class Scheduler(Actor):
 
     def _wake(self, th: Thread) -> None:
         now = self.runtime.now
+        if self.on_active_change is not None:
+            self.on_active_change()
+        self.nr_active += 1
         th.state = RUNNABLE
         th.since = now
         th.wakeups += 1

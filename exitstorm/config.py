@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from attrs import field, frozen
 
+from actors.profiles import DeviceCosts, ExitProfile, KernelProfile, LockSpec, MemorySpec, ReclaimProfile
 from actors.validators import InvalidValue, in_range, non_empty, non_negative, positive
 from exitstorm.schema import ConfigError, structure
 
@@ -49,6 +50,8 @@ class Device:
     name: str
     description: str
     clusters: list[Cluster] = field(validator=non_empty)
+    memory: MemorySpec
+    costs: DeviceCosts
     cpusets: dict[str, list[int]] = field(validator=_cpusets_valid)
 
     @property
@@ -64,6 +67,61 @@ class Sched:
     tunable_scaling: Literal["none", "log", "linear"]
     run_to_parity: bool
     wakeup_preemption: bool
+
+
+@frozen
+class Kswapd:
+    nice: int = field(validator=in_range(-20, 19))
+
+
+def _locks_declared(inst: "Kernel", _attribute: Any, value: dict[str, LockSpec]) -> None:
+    paths = {
+        "exit.present_page": inst.exit.present_page, "exit.swap_entry": inst.exit.swap_entry,
+        "exit.file_page": inst.exit.file_page, "exit.fixed_before_mm": inst.exit.fixed_before_mm,
+        "exit.fixed_after_mm": inst.exit.fixed_after_mm, "reclaim.compress_page": inst.reclaim.compress_page,
+    }
+    for key, path in paths.items():
+        for i, seg in enumerate(path.segments):
+            for name in seg.locks + seg.readers:
+                if name not in value:
+                    raise InvalidValue(f"{key}.segments[{i}]", f"locks declared under [locks] ({', '.join(sorted(value))})", name)
+            for name in seg.readers:
+                if value[name].kind not in ("rwlock", "rwsem", "line"):
+                    raise InvalidValue(f"{key}.segments[{i}].readers", "locks of kind rwlock, rwsem or line", name)
+
+
+@frozen
+class Kernel:
+    """A kernel profile: scheduler tunables, kswapd, the exit and reclaim paths, their locks."""
+
+    name: str
+    description: str
+    sched: "Sched"
+    kswapd: Kswapd
+    exit: ExitProfile
+    reclaim: ReclaimProfile
+    locks: dict[str, LockSpec] = field(validator=_locks_declared)
+
+    @property
+    def profile(self) -> KernelProfile:
+        return KernelProfile(exit=self.exit, reclaim=self.reclaim, locks=self.locks)
+
+
+@frozen
+class Storm:
+    """``count`` identical processes SIGKILLed together at ``kill_at_ms``."""
+
+    count: int = field(validator=in_range(1, 100_000))
+    swapped_mb: float = field(validator=non_negative)
+    resident_mb: float = field(validator=non_negative)
+    file_mb: float = field(validator=non_negative)
+    compression_ratio: float = field(validator=positive)
+    kill_at_ms: float = field(validator=non_negative)
+    thread: "ThreadSpec"
+
+    def __attrs_post_init__(self) -> None:
+        if self.compression_ratio < 1:
+            raise InvalidValue("compression_ratio", "a ratio >= 1", self.compression_ratio)
 
 
 @frozen
@@ -114,10 +172,14 @@ class Load:
 @frozen
 class Scenario:
     device: str
+    kernel: str
     run: Run
-    sched: Sched
     periodic: list[Periodic] = []
     load: list[Load] = []
+    storm: Storm | None = None
+    #: keys merged into the device / kernel profile before validation (sensitivity runs)
+    device_overrides: dict[str, Any] = {}
+    kernel_overrides: dict[str, Any] = {}
 
 
 @frozen
@@ -127,6 +189,7 @@ class Experiment:
     source: str
     scenario: Scenario
     device: Device
+    kernel: Kernel
     raw: dict[str, Any]
 
 
@@ -215,23 +278,48 @@ def load_experiment(path: str | Path, overrides: list[str] = (), seed: int | Non
     if seed is not None:
         apply_override(raw, ["run", "seed"], seed, f"{source} (--seed)")
     scenario = structure(raw, Scenario, source)
-    device_path = resolve_profile(scenario.device, "devices", path)
-    if not device_path.is_file():
-        known = ", ".join(sorted(p.stem for p in device_path.parent.glob("*.toml"))) or "none found"
-        raise ConfigError(
-            f"{source}: device: expected a device profile name ({known}) or a path to one, "
-            f"got {scenario.device!r} (no file {device_path})"
-        )
-    device = structure(_read_toml(device_path), Device, str(device_path))
+    device_path = _profile_path(scenario.device, "device", path, source)
+    device = structure(_merged(_read_toml(device_path), scenario.device_overrides), Device,
+                       _described(device_path, scenario.device_overrides, "device_overrides"))
+    kernel_path = _profile_path(scenario.kernel, "kernel", path, source)
+    kernel = structure(_merged(_read_toml(kernel_path), scenario.kernel_overrides), Kernel,
+                       _described(kernel_path, scenario.kernel_overrides, "kernel_overrides"))
     for i, spec in enumerate(scenario.periodic):
         _check_cpuset(spec.thread, device, source, f"periodic[{i}].thread.cpuset")
     for i, spec in enumerate(scenario.load):
         _check_cpuset(spec.thread, device, source, f"load[{i}].thread.cpuset")
+    if scenario.storm is not None:
+        _check_cpuset(scenario.storm.thread, device, source, "storm.thread.cpuset")
     names = [p.name for p in scenario.periodic] + [g.name for g in scenario.load]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ConfigError(f"{source}: periodic/load names: expected unique names, {dupes[0]!r} is repeated")
-    return Experiment(source=source, scenario=scenario, device=device, raw=raw)
+    return Experiment(source=source, scenario=scenario, device=device, kernel=kernel, raw=raw)
+
+
+def _merged(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merged(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _described(path: Path, overrides: dict[str, Any], key: str) -> str:
+    return f"{path} (with the scenario's {key})" if overrides else str(path)
+
+
+def _profile_path(name: str, kind: str, config_path: Path, source: str) -> Path:
+    path = resolve_profile(name, f"{kind}s", config_path)
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in path.parent.glob("*.toml"))) or "none found"
+        raise ConfigError(
+            f"{source}: {kind}: expected a {kind} profile name ({known}) or a path to one, "
+            f"got {name!r} (no file {path})"
+        )
+    return path
 
 
 def _check_cpuset(spec: ThreadSpec, device: Device, source: str, key: str) -> None:

@@ -1,4 +1,4 @@
-"""Assemble a simulated world (runtime, CPU scheduler, actors) from an experiment.
+"""Assemble a simulated world (runtime, CPU, kernel, actors) from an experiment.
 
 The world also owns the metric recorders that actors report into, so that
 the experiment runner only has to run it and read the figures.
@@ -10,7 +10,10 @@ from typing import IO, Any
 
 from actors.cpuload import CpuLoad
 from actors.events import EventLog
+from actors.kernel import Kernel, Kswapd
+from actors.memory import MM, Memory, mb_to_pages
 from actors.periodic import PeriodicThread
+from actors.process import Process, SimultaneousKill
 from actors.runtime import Runtime
 from actors.scheduler import CoreSpec, Scheduler, SchedTunables, Thread
 from exitstorm.config import Device, Experiment, ThreadSpec
@@ -59,21 +62,26 @@ class FrameStats:
 class World:
     def __init__(self, exp: Experiment, events_out: IO[str] | None) -> None:
         sc = exp.scenario
+        dev = exp.device
         self.experiment = exp
         self.end_ns = round(sc.run.duration_ms * NS_PER_MS)
         self.interval_ns = max(1, round(sc.run.hist_interval_ms * NS_PER_MS))
         self.events = EventLog(events_out, sc.run.events)
         self.runtime = Runtime(seed=sc.run.seed, end_ns=self.end_ns, events=self.events)
         self.sched_delay: dict[str, LatencyRecorder] = {}
-        tunables = SchedTunables(
-            base_slice_ns=sc.sched.base_slice_ns,
-            tunable_scaling=sc.sched.tunable_scaling,
-            run_to_parity=sc.sched.run_to_parity,
-            wakeup_preemption=sc.sched.wakeup_preemption,
-        )
+        ks = exp.kernel.sched
+        tunables = SchedTunables(ks.base_slice_ns, ks.tunable_scaling, ks.run_to_parity, ks.wakeup_preemption)
         self.scheduler = self.runtime.add(
-            Scheduler("scheduler", core_specs(exp.device), tunables, on_delay=self._on_delay)
+            Scheduler("scheduler", core_specs(dev), tunables, on_delay=self._on_delay)
         )
+        self.memory = Memory(
+            mb_to_pages(dev.memory.total_mb), mb_to_pages(dev.memory.kernel_mb),
+            dev.memory.watermark_scale_factor, mb_to_pages(dev.memory.zram_disksize_mb), self.scheduler,
+        )
+        self.kernel = Kernel(self.scheduler, self.memory, exp.kernel.profile, dev.costs)
+        all_cpus = list(range(dev.ncpus))
+        self.runtime.add(Kswapd("kswapd0", self.kernel, {
+            "policy": "fair", "nice": exp.kernel.kswapd.nice, "cpus": all_cpus, "thread_class": "kswapd"}))
         self.frames: dict[str, FrameStats] = {}
         for spec in sc.periodic:
             stats = self.frames[spec.name] = FrameStats(
@@ -86,7 +94,7 @@ class World:
                     period_ns=stats.period_ns,
                     budget_ns=round(spec.budget_us * NS_PER_US),
                     start_ns=round(spec.start_ms * NS_PER_MS),
-                    thread_kw=thread_kw(spec.thread, exp.device),
+                    thread_kw=thread_kw(spec.thread, dev),
                     on_frame=stats.on_frame,
                 )
             )
@@ -98,9 +106,30 @@ class World:
                     count=group.count,
                     burst_mean_ns=round(group.burst_mean_us * NS_PER_US),
                     sleep_mean_ns=round(group.sleep_mean_us * NS_PER_US),
-                    thread_kw=thread_kw(group.thread, exp.device),
+                    thread_kw=thread_kw(group.thread, dev),
                 )
             )
+        self.processes: list[Process] = []
+        self.exit_latency = LatencyRecorder("exit_latency", self.interval_ns)
+        self.freed_latency = LatencyRecorder("exit_freed_latency", self.interval_ns)
+        if sc.storm is not None:
+            self._add_storm(exp)
+
+    def _add_storm(self, exp: Experiment) -> None:
+        storm = exp.scenario.storm
+        for i in range(storm.count):
+            pid = 1000 + i
+            mm = MM(pid, f"victim{i}", storm.compression_ratio)
+            self.kernel.add_mm(mm, anon=mb_to_pages(storm.resident_mb), file=mb_to_pages(storm.file_mb),
+                               swap=mb_to_pages(storm.swapped_mb))
+            proc = Process(f"victim{i}", self.kernel, mm, thread_kw(storm.thread, exp.device),
+                           on_exit=self._on_exit)
+            self.processes.append(self.runtime.add(proc))
+        self.runtime.add(SimultaneousKill("storm", self.processes, round(storm.kill_at_ms * NS_PER_MS)))
+
+    def _on_exit(self, proc: Process) -> None:
+        self.exit_latency.record(proc.exited_at, proc.exited_at - proc.killed_at)
+        self.freed_latency.record(proc.freed_at, proc.freed_at - proc.killed_at)
 
     def _on_delay(self, th: Thread, delay_ns: int) -> None:
         rec = self.sched_delay.get(th.thread_class)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any, Iterable
 
 import pytest
@@ -11,6 +14,13 @@ from actors.scheduler import CoreSpec, Scheduler, SchedTunables, Thread
 from actors.work import Step
 
 MS = 1_000_000
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def exitstorm(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    """Run the ``exitstorm`` command in a separate process, as a user would."""
+    return subprocess.run([sys.executable, "-m", "exitstorm.cli", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=300)
 
 
 class Bench:

@@ -93,6 +93,7 @@ def test_every_program_completes_and_cpu_time_is_conserved(world: dict) -> None:
         assert th.run_ns + th.spin_ns + th.wait_ns + th.sleep_ns + th.idle_ns == now
         assert th.run_ns >= 0 and th.wait_ns >= 0 and th.sleep_ns >= 0
     assert sum(b.sched.frame_ns.values()) == busy
+    assert b.sched.nr_active == 0
 
 
 @settings(max_examples=150, deadline=None)

@@ -1,0 +1,91 @@
+"""The kernel side of a device: memory, locks, kswapd, and the paths that use them.
+
+Global locks (a zsmalloc size class, the swap device lock) exist once;
+process-scope locks (the PTE lock, a swap cluster lock) exist per mm and are
+named ``lock/pid``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator
+
+from actors.exit_path import exit_program, reclaim_program
+from actors.memory import MM, Memory, allocation
+from actors.profiles import DeviceCosts, KernelProfile
+from actors.runtime import Actor
+from actors.scheduler import Scheduler, Thread
+from actors.work import Step
+
+
+class Kernel:
+    def __init__(self, scheduler: Scheduler, memory: Memory, profile: KernelProfile, costs: DeviceCosts) -> None:
+        self.scheduler = scheduler
+        self.memory = memory
+        self.profile = profile
+        self.costs = costs
+        for name, spec in profile.locks.items():
+            if spec.scope == "global":
+                scheduler.add_lock(name, spec.kind, self._transfer_ns(name))
+        self.kswapd: Kswapd | None = None
+
+    def _transfer_ns(self, name: str) -> int:
+        return round(self.profile.locks[name].lines * self.costs.cacheline_transfer_ns)
+
+    def lock_namer(self, mm: MM) -> Callable[[str], str]:
+        scoped = {n for n, spec in self.profile.locks.items() if spec.scope == "process"}
+        return lambda name: f"{name}/{mm.pid}" if name in scoped else name
+
+    def add_mm(self, mm: MM, anon: int, file: int, swap: int) -> None:
+        self.memory.add(mm, anon, file, swap)
+        for name, spec in self.profile.locks.items():
+            if spec.scope == "process":
+                self.scheduler.add_lock(f"{name}/{mm.pid}", spec.kind, self._transfer_ns(name))
+
+    def exit_program(self, mm: MM, on_freed: Callable[[], None]) -> Iterator[Step]:
+        return exit_program(mm, self.memory, self.profile, self.costs, self.lock_namer(mm), on_freed)
+
+    def reclaim(self, pages: int, victim: MM, prefix: list[str]) -> Iterator[Step]:
+        return reclaim_program(self.memory, victim, pages, self.profile, self.costs,
+                               self.lock_namer(victim), tuple(prefix))
+
+    def allocate(self, mm: MM, pages: int) -> Iterator[Step]:
+        """Steps of allocating ``pages`` to ``mm``, with direct reclaim below the min watermark."""
+        rc = self.profile.reclaim
+        return allocation(self.memory, mm, pages, rc.batch_pages,
+                          lambda k, victim: self.reclaim(k, victim, rc.prefix_direct))
+
+
+class Kswapd(Actor):
+    """kswapd: woken when free memory falls below the low watermark, reclaims up to high."""
+
+    def __init__(self, name: str, kernel: Kernel, thread_kw: dict[str, Any]) -> None:
+        super().__init__(name)
+        self.kernel = kernel
+        self.thread: Thread = kernel.scheduler.spawn(name, self, **thread_kw)
+        self._woken = False
+        kernel.kswapd = self
+        kernel.memory.on_low = self.wake
+
+    def wake(self) -> None:
+        if not self._woken:
+            self._woken = True
+            self.send(self, "wake")
+
+    def _balance(self) -> Iterator[Step]:
+        memory = self.kernel.memory
+        rc = self.kernel.profile.reclaim
+        while memory.free < memory.wmark_high:
+            victim = memory.reclaim_victim()
+            if victim is None:
+                self.log("kswapd_gave_up", free=memory.free, high=memory.wmark_high)
+                return
+            pages = min(rc.batch_pages, victim.anon, memory.swap_total - memory.swap_used)
+            yield from self.kernel.reclaim(pages, victim, rc.prefix_kswapd)
+
+    async def main(self) -> None:
+        while True:
+            await self.receive()
+            self.log("kswapd_wake", free_pages=self.kernel.memory.free)
+            await self.kernel.scheduler.execute(self.thread, self._balance())
+            self._woken = False
+            self.log("kswapd_sleep", free_pages=self.kernel.memory.free)

@@ -1,0 +1,236 @@
+"""Physical memory as page counters: free, processes, page cache, ZRAM pool, kernel.
+
+Invariant, checked after every change (it is cheap):
+``free + Σ mm(anon + file) + cache + Σ mm.zpool + kernel == total``, and no
+counter is negative. Swapped-out pages are not in RAM, but their compressed
+copies are: the ZRAM pool (``zpool``) lives in RAM, so freeing swap entries
+gives memory back.
+
+Memory effects happen inside work programs: a program generator changes the
+counters between two steps, i.e. at the virtual instant its previous step
+ended, so memory comes back chunk by chunk exactly when the CPU work that
+freed it is done.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Iterator
+
+from actors.scheduler import Scheduler
+from actors.work import Step
+
+PAGES_PER_MB = 256  # 4 KiB pages
+
+
+def mb_to_pages(mb: float) -> int:
+    return round(mb * PAGES_PER_MB)
+
+
+def watermarks(managed_pages: int, watermark_scale_factor: int) -> tuple[int, int, int]:
+    """mm/page_alloc.c: min from min_free_kbytes = sqrt(16 x lowmem KiB), low/high a gap above.
+
+    gap = max(min / 4, managed x watermark_scale_factor / 10000) (one zone).
+    """
+    kbytes = managed_pages * 4
+    min_free_kbytes = min(max(math.isqrt(kbytes * 16), 128), 262144)
+    wmin = min_free_kbytes // 4
+    gap = max(wmin // 4, managed_pages * watermark_scale_factor // 10000)
+    return wmin, wmin + gap, wmin + 2 * gap
+
+
+class MemoryAccountingError(RuntimeError):
+    """A memory invariant broke: a model bug, named with what broke."""
+
+
+class MM:
+    """A process's memory: resident anon and file pages, swap entries, its share of the ZRAM pool."""
+
+    __slots__ = ("pid", "name", "anon", "file", "swap", "zpool", "ratio", "alive")
+
+    def __init__(self, pid: int, name: str, ratio: float) -> None:
+        if ratio < 1:
+            raise ValueError(f"{name}: compression ratio must be >= 1, got {ratio}")
+        self.pid = pid
+        self.name = name
+        self.anon = 0
+        self.file = 0
+        self.swap = 0
+        self.zpool = 0
+        self.ratio = ratio
+        self.alive = True
+
+
+class Psi:
+    """PSI-like memory pressure: time with some / all active tasks stalled on memory.
+
+    ``some`` accrues while at least one thread is in direct reclaim; ``full``
+    while every runnable or running thread is (kernel/sched/psi.c semantics,
+    without the per-CPU averaging).
+    """
+
+    def __init__(self, scheduler: Scheduler) -> None:
+        self.scheduler = scheduler
+        self.stalled = 0
+        self.some_ns = 0
+        self.full_ns = 0
+        self._since = 0
+
+    def _advance(self) -> None:
+        now = self.scheduler.runtime.now
+        dt = now - self._since
+        self._since = now
+        if self.stalled and dt:
+            self.some_ns += dt
+            if self.scheduler.nr_active <= self.stalled:
+                self.full_ns += dt
+
+    def enter(self) -> None:
+        self._advance()
+        self.stalled += 1
+        self.scheduler.on_active_change = self._advance
+
+    def leave(self) -> None:
+        self._advance()
+        self.stalled -= 1
+        if not self.stalled:
+            self.scheduler.on_active_change = None
+
+    def flush(self) -> None:
+        self._advance()
+
+
+class Memory:
+    """The device's RAM, ZRAM pool and swap space, and the allocation slow path."""
+
+    def __init__(self, total_pages: int, kernel_pages: int, watermark_scale_factor: int,
+                 swap_pages: int, scheduler: Scheduler) -> None:
+        if kernel_pages >= total_pages:
+            raise ValueError("kernel memory must be smaller than total memory")
+        self.total = total_pages
+        self.kernel = kernel_pages
+        self.free = total_pages - kernel_pages
+        self.cache = 0
+        self.swap_total = swap_pages
+        self.swap_used = 0
+        self.mms: dict[int, MM] = {}
+        self.wmark_min, self.wmark_low, self.wmark_high = watermarks(total_pages - kernel_pages,
+                                                                    watermark_scale_factor)
+        self.psi = Psi(scheduler)
+        self.scheduler = scheduler
+        self.on_low: Callable[[], None] | None = None
+        self.min_free = self.free
+        self.direct_reclaim_ns = 0
+        self.reclaimed = 0
+
+    # -- invariant -------------------------------------------------------------
+    def check(self, where: str) -> None:
+        used = sum(mm.anon + mm.file + mm.zpool for mm in self.mms.values())
+        counters = [self.free, self.cache, self.swap_used] + [
+            v for mm in self.mms.values() for v in (mm.anon, mm.file, mm.swap, mm.zpool)]
+        if min(counters) < 0 or self.free + used + self.cache + self.kernel != self.total:
+            raise MemoryAccountingError(
+                f"memory conservation broken after {where}: free {self.free} + processes {used} + "
+                f"cache {self.cache} + kernel {self.kernel} != total {self.total} (or a counter < 0)")
+
+    def _took(self) -> None:
+        if self.free < self.min_free:
+            self.min_free = self.free
+        if self.free < self.wmark_low and self.on_low is not None:
+            self.on_low()
+
+    @property
+    def zpool(self) -> int:
+        return sum(mm.zpool for mm in self.mms.values())
+
+    # -- set-up -----------------------------------------------------------------
+    def add(self, mm: MM, anon: int, file: int, swap: int) -> None:
+        """A process that already holds memory at the start (its swapped part compressed)."""
+        zpool = math.ceil(swap / mm.ratio)
+        need = anon + file + zpool
+        if need > self.free:
+            raise ValueError(f"{mm.name}: needs {need} pages, only {self.free} free")
+        if self.swap_used + swap > self.swap_total:
+            raise ValueError(f"{mm.name}: swap space exhausted ({self.swap_total} pages)")
+        self.mms[mm.pid] = mm
+        mm.anon, mm.file, mm.swap, mm.zpool = anon, file, swap, zpool
+        self.free -= need
+        self.swap_used += swap
+        self.check(f"adding {mm.name}")
+        self._took()
+
+    # -- effects of work ---------------------------------------------------------
+    def free_present(self, mm: MM, n: int) -> None:
+        mm.anon -= n
+        self.free += n
+        self.check(f"freeing {n} present pages of {mm.name}")
+
+    def free_swap(self, mm: MM, n: int) -> None:
+        """Free ``n`` swap entries; their compressed share of the pool comes back to free."""
+        back = mm.zpool if n == mm.swap else mm.zpool * n // mm.swap
+        mm.swap -= n
+        mm.zpool -= back
+        self.swap_used -= n
+        self.free += back
+        self.check(f"freeing {n} swap entries of {mm.name}")
+
+    def unmap_file(self, mm: MM, n: int) -> None:
+        """Unmapped file pages stay in the page cache."""
+        mm.file -= n
+        self.cache += n
+        self.check(f"unmapping {n} file pages of {mm.name}")
+
+    def compress(self, mm: MM, n: int) -> None:
+        """Swap out ``n`` anon pages of ``mm`` into ZRAM."""
+        before = math.ceil(mm.swap / mm.ratio)
+        mm.anon -= n
+        mm.swap += n
+        grown = math.ceil(mm.swap / mm.ratio) - before
+        mm.zpool += grown
+        self.swap_used += n
+        self.free += n - grown
+        self.reclaimed += n
+        self.check(f"compressing {n} pages of {mm.name}")
+
+    def allocate(self, mm: MM, n: int) -> None:
+        mm.anon += n
+        self.free -= n
+        self.check(f"allocating {n} pages to {mm.name}")
+        self._took()
+
+    def reclaim_victim(self, exclude: MM | None = None) -> MM | None:
+        """The live process with the most resident anon (ties: lowest pid), swap space permitting."""
+        if self.swap_used >= self.swap_total:
+            return None
+        best = None
+        for mm in self.mms.values():
+            if mm is exclude or not mm.alive or mm.anon == 0:
+                continue
+            if best is None or (mm.anon, -mm.pid) > (best.anon, -best.pid):
+                best = mm
+        return best
+
+
+def allocation(memory: Memory, mm: MM, pages: int, batch: int, reclaim: Callable[[int, MM], Iterator[Step]]
+               ) -> Iterator[Step]:
+    """Work steps of allocating ``pages`` to ``mm`` in batches (page fault / alloc_pages).
+
+    Above the min watermark an allocation is immediate (and wakes kswapd
+    below low); below it, the allocating thread does direct reclaim first, in
+    its own context, stalled on memory (PSI) while it does.
+    """
+    left = pages
+    while left:
+        n = min(batch, left)
+        while memory.free - n < memory.wmark_min:
+            victim = memory.reclaim_victim(exclude=mm)
+            if victim is None:
+                raise MemoryAccountingError(f"out of memory allocating {n} pages for {mm.name}: nothing to reclaim")
+            k = min(batch, victim.anon, memory.swap_total - memory.swap_used)
+            memory.psi.enter()
+            started = memory.scheduler.runtime.now
+            yield from reclaim(k, victim)
+            memory.direct_reclaim_ns += memory.scheduler.runtime.now - started
+            memory.psi.leave()
+        memory.allocate(mm, n)
+        left -= n

@@ -1,0 +1,130 @@
+"""Memory model: watermarks, conservation, exits returning memory, kswapd and direct reclaim."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from actors.kernel import Kernel, Kswapd
+from actors.memory import MM, Memory, MemoryAccountingError, mb_to_pages, watermarks
+from actors.process import Process, SimultaneousKill
+from actors.profiles import DeviceCosts
+from actors.runtime import Actor, Runtime
+from actors.scheduler import CoreSpec, Scheduler, SchedTunables
+from exitstorm.config import Kernel as KernelConfig
+from exitstorm.schema import structure
+
+ROOT = Path(__file__).resolve().parent.parent
+PROFILE = structure(tomllib.loads((ROOT / "configs/kernels/swap_table.toml").read_text()), KernelConfig,
+                    "swap_table.toml").profile
+COSTS = DeviceCosts(swap_entry_free_ns=400, present_page_free_ns=150, file_page_unmap_ns=40,
+                    exit_fixed_ns=500_000, compress_page_ns=3_000, cacheline_transfer_ns=60)
+FAIR = {"policy": "fair", "nice": 0, "thread_class": "t"}
+
+
+def test_watermarks_follow_the_kernel_formula_for_12_gib() -> None:
+    # min_free_kbytes = sqrt(12 GiB in KiB x 16) = 14189 KiB; gap = 0.1% of managed pages
+    wmin, low, high = watermarks(3 * 1024 * 1024, 10)
+    assert wmin == 14189 // 4 == 3547
+    assert low - wmin == high - low == 3 * 1024 * 1024 * 10 // 10000 == 3145
+
+
+class World:
+    def __init__(self, total_mb: float = 1024, kernel_mb: float = 64, cores: int = 2) -> None:
+        self.rt = Runtime(seed=1)
+        self.sched = self.rt.add(Scheduler("cpu", [CoreSpec(1.0)] * cores, SchedTunables(700_000, "log", True, True)))
+        self.mem = Memory(mb_to_pages(total_mb), mb_to_pages(kernel_mb), 10, mb_to_pages(4096), self.sched)
+        self.kernel = Kernel(self.sched, self.mem, PROFILE, COSTS)
+        self.kswapd = self.rt.add(Kswapd("kswapd0", self.kernel, FAIR))
+
+    def process(self, pid: int, anon: int = 0, file: int = 0, swap: int = 0) -> Process:
+        mm = MM(pid, f"p{pid}", 3.0)
+        self.kernel.add_mm(mm, anon=anon, file=file, swap=swap)
+        return self.rt.add(Process(f"p{pid}", self.kernel, mm, FAIR))
+
+
+class Allocator(Actor):
+    def __init__(self, world: World, mm: MM, pages: int) -> None:
+        super().__init__("allocator")
+        self.world = world
+        self.mm = mm
+        self.pages = pages
+        self.thread = world.sched.spawn("allocator", self, **FAIR)
+
+    async def main(self) -> None:
+        await self.world.sched.execute(self.thread, self.world.kernel.allocate(self.mm, self.pages))
+
+
+async def test_an_exit_frees_exactly_what_the_process_held() -> None:
+    w = World()
+    proc = w.process(7, anon=5000, file=3000, swap=9001)
+    zpool = proc.mm.zpool
+    assert zpool == 3001  # ceil(9001 / 3.0)
+    free0, cache0 = w.mem.free, w.mem.cache
+    w.rt.add(SimultaneousKill("killer", [proc], 1000))
+    await w.rt.run()
+    assert proc.exited_at is not None and proc.freed_at <= proc.exited_at
+    assert (proc.mm.anon, proc.mm.file, proc.mm.swap, proc.mm.zpool) == (0, 0, 0, 0)
+    assert w.mem.free - free0 == 5000 + zpool
+    assert w.mem.cache - cache0 == 3000
+    assert w.mem.swap_used == 0
+    w.mem.check("end")
+
+
+def test_conservation_violations_are_caught_with_what_broke() -> None:
+    w = World()
+    mm = MM(1, "p1", 2.0)
+    w.mem.add(mm, anon=10, file=0, swap=0)
+    with pytest.raises(MemoryAccountingError, match="freeing 11 present pages of p1"):
+        w.mem.free_present(mm, 11)
+
+
+async def test_kswapd_wakes_below_low_and_stops_at_high() -> None:
+    w = World(total_mb=256, kernel_mb=16)
+    bg = MM(1, "bg", 3.0)
+    w.kernel.add_mm(bg, anon=mb_to_pages(150), file=0, swap=0)
+    fg = MM(2, "camera", 3.0)
+    w.kernel.add_mm(fg, anon=0, file=0, swap=0)
+    target = w.mem.free - w.mem.wmark_low + 10  # ends 10 pages below low, well above min
+    w.rt.add(Allocator(w, fg, target))
+    await w.rt.run()
+    assert w.mem.reclaimed > 0
+    assert w.mem.wmark_high <= w.mem.free
+    # it stopped at the first batch that crossed high: one batch of compression frees < 32 pages net
+    assert w.mem.free - w.mem.wmark_high < PROFILE.reclaim.batch_pages
+    assert w.mem.direct_reclaim_ns == 0 and w.mem.psi.some_ns == 0
+    w.mem.check("end")
+
+
+async def test_direct_reclaim_only_when_an_allocation_would_cross_min() -> None:
+    w = World(total_mb=256, kernel_mb=16)
+    bg = MM(1, "bg", 3.0)
+    w.kernel.add_mm(bg, anon=mb_to_pages(150), file=0, swap=0)
+    fg = MM(2, "camera", 3.0)
+    w.kernel.add_mm(fg, anon=0, file=0, swap=0)
+    w.mem.on_low = None  # no kswapd: only the allocator can reclaim
+    above_min = w.mem.free - w.mem.wmark_min - 64
+    a = w.rt.add(Allocator(w, fg, above_min))
+    await w.rt.run()
+    assert w.mem.direct_reclaim_ns == 0 and w.mem.reclaimed == 0
+    assert fg.anon == above_min
+    w2 = World(total_mb=256, kernel_mb=16)
+    bg2 = MM(1, "bg", 3.0)
+    w2.kernel.add_mm(bg2, anon=mb_to_pages(150), file=0, swap=0)
+    fg2 = MM(2, "camera", 3.0)
+    w2.kernel.add_mm(fg2, anon=0, file=0, swap=0)
+    w2.mem.on_low = None
+    beyond = w2.mem.free - w2.mem.wmark_min + 4096
+    a2 = w2.rt.add(Allocator(w2, fg2, beyond))
+    await w2.rt.run()
+    assert fg2.anon == beyond
+    assert w2.mem.reclaimed >= 4096
+    assert w2.mem.free >= w2.mem.wmark_min
+    assert w2.mem.direct_reclaim_ns > 0
+    assert w2.mem.psi.some_ns == w2.mem.direct_reclaim_ns  # one stalled task: the allocator
+    assert w2.mem.psi.full_ns == w2.mem.psi.some_ns        # ... and nothing else runnable
+    frames = {stack for (th, stack) in w2.sched.frame_ns if th is a2.thread}
+    assert any(stack[:2] == ("__alloc_pages_slowpath", "__alloc_pages_direct_reclaim") for stack in frames)
+    assert a.thread.run_ns == 0

@@ -85,3 +85,11 @@ def test_concurrent_swapped_exits_contend_and_resident_ones_run_in_parallel(tmp_
     res_two = worst(run(tmp_path, VM_STORM, "storm.count=2", "storm.swapped_mb=0", "storm.resident_mb=200"),
                     "kill_to_exit_ms")
     assert res_two < 1.2 * res_one
+
+
+def test_storm_runs_are_byte_identical(tmp_path: Path) -> None:
+    a = run(tmp_path, VM_STORM, "storm.count=3", "storm.resident_mb=50")
+    b = run(tmp_path, VM_STORM, "storm.count=3", "storm.resident_mb=50")
+    assert a == b
+    for name in ("events.jsonl", "profile.folded", "histograms/exit_latency.hlog"):
+        assert (tmp_path / "r0" / name).read_bytes() == (tmp_path / "r1" / name).read_bytes()

@@ -5,7 +5,11 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
+import attrs
 import pytest
+import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from actors.kernel import Kernel, Kswapd
 from actors.memory import MM, Memory, MemoryAccountingError, mb_to_pages, watermarks
@@ -81,12 +85,17 @@ def test_conservation_violations_are_caught_with_what_broke() -> None:
         w.mem.free_present(mm, 11)
 
 
-async def test_kswapd_wakes_below_low_and_stops_at_high() -> None:
+def tight_world() -> tuple[World, MM]:
+    """256 MB with a 150 MB background app to reclaim from, and an empty foreground process."""
     w = World(total_mb=256, kernel_mb=16)
-    bg = MM(1, "bg", 3.0)
-    w.kernel.add_mm(bg, anon=mb_to_pages(150), file=0, swap=0)
+    w.kernel.add_mm(MM(1, "bg", 3.0), anon=mb_to_pages(150), file=0, swap=0)
     fg = MM(2, "camera", 3.0)
     w.kernel.add_mm(fg, anon=0, file=0, swap=0)
+    return w, fg
+
+
+async def test_kswapd_wakes_below_low_and_stops_at_high() -> None:
+    w, fg = tight_world()
     target = w.mem.free - w.mem.wmark_low + 10  # ends 10 pages below low, well above min
     w.rt.add(Allocator(w, fg, target))
     await w.rt.run()
@@ -98,33 +107,68 @@ async def test_kswapd_wakes_below_low_and_stops_at_high() -> None:
     w.mem.check("end")
 
 
-async def test_direct_reclaim_only_when_an_allocation_would_cross_min() -> None:
-    w = World(total_mb=256, kernel_mb=16)
-    bg = MM(1, "bg", 3.0)
-    w.kernel.add_mm(bg, anon=mb_to_pages(150), file=0, swap=0)
-    fg = MM(2, "camera", 3.0)
-    w.kernel.add_mm(fg, anon=0, file=0, swap=0)
-    w.mem.on_low = None  # no kswapd: only the allocator can reclaim
+async def test_no_direct_reclaim_while_allocations_stay_above_min() -> None:
+    w, fg = tight_world()
+    w.mem.on_low = None  # no kswapd: only the allocator could reclaim
     above_min = w.mem.free - w.mem.wmark_min - 64
     a = w.rt.add(Allocator(w, fg, above_min))
     await w.rt.run()
     assert w.mem.direct_reclaim_ns == 0 and w.mem.reclaimed == 0
     assert fg.anon == above_min
-    w2 = World(total_mb=256, kernel_mb=16)
-    bg2 = MM(1, "bg", 3.0)
-    w2.kernel.add_mm(bg2, anon=mb_to_pages(150), file=0, swap=0)
-    fg2 = MM(2, "camera", 3.0)
-    w2.kernel.add_mm(fg2, anon=0, file=0, swap=0)
-    w2.mem.on_low = None
-    beyond = w2.mem.free - w2.mem.wmark_min + 4096
-    a2 = w2.rt.add(Allocator(w2, fg2, beyond))
-    await w2.rt.run()
-    assert fg2.anon == beyond
-    assert w2.mem.reclaimed >= 4096
-    assert w2.mem.free >= w2.mem.wmark_min
-    assert w2.mem.direct_reclaim_ns > 0
-    assert w2.mem.psi.some_ns == w2.mem.direct_reclaim_ns  # one stalled task: the allocator
-    assert w2.mem.psi.full_ns == w2.mem.psi.some_ns        # ... and nothing else runnable
-    frames = {stack for (th, stack) in w2.sched.frame_ns if th is a2.thread}
+    assert a.thread.run_ns == 0  # allocation itself has no modelled CPU cost
+
+
+async def test_direct_reclaim_when_an_allocation_would_cross_min() -> None:
+    w, fg = tight_world()
+    w.mem.on_low = None
+    beyond = w.mem.free - w.mem.wmark_min + 4096
+    a = w.rt.add(Allocator(w, fg, beyond))
+    await w.rt.run()
+    assert fg.anon == beyond
+    assert w.mem.reclaimed >= 4096
+    assert w.mem.free >= w.mem.wmark_min
+    assert w.mem.direct_reclaim_ns > 0
+    assert w.mem.psi.some_ns == w.mem.direct_reclaim_ns  # one stalled task: the allocator
+    assert w.mem.psi.full_ns == w.mem.psi.some_ns        # ... and nothing else runnable
+    frames = {stack for (th, stack) in w.sched.frame_ns if th is a.thread}
     assert any(stack[:2] == ("__alloc_pages_slowpath", "__alloc_pages_direct_reclaim") for stack in frames)
-    assert a.thread.run_ns == 0
+
+
+KERNELS = {
+    name: structure(tomllib.loads((ROOT / f"configs/kernels/{name}.toml").read_text()), KernelConfig, name).profile
+    for name in ("slot_cache", "swap_table", "zsmalloc_2026")
+}
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    kernel=st.sampled_from(sorted(KERNELS)),
+    cores=st.integers(1, 4),
+    chunk=st.sampled_from([16, 64, 512]),
+    procs=st.lists(st.tuples(st.integers(0, 3000), st.integers(0, 2000), st.integers(0, 5000),
+                             st.integers(0, 2_000_000)), min_size=1, max_size=5),
+)
+def test_storms_return_all_memory_and_conserve_cpu_time(kernel: str, cores: int, chunk: int, procs: list) -> None:
+    profile = KERNELS[kernel]
+    profile = attrs.evolve(profile, exit=attrs.evolve(profile.exit, chunk_entries=chunk))
+    rt = Runtime(seed=3)
+    sched = rt.add(Scheduler("cpu", [CoreSpec(1.0)] * cores, SchedTunables(700_000, "log", True, True)))
+    mem = Memory(mb_to_pages(1024), mb_to_pages(64), 10, mb_to_pages(1024), sched)
+    k = Kernel(sched, mem, profile, COSTS)
+    rt.add(Kswapd("kswapd0", k, FAIR))
+    free0 = mem.free
+    victims = []
+    for i, (anon, file, swap, kill_at) in enumerate(procs):
+        mm = MM(100 + i, f"v{i}", 2.5)
+        k.add_mm(mm, anon=anon, file=file, swap=swap)
+        proc = rt.add(Process(f"v{i}", k, mm, FAIR))
+        rt.add(SimultaneousKill(f"kill{i}", [proc], kill_at))
+        victims.append(proc)
+    trio.run(rt.run)
+    assert all(p.exited_at is not None and p.killed_at <= p.freed_at <= p.exited_at for p in victims)
+    files = sum(f for _, f, _, _ in procs)
+    assert mem.free == free0 - files  # anon and the ZRAM pool came back; file pages stay cached
+    assert mem.cache == files and mem.swap_used == 0 and mem.zpool == 0
+    busy = sum(th.run_ns + th.spin_ns for th in sched.threads)
+    assert busy + sum(c.idle_ns for c in sched.cores) == cores * rt.now
+    assert all(lock.owner is None and lock.readers == 0 and not lock.waiters for lock in sched.locks.values())

@@ -15,9 +15,8 @@ from typing import Literal
 
 from attrs import field, frozen
 
+from actors.scheduler import LockKind
 from actors.validators import InvalidValue, in_range, non_negative, positive, unit_share
-
-LockKind = Literal["spin", "mutex", "rwlock", "rwsem", "line"]
 
 
 @frozen

@@ -491,18 +491,19 @@ class Scheduler(Actor):
                         self._arm(core)
                         return
                     continue
+                core.dispatching = False
+                if lock.spins and core.need_resched and not th.preempt_count:
+                    # a preemption is due before this thread disables it to spin
+                    th.pending = step
+                    if self._resched(core):
+                        return
+                    th.pending = None
                 lock.contended += 1
                 if self._trace_locks:
                     holder = lock.owner.name if lock.owner is not None else f"{lock.readers} reader(s)"
                     self.runtime.events.emit("lock", now, self.name, "lock_contended", lock=lock.name,
                                              kind=lock.kind, thread=th.name, holder=holder)
-                core.dispatching = False
                 if lock.spins:
-                    if core.need_resched and not th.preempt_count:
-                        th.pending = step
-                        if self._resched(core):
-                            return
-                        th.pending = None
                     th.spinning = lock
                     th.spin_since = now
                     th.spin_frame = step.frame + (SPIN_FRAME,)

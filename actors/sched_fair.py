@@ -71,21 +71,22 @@ def base_slice_ns(base_ns: int, ncpus: int, scaling: Scaling) -> int:
     return base_ns * tunable_factor(ncpus, scaling)
 
 
-def avg_vruntime(entities: list[tuple[int, int]]) -> int:
-    """Load-weighted average vruntime of ``(vruntime, weight)`` pairs (floor)."""
-    load = 0
+def load_sums(entities: list[tuple[int, int]]) -> tuple[int, int]:
+    """(Σ w·v, Σ w) of ``(vruntime, weight)`` pairs: the kernel's avg_vruntime terms, exactly."""
     total = 0
+    load = 0
     for v, w in entities:
         total += v * w
         load += w
+    return total, load
+
+
+def avg_vruntime(entities: list[tuple[int, int]]) -> int:
+    """Load-weighted average vruntime of ``(vruntime, weight)`` pairs (floor)."""
+    total, load = load_sums(entities)
     return total // load
 
 
-def entity_eligible(vruntime: int, entities: list[tuple[int, int]]) -> bool:
-    """EEVDF eligibility: lag >= 0, i.e. vruntime <= the weighted average, exactly."""
-    load = 0
-    total = 0
-    for v, w in entities:
-        total += v * w
-        load += w
+def entity_eligible(vruntime: int, total: int, load: int) -> bool:
+    """EEVDF eligibility: lag >= 0, i.e. vruntime <= Σ w·v / Σ w, without dividing."""
     return total >= vruntime * load

@@ -65,7 +65,6 @@ class SchedulerError(RuntimeError):
 @frozen
 class CoreSpec:
     capacity: float
-    cluster: str = "cpu"
 
 
 @frozen
@@ -124,7 +123,7 @@ class Thread:
     """A schedulable thread of an actor. Mutable state is owned by the scheduler."""
 
     __slots__ = (
-        "tid", "name", "owner", "policy", "fair", "prio", "nice", "weight", "wmult", "vslice",
+        "tid", "name", "owner", "fair", "prio", "weight", "wmult", "vslice",
         "cores", "mask", "thread_class", "on_marker",
         "state", "since", "core", "last_core", "program", "pending", "on_done", "remaining", "frame",
         "step_user", "kill_pending", "spinning", "spin_frame", "spin_since", "waiting_lock",
@@ -138,14 +137,13 @@ class Thread:
 
 class Core:
     __slots__ = (
-        "cid", "capacity", "cluster", "curr", "seg_start", "gen", "queue", "vclock",
+        "cid", "capacity", "curr", "seg_start", "gen", "queue", "vclock",
         "protect", "sliced", "need_resched", "dispatching", "busy", "idle_ns",
     )  # fmt: skip
 
-    def __init__(self, cid: int, capacity: int, cluster: str) -> None:
+    def __init__(self, cid: int, capacity: int) -> None:
         self.cid = cid
         self.capacity = capacity
-        self.cluster = cluster
         self.curr: Thread | None = None
         self.seg_start = 0
         self.gen = 0
@@ -176,7 +174,7 @@ class Scheduler(Actor):
         if not specs:
             raise ValueError("a device needs at least one core")
         self.cores = [
-            Core(i, round(s.capacity * SCHED_CAPACITY_SCALE), s.cluster) for i, s in enumerate(specs)
+            Core(i, round(s.capacity * SCHED_CAPACITY_SCALE)) for i, s in enumerate(specs)
         ]
         for core in self.cores:
             if core.capacity <= 0:
@@ -233,10 +231,8 @@ class Scheduler(Actor):
         th.tid = len(self.threads)
         th.name = name
         th.owner = owner
-        th.policy = policy
         th.fair = policy == "fair"
         th.prio = prio
-        th.nice = nice
         th.weight = sched_fair.nice_to_weight(nice)
         th.wmult = sched_fair.nice_to_wmult(nice)
         th.vslice = self.slice_ns * th.wmult
@@ -308,9 +304,7 @@ class Scheduler(Actor):
                 self._rtq.remove(th)
             th.wait_ns += self.runtime.now - th.since
             th.remaining = 0
-            if self.on_active_change is not None:
-                self.on_active_change()
-            self.nr_active -= 1
+            self._count_active(-1)
             self._end_program(th, None, interrupted=True)
         elif state == BLOCKED and th.waiting_lock is None:
             th.sleep_gen += 1
@@ -609,9 +603,7 @@ class Scheduler(Actor):
 
     def _leave_cpu(self, core: Core, th: Thread, state: int) -> None:
         """The current thread stops running (to sleep, or because its program ended)."""
-        if self.on_active_change is not None:
-            self.on_active_change()
-        self.nr_active -= 1
+        self._count_active(-1)
         th.state = state
         th.since = self.runtime.now
         core.curr = None
@@ -684,11 +676,14 @@ class Scheduler(Actor):
                 return None
         return None
 
-    def _wake(self, th: Thread) -> None:
-        now = self.runtime.now
+    def _count_active(self, delta: int) -> None:
         if self.on_active_change is not None:
             self.on_active_change()
-        self.nr_active += 1
+        self.nr_active += delta
+
+    def _wake(self, th: Thread) -> None:
+        now = self.runtime.now
+        self._count_active(1)
         th.state = RUNNABLE
         th.since = now
         th.wakeups += 1
@@ -739,7 +734,6 @@ class Scheduler(Actor):
                     break
         if target is not None:
             self._place(target, th)
-            self._account(target)
             self._switch_in(target, th)
             return
         target = min(th.cores, key=lambda c: self._load_key(c, prev))
@@ -750,7 +744,6 @@ class Scheduler(Actor):
         if not curr.fair:
             return
         if self.tunables.wakeup_preemption:
-            self._account(target)
             if self._pick_eevdf(target, curr) is th:
                 if curr.preempt_count or target.dispatching or curr.spinning is not None:
                     target.need_resched = True
@@ -760,8 +753,7 @@ class Scheduler(Actor):
                 self._switch_in(target, th)
                 return
         if not target.sliced and not curr.preempt_count and curr.remaining and not target.dispatching:
-            self._account(target)
-            self._arm(target)
+            self._arm(target)  # _place accounted the core up to now
 
     @staticmethod
     def _load_key(core: Core, prev: Core | None) -> tuple[int, int, bool, int]:
@@ -781,7 +773,6 @@ class Scheduler(Actor):
                 src.queue.remove(th)
                 self._save_lag(src, th)
                 self._place(core, th)
-                self._account(core)
                 self._switch_in(core, th)
                 return
 
@@ -813,7 +804,7 @@ class Scheduler(Actor):
 
     def _pick_eevdf(self, core: Core, curr: Thread | None) -> Thread:
         """pick_eevdf(): the eligible entity with the earliest virtual deadline."""
-        ents = self._entities(core, curr)
+        total, load = sched_fair.load_sums(self._entities(core, curr))
         if curr is not None and not curr.fair:
             curr = None
         if (
@@ -821,14 +812,9 @@ class Scheduler(Actor):
             and self.tunables.run_to_parity
             and core.protect
             and curr.vruntime < curr.deadline
-            and sched_fair.entity_eligible(curr.vruntime, ents)
+            and sched_fair.entity_eligible(curr.vruntime, total, load)
         ):
             return curr
-        load = 0
-        total = 0
-        for v, w in ents:
-            total += v * w
-            load += w
         best = None
         candidates = core.queue if curr is None else [*core.queue, curr]
         for t in candidates:

@@ -143,7 +143,7 @@ def summarize(world: World) -> dict[str, Any]:
         "locks": locks_summary(world),
         "scheduler": {
             "events": world.runtime.events_processed,
-            "context_switches": sum(th.wakeups + th.preemptions for th in sched.threads),
+            "wakeups": sum(th.wakeups for th in sched.threads),
             "preemptions": sum(th.preemptions for th in sched.threads),
             "threads": len(sched.threads),
         },

@@ -25,7 +25,7 @@ NS_PER_MS = 1_000_000
 
 def core_specs(device: Device) -> list[CoreSpec]:
     """Cores numbered cluster by cluster, in the profile's order."""
-    return [CoreSpec(c.capacity, c.name) for c in device.clusters for _ in range(c.count)]
+    return [CoreSpec(c.capacity) for c in device.clusters for _ in range(c.count)]
 
 
 def thread_kw(spec: ThreadSpec, device: Device) -> dict[str, Any]:

@@ -45,12 +45,14 @@ def test_base_slice_is_3ms_on_8_cpus() -> None:
 def test_eligibility_is_exact_at_the_weighted_average() -> None:
     ents = [(0, 1024), (300, 2048)]  # V = 200
     assert sched_fair.avg_vruntime(ents) == 200
-    assert sched_fair.entity_eligible(200, ents)
-    assert not sched_fair.entity_eligible(201, ents)
+    total, load = sched_fair.load_sums(ents)
+    assert sched_fair.entity_eligible(200, total, load)
+    assert not sched_fair.entity_eligible(201, total, load)
 
 
 @given(st.lists(st.tuples(st.integers(-10**15, 10**15), st.sampled_from(sched_fair.SCHED_PRIO_TO_WEIGHT)),
                 min_size=1, max_size=20))
 def test_some_entity_is_always_eligible(ents: list[tuple[int, int]]) -> None:
-    assert any(sched_fair.entity_eligible(v, ents) for v, _ in ents)
-    assert sched_fair.entity_eligible(min(v for v, _ in ents), ents)
+    total, load = sched_fair.load_sums(ents)
+    assert any(sched_fair.entity_eligible(v, total, load) for v, _ in ents)
+    assert sched_fair.entity_eligible(min(v for v, _ in ents), total, load)

@@ -106,6 +106,6 @@ def reclaim_program(memory: Memory, victim: MM, pages: int, profile: KernelProfi
     steps = PathSteps(profile.locks, lock_name)
     yield from steps.segments(profile.reclaim.compress_page, costs.compress_page_ns, pages, prefix)
     yield from steps.release()
-    pages = min(pages, victim.anon, memory.swap_total - memory.swap_used)
+    pages = memory.reclaimable(victim, pages)  # the victim may have changed while we computed
     if pages:
         memory.compress(victim, pages)

@@ -79,7 +79,7 @@ class Kswapd(Actor):
             if victim is None:
                 self.log("kswapd_gave_up", free=memory.free, high=memory.wmark_high)
                 return
-            pages = min(rc.batch_pages, victim.anon, memory.swap_total - memory.swap_used)
+            pages = memory.reclaimable(victim, rc.batch_pages)
             yield from self.kernel.reclaim(pages, victim, rc.prefix_kswapd)
 
     async def main(self) -> None:

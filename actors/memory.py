@@ -198,6 +198,10 @@ class Memory:
         self.check(f"allocating {n} pages to {mm.name}")
         self._took()
 
+    def reclaimable(self, victim: MM, pages: int) -> int:
+        """How many of ``pages`` anon pages of ``victim`` can go to ZRAM now (resident, swap room)."""
+        return min(pages, victim.anon, self.swap_total - self.swap_used)
+
     def reclaim_victim(self, exclude: MM | None = None) -> MM | None:
         """The live process with the most resident anon (ties: lowest pid), swap space permitting."""
         if self.swap_used >= self.swap_total:
@@ -226,7 +230,7 @@ def allocation(memory: Memory, mm: MM, pages: int, batch: int, reclaim: Callable
             victim = memory.reclaim_victim(exclude=mm)
             if victim is None:
                 raise MemoryAccountingError(f"out of memory allocating {n} pages for {mm.name}: nothing to reclaim")
-            k = min(batch, victim.anon, memory.swap_total - memory.swap_used)
+            k = memory.reclaimable(victim, batch)
             memory.psi.enter()
             started = memory.scheduler.runtime.now
             yield from reclaim(k, victim)

@@ -151,34 +151,26 @@ async def test_wakeup_preemption_and_run_to_parity(run_to_parity: bool, ui_done_
     assert bg.preemptions == 1  # switched out once: at the wakeup, or at its slice end
 
 
-async def test_kill_cuts_user_work_short() -> None:
+@pytest.mark.parametrize(
+    ("program", "kill_ms", "done_ms", "run_ms", "sleep_ms"),
+    [
+        # user work is cut short at the kill
+        ([Compute(10 * MS, user=True), Compute(5 * MS)], 3, 3, 3, 0),
+        # kernel work runs on; the program stops at the next user step
+        ([Compute(5 * MS), Marker("syscall_exit"), Compute(10 * MS, user=True)], 2, 5, 5, 0),
+        # a user sleep ends at the kill
+        ([Compute(1 * MS, user=True), Sleep(50 * MS, user=True), Compute(1 * MS, user=True)], 4, 4, 1, 3),
+    ],
+    ids=["user-compute", "kernel-compute", "user-sleep"],
+)
+async def test_kill(program: list, kill_ms: int, done_ms: int, run_ms: int, sleep_ms: int) -> None:
     b = Bench([1.0], slice_ns=3 * MS)
     t = b.thread("app")
-    b.start(0, t, [Compute(10 * MS, user=True), Compute(5 * MS)])
-    b.at(3 * MS, lambda: b.sched.interrupt(t))
+    b.start(0, t, program)
+    b.at(kill_ms * MS, lambda: b.sched.interrupt(t))
     await b.run()
-    assert b.done["app"].t_ns == 3 * MS and b.done["app"].interrupted
-    assert t.run_ns == 3 * MS
-
-
-async def test_kill_waits_for_kernel_work_and_stops_at_the_next_user_step() -> None:
-    b = Bench([1.0], slice_ns=3 * MS)
-    t = b.thread("app")
-    b.start(0, t, [Compute(5 * MS), Marker("syscall_exit"), Compute(10 * MS, user=True)])
-    b.at(2 * MS, lambda: b.sched.interrupt(t))
-    await b.run()
-    assert b.done["app"].t_ns == 5 * MS and b.done["app"].interrupted
-    assert t.run_ns == 5 * MS
-
-
-async def test_kill_ends_a_user_sleep() -> None:
-    b = Bench([1.0], slice_ns=3 * MS)
-    t = b.thread("app")
-    b.start(0, t, [Compute(1 * MS, user=True), Sleep(50 * MS, user=True), Compute(1 * MS, user=True)])
-    b.at(4 * MS, lambda: b.sched.interrupt(t))
-    await b.run()
-    assert b.done["app"].t_ns == 4 * MS and b.done["app"].interrupted
-    assert t.sleep_ns == 3 * MS
+    assert b.done["app"].t_ns == done_ms * MS and b.done["app"].interrupted
+    assert (t.run_ns, t.sleep_ns) == (run_ms * MS, sleep_ms * MS)
 
 
 async def test_frames_accumulate_cpu_time_per_stack() -> None:

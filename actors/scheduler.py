@@ -49,7 +49,8 @@ from actors.work import Compute, Lock, Marker, Sleep, SleepUntil, Step, Unlock, 
 Policy = Literal["fifo", "fair"]
 LockKind = Literal["spin", "mutex", "rwlock", "rwsem", "line"]
 
-SCHED_CAPACITY_SCALE = 1024
+SCHED_CAPACITY_SHIFT = 10  # as the kernel: capacities on a 0..1024 scale
+SCHED_CAPACITY_SCALE = 1 << SCHED_CAPACITY_SHIFT
 #: Frame appended to the caller's stack while a thread spins on a contended spinlock.
 SPIN_FRAME = "queued_spin_lock_slowpath"
 
@@ -459,7 +460,7 @@ class Scheduler(Actor):
                     core.dispatching = False
                     self._end_program(th, core, interrupted=True)
                     return
-                th.remaining = step.ns << 10
+                th.remaining = step.ns << SCHED_CAPACITY_SHIFT
                 th.frame = step.frame
                 core.dispatching = False
                 if core.need_resched or (th.fair and core.queue and th.vruntime >= th.deadline):
@@ -479,7 +480,7 @@ class Scheduler(Actor):
                     self._grant(lock, th, write)
                     extra = self._transfer(lock, core, step.count)
                     if extra:
-                        th.remaining = extra << 10
+                        th.remaining = extra << SCHED_CAPACITY_SHIFT
                         th.frame = step.frame
                         core.dispatching = False
                         self._arm(core)
@@ -588,7 +589,7 @@ class Scheduler(Actor):
                 waiter.preempt_count -= 1  # the spin's count becomes the holder's, taken by _grant
                 extra = self._transfer(lock, core, step.count)
                 if extra:
-                    waiter.remaining = extra << 10
+                    waiter.remaining = extra << SCHED_CAPACITY_SHIFT
                     waiter.frame = step.frame
                     self._arm(core)
                 else:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterator
 
-from actors.exit_path import exit_program, reclaim_program
+from actors.exit_path import ExitPlans, PathPlan, exit_program, reclaim_program
 from actors.memory import MM, Memory, allocation
 from actors.profiles import DeviceCosts, KernelProfile
 from actors.runtime import Actor
@@ -26,14 +26,16 @@ class Kernel:
         for name, spec in profile.locks.items():
             if spec.scope == "global":
                 scheduler.add_lock(name, spec.kind, self._transfer_ns(name))
+        self.plans = ExitPlans(profile, costs)
         self.kswapd: Kswapd | None = None
 
     def _transfer_ns(self, name: str) -> int:
         return round(self.profile.locks[name].lines * self.costs.cacheline_transfer_ns)
 
-    def lock_namer(self, mm: MM) -> Callable[[str], str]:
-        scoped = {n for n, spec in self.profile.locks.items() if spec.scope == "process"}
-        return lambda name: f"{name}/{mm.pid}" if name in scoped else name
+    def lock_names(self, mm: MM) -> dict[str, str]:
+        """Profile lock → scheduler lock for ``mm``: process-scope locks are ``name/pid``."""
+        return {name: f"{name}/{mm.pid}" if spec.scope == "process" else name
+                for name, spec in self.profile.locks.items()}
 
     def add_mm(self, mm: MM, anon: int, file: int, swap: int) -> None:
         self.memory.add(mm, anon, file, swap)
@@ -42,17 +44,15 @@ class Kernel:
                 self.scheduler.add_lock(f"{name}/{mm.pid}", spec.kind, self._transfer_ns(name))
 
     def exit_program(self, mm: MM, on_freed: Callable[[], None]) -> Iterator[Step]:
-        return exit_program(mm, self.memory, self.profile, self.costs, self.lock_namer(mm), on_freed)
+        return exit_program(mm, self.memory, self.plans, self.lock_names(mm), on_freed)
 
-    def reclaim(self, pages: int, victim: MM, prefix: list[str]) -> Iterator[Step]:
-        return reclaim_program(self.memory, victim, pages, self.profile, self.costs,
-                               self.lock_namer(victim), tuple(prefix))
+    def reclaim(self, pages: int, victim: MM, plan: PathPlan) -> Iterator[Step]:
+        return reclaim_program(self.memory, victim, pages, plan, self.plans.per_item, self.lock_names(victim))
 
     def allocate(self, mm: MM, pages: int) -> Iterator[Step]:
         """Steps of allocating ``pages`` to ``mm``, with direct reclaim below the min watermark."""
-        rc = self.profile.reclaim
-        return allocation(self.memory, mm, pages, rc.batch_pages,
-                          lambda k, victim: self.reclaim(k, victim, rc.prefix_direct))
+        return allocation(self.memory, mm, pages, self.profile.reclaim.batch_pages,
+                          lambda k, victim: self.reclaim(k, victim, self.plans.compress_direct))
 
 
 class Kswapd(Actor):
@@ -80,7 +80,7 @@ class Kswapd(Actor):
                 self.log("kswapd_gave_up", free=memory.free, high=memory.wmark_high)
                 return
             pages = memory.reclaimable(victim, rc.batch_pages)
-            yield from self.kernel.reclaim(pages, victim, rc.prefix_kswapd)
+            yield from self.kernel.reclaim(pages, victim, self.kernel.plans.compress_kswapd)
 
     async def main(self) -> None:
         while True:

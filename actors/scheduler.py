@@ -90,7 +90,7 @@ class KLock:
     """
 
     __slots__ = (
-        "name", "kind", "spins", "shared", "transfer_ns", "owner", "readers", "waiters", "last_cpu",
+        "name", "kind", "spins", "transfer_ns", "owner", "readers", "waiters", "last_cpu",
         "hold_since", "acquired", "contended", "held_ns", "wait_ns", "transfers",
     )  # fmt: skip
 
@@ -98,7 +98,6 @@ class KLock:
         self.name = name
         self.kind = kind
         self.spins = kind in ("spin", "rwlock", "line")
-        self.shared = kind in ("rwlock", "rwsem", "line")
         self.transfer_ns = transfer_ns
         self.owner: Thread | None = None
         self.readers = 0

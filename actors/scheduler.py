@@ -311,6 +311,76 @@ class Scheduler(Actor):
             th.sleep_ns += self.runtime.now - th.since
             self._end_program(th, None, interrupted=True)
 
+    def reconfigure(
+        self,
+        th: Thread,
+        *,
+        nice: int | None = None,
+        cpus: Iterable[int] | None = None,
+        thread_class: str | None = None,
+    ) -> None:
+        """setpriority() / a cpuset move / a new accounting class for ``th``, effective now.
+
+        A queued thread is re-placed at once; a running thread whose core is no
+        longer allowed moves at its next preemption point (at once if it has
+        one now). A new nice value restarts the thread's slice with the new
+        weight (the kernel rescales lag in reweight_entity; a fresh slice is
+        the simpler approximation).
+        """
+        core = th.core if th.state == RUNNING else None
+        if core is not None:
+            self._account(core)
+        if thread_class is not None:
+            th.thread_class = thread_class
+        queued = th.state == RUNNABLE
+        if queued:
+            if th.fair:
+                th.core.queue.remove(th)
+                self._save_lag(th.core, th)
+                th.last_core = th.core
+                th.core = None
+            else:
+                self._rtq.remove(th)
+        if nice is not None and th.fair:
+            th.weight = sched_fair.nice_to_weight(nice)
+            th.wmult = sched_fair.nice_to_wmult(nice)
+            th.vslice = self.slice_ns * th.wmult
+            th.deadline = th.vruntime + th.vslice
+        if cpus is not None:
+            allowed = sorted(set(cpus))
+            if not allowed or any(not 0 <= c < len(self.cores) for c in allowed):
+                raise ValueError(f"cpuset {allowed} of thread {th.name!r} is not within cores 0..{len(self.cores) - 1}")
+            th.cores = tuple(sorted((self.cores[c] for c in allowed), key=lambda c: (-c.capacity, c.cid)))
+            th.mask = sum(1 << c for c in allowed)
+        if queued:
+            if th.fair:
+                self._wake_fair(th)
+            else:
+                self._wake_rt(th)
+        elif core is not None and not th.mask >> core.cid & 1:
+            if th.preempt_count or core.dispatching:
+                core.need_resched = True
+            else:
+                self._evict(core, th)
+        elif core is not None and nice is not None and th.remaining and not th.preempt_count and not core.dispatching:
+            self._arm(core)  # the slice end moved with the new weight
+
+    def _evict(self, core: Core, th: Thread) -> None:
+        """Move the (accounted) current thread off a core it may no longer run on."""
+        th.state = RUNNABLE
+        th.since = self.runtime.now
+        core.curr = None
+        core.gen += 1
+        th.core = None
+        th.last_core = core
+        if th.fair:
+            self._save_lag(core, th)
+            self._wake_fair(th)
+        else:
+            self._wake_rt(th)
+        if core.curr is None:
+            self._pick_next(core)
+
     def on_end(self) -> None:
         now = self.runtime.now
         for core in self.cores:
@@ -416,6 +486,9 @@ class Scheduler(Actor):
         """A scheduling point of the current thread: yield to a better one (True), or go on."""
         th = core.curr
         core.need_resched = False
+        if not th.mask >> core.cid & 1:
+            self._evict(core, th)
+            return True
         better = self._rt_candidate(core, th)
         if better is None and th.fair and core.queue:
             if th.vruntime >= th.deadline:

@@ -24,14 +24,27 @@ class PathPlan:
 
     __slots__ = ("unit_ns", "segments")
 
-    def __init__(self, path: ItemPath, cost_ns: float, prefix: tuple[str, ...]) -> None:
+    def __init__(self, path: ItemPath, cost_ns: float, prefix: tuple[str, ...], skip: frozenset[str] = frozenset()):
         self.unit_ns = cost_ns * path.factor
         self.segments: tuple[tuple[tuple[str, ...], Wanted, float], ...] = tuple(
-            (prefix + tuple(seg.frames),
+            (prefix + tuple(f for f in seg.frames if f not in skip),
              tuple((name, "write") for name in seg.locks) + tuple((name, "read") for name in seg.readers),
              seg.share)
             for seg in path.segments
         )
+
+
+class ZapPlans:
+    """The plans one zapper uses per PTE kind (present anon page, swap entry, file page)."""
+
+    __slots__ = ("present_page", "swap_entry", "file_page")
+
+    def __init__(self, profile: KernelProfile, costs: DeviceCosts, prefix: tuple[str, ...],
+                 skip: frozenset[str] = frozenset()) -> None:
+        ex = profile.exit
+        self.present_page = PathPlan(ex.present_page, costs.present_page_free_ns, prefix, skip)
+        self.swap_entry = PathPlan(ex.swap_entry, costs.swap_entry_free_ns, prefix, skip)
+        self.file_page = PathPlan(ex.file_page, costs.file_page_unmap_ns, prefix, skip)
 
 
 class ExitPlans:
@@ -39,16 +52,20 @@ class ExitPlans:
 
     def __init__(self, profile: KernelProfile, costs: DeviceCosts) -> None:
         ex = profile.exit
-        prefix = tuple(ex.prefix)
         self.chunk_entries = ex.chunk_entries
         self.fixed_before_mm = PathPlan(ex.fixed_before_mm, costs.exit_fixed_ns, ())
-        self.present_page = PathPlan(ex.present_page, costs.present_page_free_ns, prefix)
-        self.swap_entry = PathPlan(ex.swap_entry, costs.swap_entry_free_ns, prefix)
-        self.file_page = PathPlan(ex.file_page, costs.file_page_unmap_ns, prefix)
+        self.zap = ZapPlans(profile, costs, tuple(ex.prefix))
         self.fixed_after_mm = PathPlan(ex.fixed_after_mm, costs.exit_fixed_ns, ())
+        reap = profile.reap
+        skip = frozenset(reap.exit_only_frames)
+        self.reap = {
+            "process_mrelease": ZapPlans(profile, costs, tuple(reap.prefix_mrelease), skip),
+            "oom_reaper": ZapPlans(profile, costs, tuple(reap.prefix_oom_reaper), skip),
+        }
         rc = profile.reclaim
         self.compress_kswapd = PathPlan(rc.compress_page, costs.compress_page_ns, tuple(rc.prefix_kswapd))
         self.compress_direct = PathPlan(rc.compress_page, costs.compress_page_ns, tuple(rc.prefix_direct))
+        self.alloc_page = PathPlan(profile.alloc.page, costs.alloc_page_ns, tuple(profile.alloc.prefix))
         self.per_item = {name: spec.per_item for name, spec in profile.locks.items()}
 
 
@@ -105,34 +122,123 @@ def zap_chunks(mm: MM, chunk_entries: int) -> list[tuple[int, int, int]]:
     return chunks
 
 
-def exit_program(mm: MM, memory: Memory, plans: ExitPlans, lock_names: dict[str, str],
-                 on_freed: Callable[[], None]) -> Iterator[Step]:
+class ZapWork:
+    """The PTEs of a dying mm still to be zapped, as page-table chunks claimed from either end.
+
+    The exiting task (exit_mmap) claims whole chunks from the start of the
+    address space; a reaper (__oom_reap_task_mm) claims the anon and swap
+    PTEs of chunks from the end and leaves their file PTEs to the exit
+    (DOMAIN.md §4.1, §4.5). A claim is taken before its chunk is zapped, so
+    no PTE is zapped twice and the total work is the same whoever does it;
+    the chunk's memory comes back when its zap completes. ``on_freed`` fires
+    once every anon page and swap entry of the mm has been freed.
+    """
+
+    def __init__(self, mm: MM, memory: Memory, chunk_entries: int, on_freed: Callable[[], None]) -> None:
+        self.mm = mm
+        self.memory = memory
+        self.chunks = [list(c) for c in zap_chunks(mm, chunk_entries)]
+        self.front = 0
+        self.back = len(self.chunks) - 1
+        self.unfreed = mm.anon + mm.swap
+        self.on_freed = on_freed
+        #: the exit passed exit_mm (task->mm = NULL): process_mrelease now fails with ESRCH
+        self.mm_detached = False
+        self.freed = False
+        self.reaped = [0, 0]  # anon pages, swap entries zapped by reapers
+
+    @property
+    def exhausted(self) -> bool:
+        """Every chunk claimed: nothing left for a reaper (exit_mmap has set MMF_OOM_SKIP)."""
+        return self.back < self.front
+
+    def claim_front(self) -> tuple[int, int, int] | None:
+        if self.front >= len(self.chunks):
+            return None
+        chunk = self.chunks[self.front]
+        self.front += 1
+        claim = (chunk[0], chunk[1], chunk[2])
+        chunk[0] = chunk[1] = chunk[2] = 0
+        return claim
+
+    def claim_back(self) -> tuple[int, int, int] | None:
+        while self.back >= self.front:
+            chunk = self.chunks[self.back]
+            self.back -= 1
+            if chunk[0] or chunk[1]:
+                claim = (chunk[0], chunk[1], 0)
+                chunk[0] = chunk[1] = 0
+                return claim
+        return None
+
+    def complete(self, anon: int, swap: int, file: int) -> None:
+        """A claim's zap is done: its memory comes back."""
+        if anon:
+            self.memory.free_present(self.mm, anon)
+        if swap:
+            self.memory.free_swap(self.mm, swap)
+        if file:
+            self.memory.unmap_file(self.mm, file)
+        if anon or swap:
+            self.unfreed -= anon + swap
+            if not self.unfreed:
+                self._freed()
+
+    def exit_done(self) -> None:
+        """The exit has zapped its part; an mm with no anon or swap is 'freed' now."""
+        if not self.unfreed and not self.freed:
+            self._freed()
+
+    def _freed(self) -> None:
+        self.freed = True
+        self.on_freed()
+
+
+def _zap_claim(steps: "PathSteps", plans: ZapPlans, claim: tuple[int, int, int]) -> Iterator[Step]:
+    anon, swap, file = claim
+    if anon:
+        yield from steps.segments(plans.present_page, anon)
+    if swap:
+        yield from steps.segments(plans.swap_entry, swap)
+    if file:
+        yield from steps.segments(plans.file_page, file)
+    yield from steps.release()
+
+
+def exit_program(zap: ZapWork, plans: ExitPlans, lock_names: dict[str, str], mmap_lock: str) -> Iterator[Step]:
     """do_exit of a process's last thread: fixed work, the mm teardown chunk by chunk, the rest.
 
-    Memory comes back as each chunk completes; ``on_freed`` is called when the
-    last chunk has been returned (kill → memory returned).
+    exit_mmap zaps under mmap_lock held for read (a reaper may zap alongside),
+    then frees the page tables under it held for write, so it waits for a
+    reaper still at work.
     """
     steps = PathSteps(plans.per_item, lock_names)
     yield from steps.segments(plans.fixed_before_mm, 1)
     yield from steps.release()
-    mm.alive = False
-    for anon, swap, file in zap_chunks(mm, plans.chunk_entries):
-        if anon:
-            yield from steps.segments(plans.present_page, anon)
-        if swap:
-            yield from steps.segments(plans.swap_entry, swap)
-        if file:
-            yield from steps.segments(plans.file_page, file)
-        yield from steps.release()
-        if anon:
-            memory.free_present(mm, anon)
-        if swap:
-            memory.free_swap(mm, swap)
-        if file:
-            memory.unmap_file(mm, file)
-    on_freed()
+    zap.mm_detached = True
+    yield Lock(mmap_lock, mode="read")
+    while (claim := zap.claim_front()) is not None:
+        yield from _zap_claim(steps, plans.zap, claim)
+        zap.complete(*claim)
+    yield Unlock(mmap_lock)
+    zap.exit_done()
+    yield Lock(mmap_lock)
     yield from steps.segments(plans.fixed_after_mm, 1)
     yield from steps.release()
+    yield Unlock(mmap_lock)
+
+
+def reap_program(zap: ZapWork, plans: ZapPlans, per_item: dict[str, float], lock_names: dict[str, str],
+                 mmap_lock: str) -> Iterator[Step]:
+    """__oom_reap_task_mm in the reaper's own context: anon and swap PTEs from the end of the mm."""
+    steps = PathSteps(per_item, lock_names)
+    yield Lock(mmap_lock, mode="read")
+    while (claim := zap.claim_back()) is not None:
+        yield from _zap_claim(steps, plans, claim)
+        zap.reaped[0] += claim[0]
+        zap.reaped[1] += claim[1]
+        zap.complete(*claim)
+    yield Unlock(mmap_lock)
 
 
 def reclaim_program(memory: Memory, victim: MM, pages: int, plan: PathPlan, per_item: dict[str, float],
@@ -141,6 +247,6 @@ def reclaim_program(memory: Memory, victim: MM, pages: int, plan: PathPlan, per_
     steps = PathSteps(per_item, lock_names)
     yield from steps.segments(plan, pages)
     yield from steps.release()
-    pages = memory.reclaimable(victim, pages)  # the victim may have changed while we computed
+    pages = memory.reclaimable(victim, pages)  # the victim may have changed (or been killed) meanwhile
     if pages:
         memory.compress(victim, pages)

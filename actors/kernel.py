@@ -1,15 +1,17 @@
 """The kernel side of a device: memory, locks, kswapd, and the paths that use them.
 
 Global locks (a zsmalloc size class, the swap device lock) exist once;
-process-scope locks (the PTE lock, a swap cluster lock) exist per mm and are
-named ``lock/pid``.
+process-scope locks (a memcg LRU lock) exist per mm and are named
+``lock/pid``; range-scope locks (the PTE lock, a swap cluster lock) exist per
+mm and zapper: ``lock/pid`` for the exit, ``lock/pid/reap`` for reapers. Every
+mm has its ``mmap_lock/pid`` (an rwsem).
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable, Iterator
 
-from actors.exit_path import ExitPlans, PathPlan, exit_program, reclaim_program
+from actors.exit_path import ExitPlans, PathPlan, PathSteps, ZapWork, exit_program, reap_program, reclaim_program
 from actors.memory import MM, Memory, allocation
 from actors.profiles import DeviceCosts, KernelProfile
 from actors.runtime import Actor
@@ -32,27 +34,59 @@ class Kernel:
     def _transfer_ns(self, name: str) -> int:
         return round(self.profile.locks[name].lines * self.costs.cacheline_transfer_ns)
 
-    def lock_names(self, mm: MM) -> dict[str, str]:
-        """Profile lock → scheduler lock for ``mm``: process-scope locks are ``name/pid``."""
-        return {name: f"{name}/{mm.pid}" if spec.scope == "process" else name
-                for name, spec in self.profile.locks.items()}
+    def lock_names(self, mm: MM, reaper: bool = False) -> dict[str, str]:
+        """Profile lock → scheduler lock for ``mm``, as the exit (or a reaper) takes it."""
+        names = {}
+        for name, spec in self.profile.locks.items():
+            if spec.scope == "global":
+                names[name] = name
+            elif spec.scope == "range" and reaper:
+                names[name] = f"{name}/{mm.pid}/reap"
+            else:
+                names[name] = f"{name}/{mm.pid}"
+        return names
+
+    @staticmethod
+    def mmap_lock(mm: MM) -> str:
+        return f"mmap_lock/{mm.pid}"
 
     def add_mm(self, mm: MM, anon: int, file: int, swap: int) -> None:
         self.memory.add(mm, anon, file, swap)
+        self.scheduler.add_lock(self.mmap_lock(mm), "rwsem")
         for name, spec in self.profile.locks.items():
-            if spec.scope == "process":
+            if spec.scope != "global":
                 self.scheduler.add_lock(f"{name}/{mm.pid}", spec.kind, self._transfer_ns(name))
+            if spec.scope == "range":
+                self.scheduler.add_lock(f"{name}/{mm.pid}/reap", spec.kind, self._transfer_ns(name))
 
-    def exit_program(self, mm: MM, on_freed: Callable[[], None]) -> Iterator[Step]:
-        return exit_program(mm, self.memory, self.plans, self.lock_names(mm), on_freed)
+    def teardown(self, mm: MM, on_freed: Callable[[], None]) -> ZapWork:
+        """A SIGKILLed mm: no longer reclaimed, its PTEs to be zapped by the exit and any reaper."""
+        mm.alive = False
+        return ZapWork(mm, self.memory, self.plans.chunk_entries, on_freed)
+
+    def exit_program(self, zap: ZapWork) -> Iterator[Step]:
+        return exit_program(zap, self.plans, self.lock_names(zap.mm), self.mmap_lock(zap.mm))
+
+    def reap_program(self, zap: ZapWork, reaper: str) -> Iterator[Step]:
+        """``reaper`` is ``process_mrelease`` or ``oom_reaper`` (which frames the work is under)."""
+        return reap_program(zap, self.plans.reap[reaper], self.plans.per_item,
+                            self.lock_names(zap.mm, reaper=True), self.mmap_lock(zap.mm))
 
     def reclaim(self, pages: int, victim: MM, plan: PathPlan) -> Iterator[Step]:
         return reclaim_program(self.memory, victim, pages, plan, self.plans.per_item, self.lock_names(victim))
 
-    def allocate(self, mm: MM, pages: int) -> Iterator[Step]:
-        """Steps of allocating ``pages`` to ``mm``, with direct reclaim below the min watermark."""
+    def allocate(self, mm: MM, pages: int, who: str) -> Iterator[Step]:
+        """Steps of allocating ``pages`` to ``mm`` in a thread of class ``who``, with direct reclaim below min."""
+        names = self.lock_names(mm)
+        plan = self.plans.alloc_page
+
+        def charge(n: int) -> Iterator[Step]:
+            steps = PathSteps(self.plans.per_item, names)
+            yield from steps.segments(plan, n)
+            yield from steps.release()
+
         return allocation(self.memory, mm, pages, self.profile.reclaim.batch_pages,
-                          lambda k, victim: self.reclaim(k, victim, self.plans.compress_direct))
+                          lambda k, victim: self.reclaim(k, victim, self.plans.compress_direct), charge, who)
 
 
 class Kswapd(Actor):

@@ -44,11 +44,15 @@ class MemoryAccountingError(RuntimeError):
 
 
 class MM:
-    """A process's memory: resident anon and file pages, swap entries, its share of the ZRAM pool."""
+    """A process's memory: resident anon and file pages, swap entries, its share of the ZRAM pool.
 
-    __slots__ = ("pid", "name", "anon", "file", "swap", "zpool", "ratio", "alive")
+    ``adj`` is the owner's oom_score_adj, which reclaim uses as its LRU age
+    (cached apps' pages are the coldest); ``alive`` turns false at the kill.
+    """
 
-    def __init__(self, pid: int, name: str, ratio: float) -> None:
+    __slots__ = ("pid", "name", "anon", "file", "swap", "zpool", "ratio", "alive", "adj")
+
+    def __init__(self, pid: int, name: str, ratio: float, adj: int = 0) -> None:
         if ratio < 1:
             raise ValueError(f"{name}: compression ratio must be >= 1, got {ratio}")
         self.pid = pid
@@ -59,6 +63,7 @@ class MM:
         self.zpool = 0
         self.ratio = ratio
         self.alive = True
+        self.adj = adj
 
 
 class Psi:
@@ -121,6 +126,9 @@ class Memory:
         self.on_low: Callable[[], None] | None = None
         self.min_free = self.free
         self.direct_reclaim_ns = 0
+        #: direct-reclaim time by the stalled thread's class, and a hook per stall (class, ns)
+        self.direct_reclaim_by_class: dict[str, int] = {}
+        self.on_stall: Callable[[str, int], None] | None = None
         self.reclaimed = 0
 
     # -- invariant -------------------------------------------------------------
@@ -199,29 +207,35 @@ class Memory:
         self._took()
 
     def reclaimable(self, victim: MM, pages: int) -> int:
-        """How many of ``pages`` anon pages of ``victim`` can go to ZRAM now (resident, swap room)."""
+        """How many of ``pages`` anon pages of live ``victim`` can go to ZRAM now (resident, swap room)."""
+        if not victim.alive:
+            return 0
         return min(pages, victim.anon, self.swap_total - self.swap_used)
 
     def reclaim_victim(self, exclude: MM | None = None) -> MM | None:
-        """The live process with the most resident anon (ties: lowest pid), swap space permitting."""
+        """The coldest live process with resident anon, swap space permitting.
+
+        Coldest = highest oom_score_adj, then most resident anon, then lowest pid.
+        """
         if self.swap_used >= self.swap_total:
             return None
         best = None
         for mm in self.mms.values():
             if mm is exclude or not mm.alive or mm.anon == 0:
                 continue
-            if best is None or (mm.anon, -mm.pid) > (best.anon, -best.pid):
+            if best is None or (mm.adj, mm.anon, -mm.pid) > (best.adj, best.anon, -best.pid):
                 best = mm
         return best
 
 
-def allocation(memory: Memory, mm: MM, pages: int, batch: int, reclaim: Callable[[int, MM], Iterator[Step]]
-               ) -> Iterator[Step]:
+def allocation(memory: Memory, mm: MM, pages: int, batch: int, reclaim: Callable[[int, MM], Iterator[Step]],
+               charge: Callable[[int], Iterator[Step]], who: str) -> Iterator[Step]:
     """Work steps of allocating ``pages`` to ``mm`` in batches (page fault / alloc_pages).
 
-    Above the min watermark an allocation is immediate (and wakes kswapd
-    below low); below it, the allocating thread does direct reclaim first, in
-    its own context, stalled on memory (PSI) while it does.
+    Each batch costs ``charge(n)`` of CPU in the allocating thread. Below the
+    min watermark the thread first does direct reclaim in its own context,
+    stalled on memory (PSI) while it does; ``who`` is its thread class for
+    the direct-reclaim accounting.
     """
     left = pages
     while left:
@@ -234,7 +248,12 @@ def allocation(memory: Memory, mm: MM, pages: int, batch: int, reclaim: Callable
             memory.psi.enter()
             started = memory.scheduler.runtime.now
             yield from reclaim(k, victim)
-            memory.direct_reclaim_ns += memory.scheduler.runtime.now - started
+            stall = memory.scheduler.runtime.now - started
+            memory.direct_reclaim_ns += stall
+            memory.direct_reclaim_by_class[who] = memory.direct_reclaim_by_class.get(who, 0) + stall
             memory.psi.leave()
+            if memory.on_stall is not None:
+                memory.on_stall(who, stall)
         memory.allocate(mm, n)
+        yield from charge(n)
         left -= n

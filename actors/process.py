@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterator
 
+from actors.exit_path import ZapWork
 from actors.kernel import Kernel
 from actors.memory import MM
 from actors.runtime import Actor
@@ -18,6 +19,14 @@ from actors.work import Step
 
 
 class Process(Actor):
+    """A process with one (main) thread; ``adj`` is its oom_score_adj.
+
+    At the kill its thread switches to ``exit_class`` for CPU accounting, its
+    mm stops being reclaimed, and the teardown work (:class:`ZapWork`) is
+    set up so that reapers can share it. Exit watchers (a pidfd becoming
+    readable) are called when the thread group is gone.
+    """
+
     def __init__(
         self,
         name: str,
@@ -25,36 +34,51 @@ class Process(Actor):
         mm: MM,
         thread_kw: dict[str, Any],
         activity: Callable[[], Iterator[Step]] | None = None,
-        on_exit: Callable[["Process"], None] | None = None,
+        exit_class: str | None = None,
     ) -> None:
         super().__init__(name)
         self.kernel = kernel
         self.mm = mm
         self.pid = mm.pid
+        self.adj = mm.adj
         self.activity = activity
-        self.on_exit = on_exit
+        self.exit_class = exit_class
         self.thread: Thread = kernel.scheduler.spawn(name, self, **thread_kw)
+        self.zap: ZapWork | None = None
         self.killed_at: int | None = None
         self.freed_at: int | None = None
         self.exited_at: int | None = None
         self.swapped_at_kill = 0
         self.resident_at_kill = 0
+        self._exit_watchers: list[Callable[["Process"], None]] = []
+
+    def watch_exit(self, fn: Callable[["Process"], None]) -> None:
+        """Call ``fn(process)`` when the process has exited (at once if it already has)."""
+        if self.exited_at is not None:
+            fn(self)
+        else:
+            self._exit_watchers.append(fn)
 
     def kill(self) -> None:
-        """SIGKILL (from whichever actor or event calls it)."""
+        """SIGKILL (from whichever actor or event calls it); a second one is a no-op."""
         if self.killed_at is not None:
             return
         self.killed_at = self.now
         mm = self.mm
         self.swapped_at_kill = mm.swap
         self.resident_at_kill = mm.anon + mm.file
-        self.log("kill", pid=self.pid, swap_pages=mm.swap, anon_pages=mm.anon, file_pages=mm.file)
-        self.kernel.scheduler.interrupt(self.thread)
+        self.log("kill", pid=self.pid, adj=self.adj, swap_pages=mm.swap, anon_pages=mm.anon, file_pages=mm.file)
+        self.zap = self.kernel.teardown(mm, self._freed)
+        sched = self.kernel.scheduler
+        if self.exit_class is not None:
+            sched.reconfigure(self.thread, thread_class=self.exit_class)
+        sched.interrupt(self.thread)
         self.send(self, "SIGKILL")
 
     def _freed(self) -> None:
         self.freed_at = self.now
-        self.log("mm_freed", pid=self.pid)
+        self.log("mm_freed", pid=self.pid, kill_to_freed_ns=self.freed_at - self.killed_at,
+                 reaped_anon_pages=self.zap.reaped[0], reaped_swap_pages=self.zap.reaped[1])
 
     async def main(self) -> None:
         sched = self.kernel.scheduler
@@ -63,11 +87,12 @@ class Process(Actor):
                 await sched.execute(self.thread, self.activity())
             else:
                 await self.receive()
-        await sched.execute(self.thread, self.kernel.exit_program(self.mm, self._freed))
+        await sched.execute(self.thread, self.kernel.exit_program(self.zap))
         self.exited_at = self.now
         self.log("exit", pid=self.pid, kill_to_exit_ns=self.exited_at - self.killed_at)
-        if self.on_exit is not None:
-            self.on_exit(self)
+        watchers, self._exit_watchers = self._exit_watchers, []
+        for fn in watchers:
+            fn(self)
 
 
 class SimultaneousKill(Actor):

@@ -24,14 +24,17 @@ class LockSpec:
     """A lock on a kernel path.
 
     ``scope`` is ``global`` (one for the device, e.g. a zsmalloc size class
-    shared by every app's objects) or ``process`` (one per mm, e.g. the PTE
-    lock). ``per_item`` is how many kernel acquisitions one item makes
+    shared by every app's objects), ``process`` (one per mm, e.g. a memcg's
+    LRU lock) or ``range`` (one per mm and zapper, for locks split by address
+    or swap range: the PTE lock of a page table, a swap cluster lock; the
+    exit and a reaper zap opposite ends of the address space, so they never
+    share one). ``per_item`` is how many kernel acquisitions one item makes
     (1/63 for a pcp batch); ``lines`` how many shared cache lines each
     acquisition pulls when another CPU touched them last.
     """
 
     kind: LockKind
-    scope: Literal["global", "process"]
+    scope: Literal["global", "process", "range"]
     per_item: float = field(default=1.0, validator=positive)
     lines: int = field(default=0, validator=in_range(0, 64))
 
@@ -89,9 +92,36 @@ class ReclaimProfile:
 
 
 @frozen
+class AllocProfile:
+    """Anonymous allocation (a page fault or alloc_pages for a buffer): per page, take it and clear it."""
+
+    prefix: list[str]
+    page: ItemPath
+
+
+@frozen
+class ReapProfile:
+    """Reaping a dying mm from another thread (mm/oom_kill.c ``__oom_reap_task_mm``).
+
+    A reaper zaps the anon and swap PTEs with the exit path's item costs and
+    locks, under its own frames: ``exit_only_frames`` are the exit walk's
+    frames the reaper does not pass through (it calls unmap_page_range
+    directly). The oom_reaper kthread waits ``oom_reaper_delay_ms`` after a
+    victim is queued (OOM_REAPER_DELAY).
+    """
+
+    prefix_mrelease: list[str]
+    prefix_oom_reaper: list[str]
+    exit_only_frames: list[str]
+    oom_reaper_delay_ms: float = field(validator=non_negative)
+
+
+@frozen
 class KernelProfile:
     exit: ExitProfile
     reclaim: ReclaimProfile
+    alloc: AllocProfile
+    reap: ReapProfile
     locks: dict[str, LockSpec]
 
 
@@ -104,6 +134,7 @@ class DeviceCosts:
     file_page_unmap_ns: float = field(validator=non_negative)
     exit_fixed_ns: float = field(validator=non_negative)
     compress_page_ns: float = field(validator=non_negative)
+    alloc_page_ns: float = field(validator=non_negative)
     cacheline_transfer_ns: float = field(validator=non_negative)
 
 

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from attrs import field, frozen
 
-from actors.profiles import DeviceCosts, ExitProfile, KernelProfile, LockSpec, MemorySpec, ReclaimProfile
+from actors.profiles import AllocProfile, DeviceCosts, ExitProfile, KernelProfile, LockSpec, MemorySpec, ReapProfile, ReclaimProfile
 from actors.validators import InvalidValue, in_range, non_empty, non_negative, positive
 from exitstorm.schema import ConfigError, structure
 
@@ -79,6 +79,7 @@ def _locks_declared(inst: "Kernel", _attribute: Any, value: dict[str, LockSpec])
         "exit.present_page": inst.exit.present_page, "exit.swap_entry": inst.exit.swap_entry,
         "exit.file_page": inst.exit.file_page, "exit.fixed_before_mm": inst.exit.fixed_before_mm,
         "exit.fixed_after_mm": inst.exit.fixed_after_mm, "reclaim.compress_page": inst.reclaim.compress_page,
+        "alloc.page": inst.alloc.page,
     }
     for key, path in paths.items():
         for i, seg in enumerate(path.segments):
@@ -100,11 +101,14 @@ class Kernel:
     kswapd: Kswapd
     exit: ExitProfile
     reclaim: ReclaimProfile
+    alloc: AllocProfile
+    reap: ReapProfile
     locks: dict[str, LockSpec] = field(validator=_locks_declared)
 
     @property
     def profile(self) -> KernelProfile:
-        return KernelProfile(exit=self.exit, reclaim=self.reclaim, locks=self.locks)
+        return KernelProfile(exit=self.exit, reclaim=self.reclaim, alloc=self.alloc, reap=self.reap,
+                             locks=self.locks)
 
 
 @frozen

@@ -122,8 +122,8 @@ class World:
             mm = MM(pid, f"victim{i}", storm.compression_ratio)
             self.kernel.add_mm(mm, anon=mb_to_pages(storm.resident_mb), file=mb_to_pages(storm.file_mb),
                                swap=mb_to_pages(storm.swapped_mb))
-            proc = Process(f"victim{i}", self.kernel, mm, thread_kw(storm.thread, exp.device),
-                           on_exit=self._on_exit)
+            proc = Process(f"victim{i}", self.kernel, mm, thread_kw(storm.thread, exp.device))
+            proc.watch_exit(self._on_exit)
             self.processes.append(self.runtime.add(proc))
         self.runtime.add(SimultaneousKill("storm", self.processes, round(storm.kill_at_ms * NS_PER_MS)))
 

@@ -4,17 +4,29 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any, Iterable
 
 import pytest
 
+from actors.kernel import Kernel, Kswapd
+from actors.memory import MM, Memory, mb_to_pages
+from actors.process import Process
+from actors.profiles import DeviceCosts
 from actors.runtime import Runtime
 from actors.scheduler import CoreSpec, Scheduler, SchedTunables, Thread
 from actors.work import Step
+from exitstorm.config import Kernel as KernelConfig
+from exitstorm.schema import structure
 
 MS = 1_000_000
 ROOT = Path(__file__).resolve().parent.parent
+PROFILE = structure(tomllib.loads((ROOT / "configs/kernels/swap_table.toml").read_text()), KernelConfig,
+                    "swap_table.toml").profile
+COSTS = DeviceCosts(swap_entry_free_ns=400, present_page_free_ns=150, file_page_unmap_ns=40,
+                    exit_fixed_ns=500_000, compress_page_ns=3_000, cacheline_transfer_ns=60, alloc_page_ns=0)
+FAIR = {"policy": "fair", "nice": 0, "thread_class": "t"}
 
 
 def exitstorm(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
@@ -49,6 +61,24 @@ class Bench:
 
     async def run(self) -> None:
         await self.rt.run()
+
+
+class KernelWorld:
+    """A runtime, a scheduler of equal cores, memory, the swap_table kernel and kswapd."""
+
+    def __init__(self, total_mb: float = 1024, kernel_mb: float = 64, cores: int = 2,
+                 costs: DeviceCosts = COSTS, end_ns: int | None = None) -> None:
+        self.rt = Runtime(seed=1, end_ns=end_ns)
+        self.sched = self.rt.add(Scheduler("cpu", [CoreSpec(1.0)] * cores, SchedTunables(700_000, "log", True, True)))
+        self.mem = Memory(mb_to_pages(total_mb), mb_to_pages(kernel_mb), 10, mb_to_pages(4096), self.sched)
+        self.kernel = Kernel(self.sched, self.mem, PROFILE, costs)
+        self.kswapd = self.rt.add(Kswapd("kswapd0", self.kernel, FAIR))
+
+    def process(self, pid: int, anon: int = 0, file: int = 0, swap: int = 0, adj: int = 0,
+                thread_kw: dict[str, Any] = FAIR, **kw: Any) -> Process:
+        mm = MM(pid, f"p{pid}", 3.0, adj)
+        self.kernel.add_mm(mm, anon=anon, file=file, swap=swap)
+        return self.rt.add(Process(f"p{pid}", self.kernel, mm, thread_kw, **kw))
 
 
 @pytest.fixture

@@ -14,39 +14,18 @@ from hypothesis import strategies as st
 from actors.kernel import Kernel, Kswapd
 from actors.memory import MM, Memory, MemoryAccountingError, mb_to_pages, watermarks
 from actors.process import Process, SimultaneousKill
-from actors.profiles import DeviceCosts
 from actors.runtime import Actor, Runtime
 from actors.scheduler import CoreSpec, Scheduler, SchedTunables
 from exitstorm.config import Kernel as KernelConfig
 from exitstorm.schema import structure
 
-ROOT = Path(__file__).resolve().parent.parent
-PROFILE = structure(tomllib.loads((ROOT / "configs/kernels/swap_table.toml").read_text()), KernelConfig,
-                    "swap_table.toml").profile
-COSTS = DeviceCosts(swap_entry_free_ns=400, present_page_free_ns=150, file_page_unmap_ns=40,
-                    exit_fixed_ns=500_000, compress_page_ns=3_000, cacheline_transfer_ns=60)
-FAIR = {"policy": "fair", "nice": 0, "thread_class": "t"}
-
+from tests.conftest import COSTS, FAIR, PROFILE, ROOT, KernelWorld as World
 
 def test_watermarks_follow_the_kernel_formula_for_12_gib() -> None:
     # min_free_kbytes = sqrt(12 GiB in KiB x 16) = 14189 KiB; gap = 0.1% of managed pages
     wmin, low, high = watermarks(3 * 1024 * 1024, 10)
     assert wmin == 14189 // 4 == 3547
     assert low - wmin == high - low == 3 * 1024 * 1024 * 10 // 10000 == 3145
-
-
-class World:
-    def __init__(self, total_mb: float = 1024, kernel_mb: float = 64, cores: int = 2) -> None:
-        self.rt = Runtime(seed=1)
-        self.sched = self.rt.add(Scheduler("cpu", [CoreSpec(1.0)] * cores, SchedTunables(700_000, "log", True, True)))
-        self.mem = Memory(mb_to_pages(total_mb), mb_to_pages(kernel_mb), 10, mb_to_pages(4096), self.sched)
-        self.kernel = Kernel(self.sched, self.mem, PROFILE, COSTS)
-        self.kswapd = self.rt.add(Kswapd("kswapd0", self.kernel, FAIR))
-
-    def process(self, pid: int, anon: int = 0, file: int = 0, swap: int = 0) -> Process:
-        mm = MM(pid, f"p{pid}", 3.0)
-        self.kernel.add_mm(mm, anon=anon, file=file, swap=swap)
-        return self.rt.add(Process(f"p{pid}", self.kernel, mm, FAIR))
 
 
 class Allocator(Actor):
@@ -58,7 +37,7 @@ class Allocator(Actor):
         self.thread = world.sched.spawn("allocator", self, **FAIR)
 
     async def main(self) -> None:
-        await self.world.sched.execute(self.thread, self.world.kernel.allocate(self.mm, self.pages))
+        await self.world.sched.execute(self.thread, self.world.kernel.allocate(self.mm, self.pages, "t"))
 
 
 async def test_an_exit_frees_exactly_what_the_process_held() -> None:
@@ -85,9 +64,9 @@ def test_conservation_violations_are_caught_with_what_broke() -> None:
         w.mem.free_present(mm, 11)
 
 
-def tight_world() -> tuple[World, MM]:
+def tight_world(**kw) -> tuple[World, MM]:
     """256 MB with a 150 MB background app to reclaim from, and an empty foreground process."""
-    w = World(total_mb=256, kernel_mb=16)
+    w = World(total_mb=256, kernel_mb=16, **kw)
     w.kernel.add_mm(MM(1, "bg", 3.0), anon=mb_to_pages(150), file=0, swap=0)
     fg = MM(2, "camera", 3.0)
     w.kernel.add_mm(fg, anon=0, file=0, swap=0)
@@ -108,14 +87,14 @@ async def test_kswapd_wakes_below_low_and_stops_at_high() -> None:
 
 
 async def test_no_direct_reclaim_while_allocations_stay_above_min() -> None:
-    w, fg = tight_world()
+    w, fg = tight_world(costs=attrs.evolve(COSTS, alloc_page_ns=1000))
     w.mem.on_low = None  # no kswapd: only the allocator could reclaim
     above_min = w.mem.free - w.mem.wmark_min - 64
     a = w.rt.add(Allocator(w, fg, above_min))
     await w.rt.run()
     assert w.mem.direct_reclaim_ns == 0 and w.mem.reclaimed == 0
     assert fg.anon == above_min
-    assert a.thread.run_ns == 0  # allocation itself has no modelled CPU cost
+    assert a.thread.run_ns == above_min * 1000  # fault + clear, 1 µs per page on one core
 
 
 async def test_direct_reclaim_when_an_allocation_would_cross_min() -> None:
@@ -130,6 +109,7 @@ async def test_direct_reclaim_when_an_allocation_would_cross_min() -> None:
     assert w.mem.direct_reclaim_ns > 0
     assert w.mem.psi.some_ns == w.mem.direct_reclaim_ns  # one stalled task: the allocator
     assert w.mem.psi.full_ns == w.mem.psi.some_ns        # ... and nothing else runnable
+    assert w.mem.direct_reclaim_by_class == {"t": w.mem.direct_reclaim_ns}
     frames = {stack for (th, stack) in w.sched.frame_ns if th is a.thread}
     assert any(stack[:2] == ("__alloc_pages_slowpath", "__alloc_pages_direct_reclaim") for stack in frames)
 

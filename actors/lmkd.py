@@ -1,0 +1,316 @@
+"""Android's low memory killer daemon: the main thread and its reaper threads (DOMAIN.md §1).
+
+The main thread (SCHED_FIFO 1 on the little cores) sleeps until a PSI
+trigger fires, then polls memory state every poll period; each cycle reads
+/proc (CPU work on its own thread), runs the kill decision and kills at most
+one process. After a kill it waits for the victim's pidfd to become readable
+(the thread group is gone) or for ``kill_timeout_ms``, then cycles again at
+once. Polling ends a PSI window after the last event once nothing was killed
+and no thread is in direct reclaim.
+
+Killing goes through a reaper thread when one is free: it sends SIGKILL,
+moves the victim to the foreground cpuset at the configured nice
+(set_process_group_and_prio), then calls process_mrelease() in its own
+context; the call fails with ESRCH once the victim has passed exit_mm.
+When every reaper is busy the main thread sends the SIGKILL itself and
+nothing reaps (lmkd commit 1c96a31).
+
+Not modelled: thrashing (file refaults; the ladder's thrashing rules never
+fire), the watchdog, and reading per-process state (folded into the cost of
+a kill).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator, Literal
+
+from attrs import field, frozen
+
+from actors.kernel import Kernel
+from actors.process import Process
+from actors.runtime import Actor
+from actors.scheduler import Thread
+from actors.validators import InvalidValue, in_range, non_negative, positive
+from actors.work import Compute, Step
+
+OOM_SCORE_ADJ_MAX = 1000
+
+
+@frozen
+class MinfreeLevel:
+    """One legacy minfree level: kill adj >= ``adj`` when free and file cache are below ``mb``."""
+
+    mb: float = field(validator=non_negative)
+    adj: int = field(validator=in_range(-1000, 1000))
+
+
+def _levels_ascending(_inst: Any, _attribute: Any, value: list[MinfreeLevel]) -> None:
+    if [lv.mb for lv in value] != sorted(lv.mb for lv in value):
+        raise InvalidValue("minfree_levels", "levels in ascending order of mb", [lv.mb for lv in value])
+
+
+@frozen
+class LmkdProps:
+    """lmkd's tunables, named after their ro.lmk.* properties and source constants."""
+
+    use_minfree_levels: bool
+    psi_partial_stall_ms: float = field(validator=positive)
+    psi_complete_stall_ms: float = field(validator=positive)
+    psi_window_ms: float = field(validator=positive)      # PSI_WINDOW_SIZE_MS
+    poll_period_short_ms: float = field(validator=positive)  # PSI_POLL_PERIOD_SHORT_MS
+    poll_period_long_ms: float = field(validator=positive)   # PSI_POLL_PERIOD_LONG_MS
+    kill_timeout_ms: float = field(validator=non_negative)
+    swap_free_low_percentage: float = field(validator=in_range(0, 100))
+    pressure_after_kill_min_score: int = field(validator=in_range(-1000, 1001))
+    #: rule "swap low and free < low": perceptible apps (adj <= 200) are spared unless free < min
+    swap_low_min_score: int = field(validator=in_range(-1000, 1001))
+    #: rule "free < low" alone: only cached and service-B apps (adj >= 701)
+    low_mem_min_score: int = field(validator=in_range(-1000, 1001))
+    kill_heaviest_task: bool
+    minfree_levels: list[MinfreeLevel] = field(validator=_levels_ascending)
+
+    def __attrs_post_init__(self) -> None:
+        for key in ("psi_partial_stall_ms", "psi_complete_stall_ms"):
+            if getattr(self, key) > self.psi_window_ms:
+                raise InvalidValue(key, f"a stall threshold <= psi_window_ms ({self.psi_window_ms})", getattr(self, key))
+
+
+@frozen
+class LmkdCosts:
+    """CPU work of lmkd's own threads, µs at capacity 1.0."""
+
+    cycle_us: float = field(validator=non_negative)       # read meminfo, vmstat, zoneinfo; decide
+    kill_us: float = field(validator=non_negative)        # scan the adj slots, read statm and the victim's state
+    signal_us: float = field(validator=non_negative)      # pidfd_send_signal(SIGKILL), by whichever thread sends it
+    set_prio_us: float = field(validator=non_negative)    # reaper: cgroup move + setpriority per thread
+
+
+@frozen
+class MemoryState:
+    """What one lmkd cycle reads, in pages."""
+
+    free: int
+    file_cache: int
+    wmark_min: int
+    wmark_low: int
+    swap_free: int
+    swap_total: int
+
+
+def psi_kill_decision(state: MemoryState, props: LmkdProps, *, critical: bool, after_kill: bool
+                      ) -> tuple[str, int] | None:
+    """mp_event_psi()'s ladder without the thrashing rules: (kill reason, min score adj) or None."""
+    free = state.free
+    swap_low = state.swap_total > 0 and state.swap_free * 100 < state.swap_total * props.swap_free_low_percentage
+    if after_kill and free < state.wmark_min:
+        return "pressure_after_kill", props.pressure_after_kill_min_score
+    if critical:
+        return "not_responding", 0
+    if swap_low and free < state.wmark_low:
+        return "low_swap_and_low_mem", 0 if free < state.wmark_min else props.swap_low_min_score
+    if free < state.wmark_low:
+        return "low_mem", props.low_mem_min_score
+    return None
+
+
+def minfree_kill_decision(state: MemoryState, levels: list[MinfreeLevel], pages_per_mb: int) -> tuple[str, int] | None:
+    """Legacy mode: the first (lowest) level whose minfree both free memory and file cache are under."""
+    for level in levels:
+        minfree = round(level.mb * pages_per_mb)
+        if state.free < minfree and state.file_cache < minfree:
+            return "minfree", level.adj
+    return None
+
+
+def choose_victim(apps: list[Process], min_adj: int, kill_heaviest_task: bool) -> Process | None:
+    """find_and_kill_process(): the highest adj slot >= ``min_adj`` holding a live app wins.
+
+    Within a slot, the app that entered it first (lowest pid here), unless
+    ``kill_heaviest_task`` or the slot is perceptible (adj <= 200): then the
+    largest RSS (resident anon + file; swap does not count).
+    """
+    best: Process | None = None
+    for app in apps:
+        if app.killed_at is not None or app.adj < min_adj:
+            continue
+        if best is None or app.adj > best.adj:
+            best = app
+            continue
+        if app.adj == best.adj:
+            if kill_heaviest_task or app.adj <= 200:
+                if (app.mm.anon + app.mm.file, -app.pid) > (best.mm.anon + best.mm.file, -best.pid):
+                    best = app
+            elif app.pid < best.pid:
+                best = app
+    return best
+
+
+class LmkdReaper(Actor):
+    """One lmkd reaper thread: SIGKILL, reprioritise the victim, process_mrelease() (or not)."""
+
+    def __init__(self, name: str, kernel: Kernel, *, thread_kw: dict[str, Any], costs: LmkdCosts,
+                 victim_cpus: list[int], victim_nice: int, mrelease: bool) -> None:
+        super().__init__(name)
+        self.kernel = kernel
+        self.thread: Thread = kernel.scheduler.spawn(name, self, **thread_kw)
+        self.signal_ns = round(costs.signal_us * 1000)
+        self.set_prio_ns = round(costs.set_prio_us * 1000)
+        self.victim_cpus = victim_cpus
+        self.victim_nice = victim_nice
+        self.mrelease = mrelease
+        self.busy = False
+        self.esrch = 0
+        self.reaps = 0
+
+    def hand(self, victim: Process) -> None:
+        self.busy = True
+        self.send(self, victim)
+
+    def _process_mrelease(self, victim: Process) -> Iterator[Step]:
+        zap = victim.zap
+        if zap.mm_detached:
+            self.esrch += 1
+            self.log("process_mrelease", pid=victim.pid, result="ESRCH")
+            return
+        self.reaps += 1
+        yield from self.kernel.reap_program(zap, "process_mrelease")
+        self.log("process_mrelease", pid=victim.pid, result="ok", anon_pages=zap.reaped[0], swap_pages=zap.reaped[1])
+
+    async def main(self) -> None:
+        sched = self.kernel.scheduler
+        while True:
+            victim: Process = await self.receive()
+            await sched.execute(self.thread, [Compute(self.signal_ns, ("pidfd_send_signal",))])
+            victim.kill()
+            await sched.execute(self.thread, [Compute(self.set_prio_ns, ("set_process_group_and_prio",))])
+            if victim.exited_at is None:
+                sched.reconfigure(victim.thread, nice=self.victim_nice, cpus=self.victim_cpus)
+            if self.mrelease:
+                await sched.execute(self.thread, self._process_mrelease(victim))
+            self.busy = False
+
+
+class Lmkd(Actor):
+    """lmkd's main thread. ``on_kill(victim, reason, min_adj)`` reports each kill decision."""
+
+    def __init__(self, name: str, kernel: Kernel, apps: list[Process], *, props: LmkdProps, costs: LmkdCosts,
+                 thread_kw: dict[str, Any], reapers: list[LmkdReaper], pages_per_mb: int,
+                 on_kill: Callable[[Process, str, int], None] | None = None) -> None:
+        super().__init__(name)
+        self.kernel = kernel
+        self.apps = apps
+        self.props = props
+        self.thread: Thread = kernel.scheduler.spawn(name, self, **thread_kw)
+        self.reapers = reapers
+        self.pages_per_mb = pages_per_mb
+        self.on_kill = on_kill
+        ms = 1_000_000
+        self.cycle_ns = round(costs.cycle_us * 1000)
+        self.kill_ns = round(costs.kill_us * 1000)
+        self.signal_ns = round(costs.signal_us * 1000)
+        self.window_ns = round(props.psi_window_ms * ms)
+        self.short_ns = round(props.poll_period_short_ms * ms)
+        self.long_ns = round(props.poll_period_long_ms * ms)
+        self.kill_timeout_ns = round(props.kill_timeout_ms * ms)
+        self._token = 0
+        self._critical = False
+        self.cycles = 0
+        self.kills = 0
+        self.kill_timeouts = 0
+
+    def psi_event(self, trigger: str) -> None:
+        """A PSI trigger fired (``medium`` or ``critical``)."""
+        self.send(self, ("psi", trigger))
+
+    def _state(self) -> MemoryState:
+        mem = self.kernel.memory
+        return MemoryState(free=mem.free, file_cache=mem.cache, wmark_min=mem.wmark_min, wmark_low=mem.wmark_low,
+                           swap_free=mem.swap_total - mem.swap_used, swap_total=mem.swap_total)
+
+    def _swap_low(self) -> bool:
+        mem = self.kernel.memory
+        return mem.swap_total > 0 and (mem.swap_total - mem.swap_used) * 100 < (
+            mem.swap_total * self.props.swap_free_low_percentage)
+
+    async def _wait(self, timeout_ns: int, until: Callable[[tuple[Any, ...]], bool]) -> tuple[Any, ...] | None:
+        """The first message ``until`` accepts, or None when ``timeout_ns`` passes first.
+
+        A critical PSI event seen meanwhile is remembered for the next cycle.
+        """
+        self._token += 1
+        token = self._token
+        self.send(self, ("timer", token), timeout_ns)
+        while True:
+            msg = await self.receive()
+            if msg[0] == "timer":
+                if msg[1] == token:
+                    return None
+                continue
+            if msg[0] == "psi" and msg[1] == "critical":
+                self._critical = True
+            if until(msg):
+                return msg
+
+    async def _cycle(self, after_kill: bool) -> bool:
+        """One poll: read state, maybe kill one process and wait for it. True if it killed."""
+        self.cycles += 1
+        sched = self.kernel.scheduler
+        await sched.execute(self.thread, [Compute(self.cycle_ns, ("lmkd", "mp_event_psi"))])
+        state = self._state()
+        if self.props.use_minfree_levels:
+            decision = minfree_kill_decision(state, self.props.minfree_levels, self.pages_per_mb)
+        else:
+            decision = psi_kill_decision(state, self.props, critical=self._critical, after_kill=after_kill)
+        self._critical = False
+        if decision is None:
+            return False
+        reason, min_adj = decision
+        victim = choose_victim(self.apps, min_adj, self.props.kill_heaviest_task)
+        if victim is None:
+            self.log("lmkd_no_victim", reason=reason, min_adj=min_adj)
+            return False
+        await sched.execute(self.thread, [Compute(self.kill_ns, ("lmkd", "find_and_kill_process"))])
+        reaper = next((r for r in self.reapers if not r.busy), None)
+        if reaper is None:
+            await sched.execute(self.thread, [Compute(self.signal_ns, ("lmkd", "pidfd_send_signal"))])
+        self.kills += 1
+        self.log("lmkd_kill", pid=victim.pid, victim=victim.name, adj=victim.adj, reason=reason, min_adj=min_adj,
+                 free_pages=state.free, via=reaper.name if reaper is not None else self.name)
+        if self.on_kill is not None:
+            self.on_kill(victim, reason, min_adj)
+        if reaper is not None:
+            reaper.hand(victim)
+        else:
+            victim.kill()
+        victim.watch_exit(lambda proc: self.send(self, ("exited", proc.pid)))
+        if victim.exited_at is None:
+            died = await self._wait(self.kill_timeout_ns, lambda msg: msg == ("exited", victim.pid))
+            if died is None:
+                self.kill_timeouts += 1
+        return True
+
+    async def main(self) -> None:
+        while True:
+            msg = await self.receive()
+            if msg[0] != "psi":
+                continue  # a stale timer or a death noticed after its wait
+            if msg[1] == "critical":
+                self._critical = True
+            self.log("lmkd_poll_start", trigger=msg[1])
+            polling_until = self.now + self.window_ns
+            killing = False
+            after_kill = False
+            while True:
+                after_kill = await self._cycle(after_kill)
+                if after_kill:
+                    killing = True
+                    polling_until = self.now + self.window_ns
+                    continue
+                if self.kernel.memory.psi.stalled:
+                    polling_until = max(polling_until, self.now + self.short_ns)
+                if self.now >= polling_until:
+                    self.log("lmkd_poll_stop", cycles=self.cycles, kills=self.kills)
+                    break
+                period = self.short_ns if killing or self._swap_low() else self.long_ns
+                if await self._wait(period, lambda msg: msg[0] == "psi") is not None:
+                    polling_until = self.now + self.window_ns

@@ -1,0 +1,153 @@
+"""Reapers share a dying mm's teardown with its exit: process_mrelease, oom_reaper, kworkers."""
+
+from __future__ import annotations
+
+import attrs
+
+from actors.lmkd import LmkdCosts, LmkdReaper
+from actors.oom_reaper import OomReaper
+from actors.process import SimultaneousKill
+from actors.runtime import Actor
+from actors.work import Compute
+from actors.workqueue import Workqueue
+
+from tests.conftest import COSTS, FAIR, MS, KernelWorld
+
+NO_TRANSFERS = attrs.evolve(COSTS, cacheline_transfer_ns=0)
+SIZES = {"anon": 20_000, "swap": 40_000, "file": 5_000}
+
+
+class Mrelease(Actor):
+    """Calls the reap program on its own thread at ``at_ns`` (what lmkd's reaper does after the kill)."""
+
+    def __init__(self, world: KernelWorld, victim, at_ns: int) -> None:
+        super().__init__("reaper")
+        self.world, self.victim, self.at_ns = world, victim, at_ns
+        self.thread = world.sched.spawn("reaper", self, **FAIR)
+        self.done_at = None
+
+    async def main(self) -> None:
+        await self.sleep_until(self.at_ns)
+        await self.world.sched.execute(self.thread, self.world.kernel.reap_program(self.victim.zap, "process_mrelease"))
+        self.done_at = self.now
+
+
+async def storm(reap: bool):
+    w = KernelWorld(cores=2, costs=NO_TRANSFERS)
+    w.mem.on_low = None
+    victim = w.process(7, **SIZES)
+    w.rt.add(SimultaneousKill("kill", [victim], 1 * MS))
+    reaper = w.rt.add(Mrelease(w, victim, 1 * MS)) if reap else None
+    await w.rt.run()
+    return w, victim, reaper
+
+
+async def test_a_reaper_takes_part_of_the_zap_and_the_total_work_is_conserved() -> None:
+    _, alone, _ = await storm(reap=False)
+    w, shared, reaper = await storm(reap=True)
+    zap = shared.zap
+    assert 0 < zap.reaped[0] < SIZES["anon"] and 0 < zap.reaped[1] < SIZES["swap"]
+    # the same chunks, split between two threads: CPU time (spinning aside) adds up exactly
+    assert shared.thread.run_ns + reaper.thread.run_ns == alone.thread.run_ns
+    # two CPUs zap at once: memory comes back sooner, and every page of it
+    assert shared.freed_at < alone.freed_at
+    assert (shared.mm.anon, shared.mm.swap, shared.mm.file, shared.mm.zpool) == (0, 0, 0, 0)
+    assert w.mem.cache == SIZES["file"] and w.mem.swap_used == 0
+    # exit_mmap's write lock waits for the reaper's read lock: the exit ends after the reaper
+    assert shared.exited_at >= reaper.done_at
+    w.mem.check("end")
+
+
+async def test_the_exit_and_the_reaper_never_share_a_page_table_lock() -> None:
+    w, _, reaper = await storm(reap=True)
+    reaper_locks = {lk.name for lk in w.sched.locks.values() if lk.acquired and lk.name.endswith("/reap")}
+    assert reaper_locks == {"ptl/7/reap", "ci->lock/7/reap"}
+    assert w.sched.locks["ptl/7"].contended == 0 and w.sched.locks["ptl/7/reap"].contended == 0
+
+
+def lmkd_reaper(w: KernelWorld, mrelease: bool = True) -> LmkdReaper:
+    costs = LmkdCosts(cycle_us=0, kill_us=0, signal_us=10, set_prio_us=100)
+    return w.rt.add(LmkdReaper("lmkd_reaper", w.kernel, thread_kw={**FAIR, "nice": -20}, costs=costs,
+                               victim_cpus=[1], victim_nice=0, mrelease=mrelease))
+
+
+async def test_lmkd_reaper_kills_reprioritises_and_reaps() -> None:
+    w = KernelWorld(cores=2)
+    w.mem.on_low = None
+    victim = w.process(7, **SIZES, thread_kw={**FAIR, "nice": 10, "cpus": [0]})
+    reaper = lmkd_reaper(w)
+    w.rt.at(1 * MS, lambda _: reaper.hand(victim))
+    await w.rt.run()
+    assert victim.killed_at == 1 * MS + 10_000  # after the reaper's pidfd_send_signal
+    assert victim.thread.mask == 0b10 and victim.thread.weight == 1024
+    assert reaper.reaps == 1 and reaper.esrch == 0 and not reaper.busy
+    assert victim.zap.reaped[1] > 0
+
+
+async def test_process_mrelease_after_exit_mm_fails_with_esrch() -> None:
+    w = KernelWorld(cores=2)
+    w.mem.on_low = None
+    victim = w.process(7, **SIZES)
+    w.rt.add(SimultaneousKill("kill", [victim], 0))
+    reaper = lmkd_reaper(w)
+    w.rt.at(2 * MS, lambda _: reaper.hand(victim))  # the exit passed exit_mm at 0.15 ms
+    await w.rt.run()
+    assert victim.zap.mm_detached and victim.exited_at > 2 * MS
+    assert reaper.esrch == 1 and reaper.reaps == 0 and victim.zap.reaped == [0, 0]
+    assert victim.killed_at == 0  # the reaper's second SIGKILL changed nothing
+
+
+async def oom_reaper_storm(delay_ms: float, threads: int = 1, victims: int = 1):
+    w = KernelWorld(cores=4, costs=NO_TRANSFERS)
+    w.mem.on_low = None
+    procs = [w.process(7 + i, **SIZES) for i in range(victims)]
+    oom = w.rt.add(OomReaper("oom_reaper", w.kernel, threads=threads, delay_ns=round(delay_ms * MS),
+                             thread_kw=FAIR))
+    w.rt.add(SimultaneousKill("kill", procs, 0))
+    for p in procs:
+        w.rt.at(0, lambda _, p=p: oom.queue(p))
+    await w.rt.run()
+    return w, procs, oom
+
+
+async def test_oom_reaper_reaps_after_its_delay_and_memory_comes_back_sooner() -> None:
+    _, (alone,), _ = await storm_without_reaper()
+    w, (victim,), oom = await oom_reaper_storm(delay_ms=2)
+    assert oom.reaped == 1 and victim.zap.reaped[1] > 0
+    assert victim.freed_at - victim.killed_at < alone.freed_at - alone.killed_at
+    frames = {stack[0] for (th, stack), ns in w.sched.frame_ns.items() if th is oom.threads[0]}
+    assert frames == {"oom_reaper"}
+
+
+async def storm_without_reaper():
+    return await oom_reaper_storm(delay_ms=10_000)
+
+
+async def test_oom_reaper_skips_a_victim_whose_exit_already_unmapped_everything() -> None:
+    w, (victim,), oom = await oom_reaper_storm(delay_ms=10_000)
+    assert oom.reaped == 0 and victim.zap.reaped == [0, 0]
+    assert victim.exited_at < 10_000 * MS
+
+
+async def test_a_parallel_oom_reaper_reaps_two_victims_at_once() -> None:
+    _, procs, oom = await oom_reaper_storm(delay_ms=1, threads=2, victims=2)
+    assert oom.reaped == 2
+    assert all(p.zap.reaped[1] > 0 for p in procs)
+    assert all(th.run_ns > 0 for th in oom.threads)
+
+
+async def test_workqueue_runs_at_most_max_active_items_at_once_in_fifo_order() -> None:
+    w = KernelWorld(cores=4)
+    wq = w.rt.add(Workqueue("swap_free", w.sched, max_active=2, thread_kw={**FAIR, "thread_class": "kworker"}))
+    finished: list[tuple[int, int]] = []
+
+    def item(k: int):
+        def program():
+            yield Compute(10 * MS, ("kworker",))
+            finished.append((k, w.rt.now))
+        return program
+
+    w.rt.at(0, lambda _: [wq.queue_work(item(k)) for k in range(5)])
+    await w.rt.run()
+    assert finished == [(0, 10 * MS), (1, 10 * MS), (2, 20 * MS), (3, 20 * MS), (4, 30 * MS)]
+    assert wq.completed == 5 and wq.busy == 0

@@ -26,7 +26,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     run = sub.add_parser("run", help="run one experiment and write its results directory")
     run.add_argument("config", help="scenario TOML file")
-    run.add_argument("--seed", type=int, help="override run.seed")
+    run.add_argument("--seed", type=int, help="override scenario.seed")
     run.add_argument("--out", type=Path, help="results directory (default results/<config>-seed<N>)")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (repeatable)")
     run.add_argument("--force", action="store_true", help="replace an existing results directory")
@@ -58,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.seed is not None and args.seed < 0:
             raise ConfigError(f"--seed: expected an integer >= 0, got {args.seed}")
         exp = load_experiment(args.config, args.set, seed=args.seed)
-        out = args.out or Path("results") / f"{Path(args.config).stem}-seed{exp.scenario.run.seed}"
+        out = args.out or Path("results") / f"{Path(args.config).stem}-seed{exp.config.scenario.seed}"
         summary = run_experiment(exp, out, force=args.force)
     except ConfigError as exc:
         print(f"exitstorm: {exc}", file=sys.stderr)

@@ -129,11 +129,15 @@ class Storm:
 
 
 @frozen
-class Run:
-    duration_ms: float = field(validator=positive)
+class RunSettings:
+    """The ``[scenario]`` table: how long to simulate, the seed, what to log."""
+
+    duration_s: float = field(validator=positive)
     seed: int = field(validator=non_negative)
     events: list[EventCategory]
     hist_interval_ms: float = field(validator=positive)
+    #: period of the sampled timelines (free memory, ZRAM pool, PSI)
+    sample_ms: float = field(default=10.0, validator=positive)
 
 
 @frozen
@@ -174,10 +178,12 @@ class Load:
 
 
 @frozen
-class Scenario:
+class ScenarioConfig:
+    """A scenario file."""
+
     device: str
     kernel: str
-    run: Run
+    scenario: RunSettings
     periodic: list[Periodic] = []
     load: list[Load] = []
     storm: Storm | None = None
@@ -191,7 +197,7 @@ class Experiment:
     """A validated scenario with its device resolved, plus where it came from."""
 
     source: str
-    scenario: Scenario
+    config: ScenarioConfig
     device: Device
     kernel: Kernel
     raw: dict[str, Any]
@@ -280,8 +286,8 @@ def load_experiment(path: str | Path, overrides: list[str] = (), seed: int | Non
         keys, value = parse_override(text)
         apply_override(raw, keys, value, f"{source} (--set {text})")
     if seed is not None:
-        apply_override(raw, ["run", "seed"], seed, f"{source} (--seed)")
-    scenario = structure(raw, Scenario, source)
+        apply_override(raw, ["scenario", "seed"], seed, f"{source} (--seed)")
+    scenario = structure(raw, ScenarioConfig, source)
     device_path = _profile_path(scenario.device, "device", path, source)
     device = structure(_merged(_read_toml(device_path), scenario.device_overrides), Device,
                        _described(device_path, scenario.device_overrides, "device_overrides"))
@@ -298,7 +304,7 @@ def load_experiment(path: str | Path, overrides: list[str] = (), seed: int | Non
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ConfigError(f"{source}: periodic/load names: expected unique names, {dupes[0]!r} is repeated")
-    return Experiment(source=source, scenario=scenario, device=device, kernel=kernel, raw=raw)
+    return Experiment(source=source, config=scenario, device=device, kernel=kernel, raw=raw)
 
 
 def _merged(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

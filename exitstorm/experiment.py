@@ -126,7 +126,7 @@ def summarize(world: World) -> dict[str, Any]:
         "exitstorm": version("exitstorm"),
         "python": f"{sys.version_info.major}.{sys.version_info.minor}",
         "config": exp.source,
-        "seed": exp.scenario.run.seed,
+        "seed": exp.config.scenario.seed,
         "device": exp.device.name,
         "kernel": exp.kernel.name,
         "duration_ms": world.runtime.now / 1e6,

@@ -21,6 +21,7 @@ from exitstorm.histograms import LatencyRecorder
 
 NS_PER_US = 1_000
 NS_PER_MS = 1_000_000
+NS_PER_S = 1_000_000_000
 
 
 def core_specs(device: Device) -> list[CoreSpec]:
@@ -61,13 +62,13 @@ class FrameStats:
 
 class World:
     def __init__(self, exp: Experiment, events_out: IO[str] | None) -> None:
-        sc = exp.scenario
+        sc = exp.config
         dev = exp.device
         self.experiment = exp
-        self.end_ns = round(sc.run.duration_ms * NS_PER_MS)
-        self.interval_ns = max(1, round(sc.run.hist_interval_ms * NS_PER_MS))
-        self.events = EventLog(events_out, sc.run.events)
-        self.runtime = Runtime(seed=sc.run.seed, end_ns=self.end_ns, events=self.events)
+        self.end_ns = round(sc.scenario.duration_s * NS_PER_S)
+        self.interval_ns = max(1, round(sc.scenario.hist_interval_ms * NS_PER_MS))
+        self.events = EventLog(events_out, sc.scenario.events)
+        self.runtime = Runtime(seed=sc.scenario.seed, end_ns=self.end_ns, events=self.events)
         self.sched_delay: dict[str, LatencyRecorder] = {}
         ks = exp.kernel.sched
         tunables = SchedTunables(ks.base_slice_ns, ks.tunable_scaling, ks.run_to_parity, ks.wakeup_preemption)
@@ -116,7 +117,7 @@ class World:
             self._add_storm(exp)
 
     def _add_storm(self, exp: Experiment) -> None:
-        storm = exp.scenario.storm
+        storm = exp.config.storm
         for i in range(storm.count):
             pid = 1000 + i
             mm = MM(pid, f"victim{i}", storm.compression_ratio)

@@ -13,7 +13,7 @@ from hdrh.log import HistogramLogReader
 from tests.conftest import ROOT, exitstorm
 
 CONFIG = ROOT / "configs" / "cpu_contention.toml"
-SHORT = ["--set", "run.duration_ms=300"]
+SHORT = ["--set", "scenario.duration_s=0.3"]
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ def test_summary_reports_frames_cpu_share_and_conserves_cpu_time(runs: dict[str,
     assert abs(sum(share.values()) - 1.0) < 1e-4
     cpu = summary["cpu_time_ns"]
     assert cpu["run"] + cpu["spin"] + cpu["idle"] == cpu["cores_x_elapsed"] == 8 * 300_000_000
-    assert summary["config_echo"]["run"]["duration_ms"] == 300
+    assert summary["config_echo"]["scenario"]["duration_s"] == 0.3
 
 
 def test_event_log_is_json_lines_with_time_actor_event(runs: dict[str, Path]) -> None:
@@ -111,9 +111,9 @@ BASE = CONFIG.read_text()
     ("text", "args", "expected"),
     [
         ("device = \n", [], "invalid TOML"),
-        (BASE.replace("seed = 1", "seed = 1\nspeed = 3"), [], "run.speed: unknown key"),
-        (BASE.replace("duration_ms = 2000", "duration_ms = -5"), [], "run.duration_ms: expected a number > 0, got -5"),
-        (BASE.replace("duration_ms = 2000", 'duration_ms = "long"'), [], "run.duration_ms: expected a number, got 'long'"),
+        (BASE.replace("seed = 1", "seed = 1\nspeed = 3"), [], "scenario.speed: unknown key"),
+        (BASE.replace("duration_s = 2", "duration_s = -5"), [], "scenario.duration_s: expected a number > 0, got -5"),
+        (BASE.replace("duration_s = 2", 'duration_s = "long"'), [], "scenario.duration_s: expected a number, got 'long'"),
         (BASE.replace("count = 6", "count = 6.5"), [], "load[0].count: expected an integer, got 6.5"),
         (BASE.replace('policy = "fifo", prio = 2', 'policy = "rr", prio = 2'), [],
          "periodic[1].thread.policy: expected one of 'fifo', 'fair', got 'rr'"),
@@ -134,8 +134,8 @@ BASE = CONFIG.read_text()
         (BASE, ["--set", "storm={count=50, swapped_mb=900, resident_mb=900, file_mb=0, compression_ratio=3.0, "
                 "kill_at_ms=1, thread={policy=\"fair\", cpuset=\"foreground\", thread_class=\"x\"}}"],
          "impossible combination: victim"),
-        (BASE, ["--set", "run.events=[\"actor\", \"gossip\"]"], "run.events[1]: expected one of"),
-        (BASE, ["--set", "run"], "--set run: expected dotted.key=value"),
+        (BASE, ["--set", "scenario.events=[\"actor\", \"gossip\"]"], "scenario.events[1]: expected one of"),
+        (BASE, ["--set", "scenario"], "--set scenario: expected dotted.key=value"),
         (BASE.replace('kernel = "slot_cache"', 'kernel = "linux99"'), [],
          "kernel: expected a kernel profile name (slot_cache, swap_table, zsmalloc_2026) or a path to one"),
         (BASE.replace('kernel = "slot_cache"', ''), [], "kernel: required key is missing"),

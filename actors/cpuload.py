@@ -20,6 +20,15 @@ def _exp_ns(rng: random.Random, mean_ns: int) -> int:
     return round(rng.expovariate(1.0 / mean_ns)) if mean_ns > 0 else 0
 
 
+def bursts(rng: random.Random, burst_mean_ns: int, sleep_mean_ns: int, frame: tuple[str, ...]) -> Iterator[Step]:
+    """Endless user work: burst ~ Exp(burst_mean), sleep ~ Exp(sleep_mean)."""
+    while True:
+        yield Compute(max(1, _exp_ns(rng, burst_mean_ns)), frame, user=True)
+        pause = _exp_ns(rng, sleep_mean_ns)
+        if pause:
+            yield Sleep(pause, user=True)
+
+
 class CpuLoad(Actor):
     """``count`` threads, each: burst ~ Exp(burst_mean), sleep ~ Exp(sleep_mean), forever."""
 
@@ -45,15 +54,7 @@ class CpuLoad(Actor):
             scheduler.spawn(f"{name}/{i}", self, **thread_kw) for i in range(count)
         ]
 
-    def _program(self, rng: random.Random) -> Iterator[Step]:
-        frame = (self.name,)
-        while True:
-            yield Compute(max(1, _exp_ns(rng, self.burst_mean_ns)), frame, user=True)
-            pause = _exp_ns(rng, self.sleep_mean_ns)
-            if pause:
-                yield Sleep(pause, user=True)
-
     def on_start(self) -> None:
         for th in self.threads:
             stream = random.Random(self.rng.getrandbits(64))
-            self.scheduler.submit(th, self._program(stream))
+            self.scheduler.submit(th, bursts(stream, self.burst_mean_ns, self.sleep_mean_ns, (self.name,)))

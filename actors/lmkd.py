@@ -191,11 +191,11 @@ class LmkdReaper(Actor):
 
 
 class Lmkd(Actor):
-    """lmkd's main thread. ``on_kill(victim, reason, min_adj)`` reports each kill decision."""
+    """lmkd's main thread. ``on_kill(victim, reason, min_adj, via)`` reports each kill decision."""
 
     def __init__(self, name: str, kernel: Kernel, apps: list[Process], *, props: LmkdProps, costs: LmkdCosts,
                  thread_kw: dict[str, Any], reapers: list[LmkdReaper], pages_per_mb: int,
-                 on_kill: Callable[[Process, str, int], None] | None = None) -> None:
+                 on_kill: Callable[[Process, str, int, str], None] | None = None) -> None:
         super().__init__(name)
         self.kernel = kernel
         self.apps = apps
@@ -274,10 +274,11 @@ class Lmkd(Actor):
         if reaper is None:
             await sched.execute(self.thread, [Compute(self.signal_ns, ("lmkd", "pidfd_send_signal"))])
         self.kills += 1
+        via = reaper.name if reaper is not None else self.name
         self.log("lmkd_kill", pid=victim.pid, victim=victim.name, adj=victim.adj, reason=reason, min_adj=min_adj,
-                 free_pages=state.free, via=reaper.name if reaper is not None else self.name)
+                 free_pages=state.free, via=via)
         if self.on_kill is not None:
-            self.on_kill(victim, reason, min_adj)
+            self.on_kill(victim, reason, min_adj, via)
         if reaper is not None:
             reaper.hand(victim)
         else:

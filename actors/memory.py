@@ -157,9 +157,11 @@ class Memory:
         zpool = math.ceil(swap / mm.ratio)
         need = anon + file + zpool
         if need > self.free:
-            raise ValueError(f"{mm.name}: needs {need} pages, only {self.free} free")
+            raise ValueError(f"{mm.name} needs {need / PAGES_PER_MB:.0f} MB of RAM, only "
+                             f"{self.free / PAGES_PER_MB:.0f} MB are left of {self.total / PAGES_PER_MB:.0f} MB")
         if self.swap_used + swap > self.swap_total:
-            raise ValueError(f"{mm.name}: swap space exhausted ({self.swap_total} pages)")
+            raise ValueError(f"{mm.name}: ZRAM swap exhausted ({self.swap_total / PAGES_PER_MB:.0f} MB "
+                             f"disksize, {self.swap_used / PAGES_PER_MB:.0f} MB used)")
         self.mms[mm.pid] = mm
         mm.anon, mm.file, mm.swap, mm.zpool = anon, file, swap, zpool
         self.free -= need

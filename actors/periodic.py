@@ -19,7 +19,9 @@ from actors.work import Compute, Marker, SleepUntil, Step
 class PeriodicThread(Actor):
     """Runs ``budget_ns`` of work every ``period_ns`` from ``start_ns`` on one thread.
 
-    ``on_frame(k, release_ns, done_ns)`` is called as each frame completes.
+    With ``start_ns=None`` the thread waits for :meth:`begin` (a preview
+    starts when its camera is ready). ``on_frame(k, release_ns, done_ns)`` is
+    called as each frame completes.
     """
 
     passive = True
@@ -31,13 +33,13 @@ class PeriodicThread(Actor):
         *,
         period_ns: int,
         budget_ns: int,
-        start_ns: int,
+        start_ns: int | None,
         thread_kw: dict[str, Any],
         on_frame: Callable[[int, int, int], None],
         frame: tuple[str, ...] = (),
     ) -> None:
         super().__init__(name)
-        if period_ns <= 0 or budget_ns <= 0 or start_ns < 0:
+        if period_ns <= 0 or budget_ns <= 0 or (start_ns is not None and start_ns < 0):
             raise ValueError(f"{name}: period and budget must be > 0 and start >= 0")
         self.scheduler = scheduler
         self.period_ns = period_ns
@@ -47,10 +49,10 @@ class PeriodicThread(Actor):
         self.on_frame = on_frame
         self.thread: Thread = scheduler.spawn(name, self, on_marker=self._frame_done, **thread_kw)
 
-    def _program(self) -> Iterator[Step]:
+    def _program(self, start_ns: int) -> Iterator[Step]:
         k = 0
         while True:
-            release = self.start_ns + k * self.period_ns
+            release = start_ns + k * self.period_ns
             yield SleepUntil(release)
             yield Compute(self.budget_ns, self.frame)
             yield Marker("frame", (k, release))
@@ -60,5 +62,11 @@ class PeriodicThread(Actor):
         k, release = data
         self.on_frame(k, release, self.now)
 
+    def begin(self, start_ns: int) -> None:
+        """Release the first frame at ``start_ns``."""
+        self.start_ns = start_ns
+        self.scheduler.submit(self.thread, self._program(start_ns))
+
     def on_start(self) -> None:
-        self.scheduler.submit(self.thread, self._program())
+        if self.start_ns is not None:
+            self.begin(self.start_ns)

@@ -51,6 +51,11 @@ class Process(Actor):
         self.swapped_at_kill = 0
         self.resident_at_kill = 0
         self._exit_watchers: list[Callable[["Process"], None]] = []
+        self._kill_watchers: list[Callable[["Process"], None]] = []
+
+    def watch_kill(self, fn: Callable[["Process"], None]) -> None:
+        """Call ``fn(process)`` when the process is SIGKILLed."""
+        self._kill_watchers.append(fn)
 
     def watch_exit(self, fn: Callable[["Process"], None]) -> None:
         """Call ``fn(process)`` when the process has exited (at once if it already has)."""
@@ -74,6 +79,8 @@ class Process(Actor):
             sched.reconfigure(self.thread, thread_class=self.exit_class)
         sched.interrupt(self.thread)
         self.send(self, "SIGKILL")
+        for fn in self._kill_watchers:
+            fn(self)
 
     def _freed(self) -> None:
         self.freed_at = self.now

@@ -26,8 +26,9 @@ Scheduling model (DESIGN §4):
   (atomic counters): never waited for, but each access from a CPU other than
   the last one to touch it costs a cache-line transfer.
 * Preemption requested while a thread cannot be preempted (holding or
-  spinning on a spinlock, or running zero-time steps) happens at its next
-  time-consuming step; since those steps take no time, the timing is exact.
+  spinning on a spinlock, or running zero-time steps) happens as soon as it
+  can: at the unlock that drops its last spinlock (preempt_enable() under
+  CONFIG_PREEMPT, as GKI builds) or at its next time-consuming step.
 * Work is expressed in ns at capacity 1.0. Capacities are kept, like the
   kernel's, on a 0..1024 scale, and remaining work in ns x 1024, so that
   progress on any core is exact integer arithmetic.
@@ -381,6 +382,15 @@ class Scheduler(Actor):
         if core.curr is None:
             self._pick_next(core)
 
+    def busy_by_class(self) -> dict[str, int]:
+        """CPU time so far by thread class, summed over cores (accounted up to now)."""
+        total: dict[str, int] = {}
+        for core in self.cores:
+            self._account(core)
+            for cls, ns in core.busy.items():
+                total[cls] = total.get(cls, 0) + ns
+        return total
+
     def on_end(self) -> None:
         now = self.runtime.now
         for core in self.cores:
@@ -587,6 +597,12 @@ class Scheduler(Actor):
                 return
             if cls is Unlock:
                 self._unlock(th, step.name)
+                if not th.preempt_count and (core.need_resched or (th.fair and core.queue and th.vruntime >= th.deadline)):
+                    # preempt_enable() under CONFIG_PREEMPT: a deferred preemption happens now
+                    core.dispatching = False
+                    if self._resched(core):
+                        return
+                    core.dispatching = True
                 continue
             if cls is Sleep or cls is SleepUntil:
                 wake_at = now + step.ns if cls is Sleep else step.t_ns

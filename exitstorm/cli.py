@@ -37,18 +37,26 @@ def _print_summary(summary: dict[str, Any], out: Path) -> None:
     print(f"exitstorm run: {summary['config']} seed={summary['seed']} device={summary['device']} "
           f"kernel={summary['kernel']} "
           f"{summary['duration_ms']:.0f} ms virtual")
-    for name, fr in summary["frames"].items():
+    for name, fr in summary["periodic"].items():
         lat = fr["lateness_ms"]
         pct = "  ".join(f"{k}={lat[k]:.3f}" for k in ("p50", "p90", "p99", "max") if k in lat)
         print(f"  {name}: {fr['frames']} frames, {fr['janky']} janky; lateness ms {pct}")
+    if summary["frames"] is not None:
+        start = summary["preview_start_ms"]
+        print(f"  camera: preview from {start} ms with {summary['free_mb_at_preview_start']} MB free; "
+              f"stutter={summary['stutter']}; direct reclaim {summary['direct_reclaim_ms']['total']:.1f} ms")
+    if summary["kill_log"]:
+        print(f"  lmkd: {summary['kills']} kills, adj {[k['adj'] for k in summary['kill_log']]}")
     lat = summary["metrics"]["exit_latency_ms"]
     if lat.get("count"):
         print(f"  exits: {lat['count']}; kill->exit ms p50={lat['p50']:.3f} p99={lat['p99']:.3f} max={lat['max']:.3f}")
         share = summary["exit_profile"].get("free_swap_and_cache_nr", {}).get("share")
         if share is not None:
             print(f"  free_swap_and_cache_nr: {share:.1%} of do_exit")
-    shares = ", ".join(f"{cls} {v:.1%}" for cls, v in summary["cpu_share"].items())
-    print(f"  cpu share: {shares}")
+    for label, share in (("whole run", summary["cpu_share"]["whole_run"]),
+                         ("storm window", summary["cpu_share"]["storm"]["share"])):
+        if share:
+            print(f"  cpu share, {label}: " + ", ".join(f"{cls} {v:.1%}" for cls, v in share.items()))
     print(f"  results: {out}")
 
 

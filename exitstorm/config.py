@@ -12,11 +12,12 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Iterator, Literal
 
 from attrs import field, frozen
 
 from actors.profiles import AllocProfile, DeviceCosts, ExitProfile, KernelProfile, LockSpec, MemorySpec, ReapProfile, ReclaimProfile
+from actors.lmkd import LmkdCosts, LmkdProps
 from actors.validators import InvalidValue, in_range, non_empty, non_negative, positive
 from exitstorm.schema import ConfigError, structure
 
@@ -178,6 +179,125 @@ class Load:
 
 
 @frozen
+class Uniform:
+    """A value drawn per app, uniformly in [min, max] (min == max for a fixed value)."""
+
+    min: float = field(validator=non_negative)
+    max: float = field(validator=non_negative)
+
+    def __attrs_post_init__(self) -> None:
+        if self.max < self.min:
+            raise InvalidValue("max", f"a number >= min ({self.min})", self.max)
+
+
+@frozen
+class AppBand:
+    """Background apps of one oom_score_adj band (DOMAIN.md §1.2).
+
+    The band's apps get adj values spread evenly over [adj_min, adj_max],
+    the most recently used app lowest. ``share`` is the band's share of
+    ``apps.count``. With ``burst_mean_us = 0`` the apps are frozen (cached
+    apps usually are); otherwise the main thread alternates bursts and sleeps.
+    """
+
+    name: str
+    adj_min: int = field(validator=in_range(-1000, 1000))
+    adj_max: int = field(validator=in_range(-1000, 1000))
+    share: float = field(validator=positive)
+    thread: ThreadSpec
+    burst_mean_us: float = field(default=0.0, validator=non_negative)
+    sleep_mean_us: float = field(default=0.0, validator=non_negative)
+
+    def __attrs_post_init__(self) -> None:
+        if self.adj_max < self.adj_min:
+            raise InvalidValue("adj_max", f"an adj >= adj_min ({self.adj_min})", self.adj_max)
+
+
+@frozen
+class Apps:
+    """The background apps LMKD chooses its victims from; sizes drawn per app from the seed."""
+
+    count: int = field(validator=in_range(0, 100_000))
+    swapped_mb: Uniform
+    resident_mb: Uniform
+    file_mb: Uniform
+    compression_ratio: float = field(validator=positive)
+    bands: list[AppBand] = field(validator=non_empty)
+    #: accounting class of a killed app's thread while it exits
+    exit_class: str = "exiting"
+
+    def __attrs_post_init__(self) -> None:
+        if self.compression_ratio < 1:
+            raise InvalidValue("compression_ratio", "a ratio >= 1", self.compression_ratio)
+
+
+@frozen
+class SystemMemory:
+    """The processes LMKD never kills (system_server, SurfaceFlinger, HALs; adj < 0).
+
+    They hold whatever RAM the apps and the camera leave, less ``free_mb``:
+    the free memory when the scenario starts, so that pressure builds the
+    same way whatever the number of apps.
+    """
+
+    free_mb: float = field(validator=non_negative)
+    swapped_mb: float = field(validator=non_negative)
+    compression_ratio: float = field(validator=positive)
+    adj: int = field(validator=in_range(-1000, -1))
+
+    def __attrs_post_init__(self) -> None:
+        if self.compression_ratio < 1:
+            raise InvalidValue("compression_ratio", "a ratio >= 1", self.compression_ratio)
+
+
+@frozen
+class Preview:
+    """The camera preview: a fixed CPU budget per frame (at capacity 1.0) every period."""
+
+    period_us: float = field(validator=positive)
+    budget_us: float = field(validator=positive)
+    start_delay_ms: float = field(validator=non_negative)
+    stutter_window_frames: int = field(validator=in_range(1, 1_000_000))
+    thread: ThreadSpec
+
+
+@frozen
+class Camera:
+    """The camera cold launch: an allocation burst over a window, then the preview."""
+
+    launch_ms: float = field(validator=non_negative)
+    resident_mb: float = field(validator=non_negative)
+    alloc_mb: float = field(validator=non_negative)
+    alloc_window_ms: float = field(validator=non_negative)
+    alloc_steps: int = field(validator=in_range(1, 1_000_000))
+    launch_threads: int = field(validator=in_range(1, 64))
+    thread: ThreadSpec
+    preview: Preview
+
+
+@frozen
+class LmkdConfig:
+    """lmkd: its properties and costs, its main and reaper threads, where a reaper moves a victim."""
+
+    props: LmkdProps
+    costs: LmkdCosts
+    reapers: int = field(validator=in_range(0, 64))
+    main_thread: ThreadSpec
+    reaper_thread: ThreadSpec
+    victim_cpuset: str
+    victim_nice: int = field(validator=in_range(-20, 19))
+
+
+@frozen
+class Policies:
+    """The remedies on each axis (DESIGN §7)."""
+
+    kill: Literal["sigkill"] = "sigkill"
+    reap: Literal["process_mrelease", "none"] = "process_mrelease"
+    swap_release: Literal["sync"] = "sync"
+
+
+@frozen
 class ScenarioConfig:
     """A scenario file."""
 
@@ -187,6 +307,11 @@ class ScenarioConfig:
     periodic: list[Periodic] = []
     load: list[Load] = []
     storm: Storm | None = None
+    apps: Apps | None = None
+    system: SystemMemory | None = None
+    camera: Camera | None = None
+    lmkd: LmkdConfig | None = None
+    policies: Policies = Policies()
     #: keys merged into the device / kernel profile before validation (sensitivity runs)
     device_overrides: dict[str, Any] = {}
     kernel_overrides: dict[str, Any] = {}
@@ -294,12 +419,8 @@ def load_experiment(path: str | Path, overrides: list[str] = (), seed: int | Non
     kernel_path = _profile_path(scenario.kernel, "kernel", path, source)
     kernel = structure(_merged(_read_toml(kernel_path), scenario.kernel_overrides), Kernel,
                        _described(kernel_path, scenario.kernel_overrides, "kernel_overrides"))
-    for i, spec in enumerate(scenario.periodic):
-        _check_cpuset(spec.thread, device, source, f"periodic[{i}].thread.cpuset")
-    for i, spec in enumerate(scenario.load):
-        _check_cpuset(spec.thread, device, source, f"load[{i}].thread.cpuset")
-    if scenario.storm is not None:
-        _check_cpuset(scenario.storm.thread, device, source, "storm.thread.cpuset")
+    for key, cpuset in _cpusets(scenario):
+        _check_cpuset(cpuset, device, source, key)
     names = [p.name for p in scenario.periodic] + [g.name for g in scenario.load]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -332,7 +453,27 @@ def _profile_path(name: str, kind: str, config_path: Path, source: str) -> Path:
     return path
 
 
-def _check_cpuset(spec: ThreadSpec, device: Device, source: str, key: str) -> None:
-    if spec.cpuset not in device.cpusets:
+def _cpusets(sc: ScenarioConfig) -> Iterator[tuple[str, str]]:
+    """(key path, cpuset name) of every cpuset the scenario names."""
+    for i, spec in enumerate(sc.periodic):
+        yield f"periodic[{i}].thread.cpuset", spec.thread.cpuset
+    for i, spec in enumerate(sc.load):
+        yield f"load[{i}].thread.cpuset", spec.thread.cpuset
+    if sc.storm is not None:
+        yield "storm.thread.cpuset", sc.storm.thread.cpuset
+    if sc.apps is not None:
+        for i, band in enumerate(sc.apps.bands):
+            yield f"apps.bands[{i}].thread.cpuset", band.thread.cpuset
+    if sc.camera is not None:
+        yield "camera.thread.cpuset", sc.camera.thread.cpuset
+        yield "camera.preview.thread.cpuset", sc.camera.preview.thread.cpuset
+    if sc.lmkd is not None:
+        yield "lmkd.main_thread.cpuset", sc.lmkd.main_thread.cpuset
+        yield "lmkd.reaper_thread.cpuset", sc.lmkd.reaper_thread.cpuset
+        yield "lmkd.victim_cpuset", sc.lmkd.victim_cpuset
+
+
+def _check_cpuset(cpuset: str, device: Device, source: str, key: str) -> None:
+    if cpuset not in device.cpusets:
         known = ", ".join(sorted(device.cpusets))
-        raise ConfigError(f"{source}: {key}: expected a cpuset of device {device.name!r} ({known}), got {spec.cpuset!r}")
+        raise ConfigError(f"{source}: {key}: expected a cpuset of device {device.name!r} ({known}), got {cpuset!r}")

@@ -23,24 +23,72 @@ from exitstorm.schema import ConfigError
 from exitstorm.world import World
 
 
+def shares(busy: dict[str, int], capacity_ns: int) -> dict[str, float]:
+    """CPU time by class as shares of ``capacity_ns`` (cores x elapsed), plus the idle rest."""
+    if not capacity_ns:
+        return {}
+    out = {cls: round(ns / capacity_ns, 6) for cls, ns in sorted(busy.items())}
+    out["idle"] = round((capacity_ns - sum(busy.values())) / capacity_ns, 6)
+    return out
+
+
 def cpu_accounting(world: World) -> dict[str, Any]:
-    """CPU time by thread class and idle, in ns and as shares of cores x elapsed."""
+    """CPU time by thread class, over the whole run and over the storm window.
+
+    The storm window runs from the first kill to the exit of the last killed
+    process (or to the end of the run if one is still exiting).
+    """
     sched = world.scheduler
     elapsed = world.runtime.now
-    capacity_ns = len(sched.cores) * elapsed
-    by_class: dict[str, int] = {}
-    for core in sched.cores:
-        for cls, ns in core.busy.items():
-            by_class[cls] = by_class.get(cls, 0) + ns
+    ncores = len(sched.cores)
+    busy = sched.busy_by_class()
     idle = sum(core.idle_ns for core in sched.cores)
     run = sum(th.run_ns for th in sched.threads)
     spin = sum(th.spin_ns for th in sched.threads)
-    share = {cls: round(ns / capacity_ns, 6) for cls, ns in sorted(by_class.items())} if capacity_ns else {}
-    share["idle"] = round(idle / capacity_ns, 6) if capacity_ns else 0.0
+    storm: dict[str, Any] = {"window_ms": None, "share": None}
+    if world.storm_start is not None:
+        t0, busy0 = world.storm_start
+        still_exiting = any(p.killed_at is not None and p.exited_at is None for p in world.processes)
+        t1, busy1 = (elapsed, busy) if still_exiting or world.storm_last_exit is None else world.storm_last_exit
+        delta = {cls: ns - busy0.get(cls, 0) for cls, ns in busy1.items() if ns - busy0.get(cls, 0)}
+        storm = {"window_ms": [round(t0 / 1e6, 6), round(t1 / 1e6, 6)], "share": shares(delta, ncores * (t1 - t0))}
     return {
-        "cpu_share": share,
-        "cpu_time_ns": {"run": run, "spin": spin, "idle": idle, "cores_x_elapsed": capacity_ns},
+        "cpu_share": {"whole_run": shares(busy, ncores * elapsed), "storm": storm},
+        "cpu_time_ns": {"run": run, "spin": spin, "idle": idle, "cores_x_elapsed": ncores * elapsed},
     }
+
+
+def camera_metrics(world: World) -> dict[str, Any]:
+    """The preview's frames, janky frames and stutter, and free memory when it started."""
+    stats = world.frames.get("preview") if world.camera is not None else None
+    if stats is None:
+        return {"frames": None, "janky_frames": None, "stutter": None, "free_mb_at_preview_start": None,
+                "preview_start_ms": None}
+    window = world.experiment.config.camera.preview.stutter_window_frames
+    start = world.preview_start
+    return {
+        "frames": stats.lateness.count,
+        "janky_frames": stats.janky,
+        "stutter": stats.first_janky is not None and stats.first_janky < window,
+        "free_mb_at_preview_start": None if start is None else round(start[1] / PAGES_PER_MB, 3),
+        "preview_start_ms": None if start is None else round(start[0] / 1e6, 6),
+    }
+
+
+def kill_log(world: World) -> list[dict[str, Any]]:
+    """LMKD's kills in order: victim, adj, sizes at the kill, kill / exit / memory-returned times."""
+    rows = []
+    for proc in sorted((p for p in world.processes if p.pid in world.kill_reasons), key=lambda p: (p.killed_at, p.pid)):
+        reason, min_adj, via = world.kill_reasons[proc.pid]
+        rows.append({
+            "victim": proc.name, "pid": proc.pid, "adj": proc.adj, "reason": reason, "min_adj": min_adj, "via": via,
+            "resident_mb": round(proc.resident_at_kill / PAGES_PER_MB, 3),
+            "swapped_mb": round(proc.swapped_at_kill / PAGES_PER_MB, 3),
+            "t_kill_ms": None if proc.killed_at is None else round(proc.killed_at / 1e6, 6),
+            "t_exit_ms": None if proc.exited_at is None else round(proc.exited_at / 1e6, 6),
+            "t_freed_ms": None if proc.freed_at is None else round(proc.freed_at / 1e6, 6),
+        })
+    return rows
 
 
 def exit_profile(world: World) -> dict[str, dict[str, float]]:
@@ -96,7 +144,10 @@ def memory_summary(world: World) -> dict[str, Any]:
         "watermarks_mb": {k: round(v / PAGES_PER_MB, 3) for k, v in
                           (("min", mem.wmark_min), ("low", mem.wmark_low), ("high", mem.wmark_high))},
         "reclaimed_mb": round(mem.reclaimed / PAGES_PER_MB, 3),
-        "direct_reclaim_ms": round(mem.direct_reclaim_ns / 1e6, 6),
+        "direct_reclaim_ms": {
+            "total": round(mem.direct_reclaim_ns / 1e6, 6),
+            "by_class": {cls: round(ns / 1e6, 6) for cls, ns in sorted(mem.direct_reclaim_by_class.items())},
+        },
         "psi_some_ms": round(mem.psi.some_ns / 1e6, 6),
         "psi_full_ms": round(mem.psi.full_ns / 1e6, 6),
     }
@@ -113,7 +164,8 @@ def locks_summary(world: World) -> dict[str, dict[str, Any]]:
 def summarize(world: World) -> dict[str, Any]:
     exp = world.experiment
     sched = world.scheduler
-    frames = {
+    memory = memory_summary(world)
+    periodic = {
         name: {
             "frames": st.lateness.count,
             "janky": st.janky,
@@ -130,16 +182,27 @@ def summarize(world: World) -> dict[str, Any]:
         "device": exp.device.name,
         "kernel": exp.kernel.name,
         "duration_ms": world.runtime.now / 1e6,
-        "frames": frames,
-        **cpu_accounting(world),
-        "sched_delay_ms": {cls: rec.percentiles_ms() for cls, rec in sorted(world.sched_delay.items())},
+        **camera_metrics(world),
+        "kills": sum(p.killed_at is not None for p in world.processes),
         "metrics": {
+            "frame_lateness_ms": world.frames["preview"].lateness.percentiles_ms() if world.camera else None,
             "exit_latency_ms": world.exit_latency.percentiles_ms(),
             "exit_freed_latency_ms": world.freed_latency.percentiles_ms(),
+            "direct_reclaim_stall_ms": world.direct_reclaim.percentiles_ms(),
         },
+        "direct_reclaim_ms": memory["direct_reclaim_ms"],
+        "kill_log": kill_log(world),
+        "periodic": periodic,
+        **cpu_accounting(world),
+        "sched_delay_ms": {cls: rec.percentiles_ms() for cls, rec in sorted(world.sched_delay.items())},
         "exits": exits(world),
         "exit_profile": exit_profile(world),
-        "memory": memory_summary(world),
+        "memory": memory,
+        "free_memory_mb": {
+            "period_ms": world.experiment.config.scenario.sample_ms,
+            "t_ms": [round(t / 1e6, 6) for t, _ in world.sampler.samples],
+            "mb": [round(free / PAGES_PER_MB, 3) for _, free in world.sampler.samples],
+        },
         "locks": locks_summary(world),
         "scheduler": {
             "events": world.runtime.events_processed,
@@ -166,6 +229,8 @@ def run_experiment(exp: Experiment, out: Path, force: bool = False) -> dict[str,
         recorders += [world.sched_delay[k] for k in sorted(world.sched_delay)]
         if world.processes:
             recorders += [world.exit_latency, world.freed_latency]
+        if world.direct_reclaim.count:
+            recorders.append(world.direct_reclaim)
         (tmp / "profile.folded").write_text(folded_profile(world))
         for rec in recorders:
             rec.write(hist_dir, world.runtime.now)

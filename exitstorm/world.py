@@ -6,22 +6,55 @@ the experiment runner only has to run it and read the figures.
 
 from __future__ import annotations
 
+import math
+import random
 from typing import IO, Any
 
-from actors.cpuload import CpuLoad
+from actors.camera import CameraLaunch
+from actors.cpuload import CpuLoad, bursts
 from actors.events import EventLog
+from actors.exit_path import apportion
 from actors.kernel import Kernel, Kswapd
-from actors.memory import MM, Memory, mb_to_pages
+from actors.lmkd import Lmkd, LmkdReaper
+from actors.memory import MM, PAGES_PER_MB, Memory, mb_to_pages
 from actors.periodic import PeriodicThread
 from actors.process import Process, SimultaneousKill
-from actors.runtime import Runtime
+from actors.psi_monitor import PsiMonitor, PsiTrigger
+from actors.runtime import Runtime, stream_seed
+from actors.sampler import Sampler
 from actors.scheduler import CoreSpec, Scheduler, SchedTunables, Thread
-from exitstorm.config import Device, Experiment, ThreadSpec
+from exitstorm.config import AppBand, Apps, Device, Experiment, SystemMemory, ThreadSpec, Uniform
 from exitstorm.histograms import LatencyRecorder
+
+#: pid ranges by kind of process, so that pids say what a process is
+SYSTEM_PID, STORM_PID, APP_PID, CAMERA_PID = 100, 1000, 2000, 5000
 
 NS_PER_US = 1_000
 NS_PER_MS = 1_000_000
 NS_PER_S = 1_000_000_000
+
+
+def band_sizes(count: int, bands: list[AppBand]) -> list[int]:
+    """Apps per band, proportional to the shares (largest remainder; ties to the earlier band)."""
+    total = sum(b.share for b in bands)
+    exact = [count * b.share / total for b in bands]
+    sizes = [int(x) for x in exact]
+    order = sorted(range(len(bands)), key=lambda i: (-(exact[i] - sizes[i]), i))
+    for i in order[: count - sum(sizes)]:
+        sizes[i] += 1
+    return sizes
+
+
+def spread_adj(band: AppBand, n: int) -> list[int]:
+    """Adj values of a band's ``n`` apps, least recently used (highest adj) first."""
+    if n == 1:
+        return [band.adj_max]
+    span = band.adj_max - band.adj_min
+    return [band.adj_max - span * j // (n - 1) for j in range(n)]
+
+
+def draw_mb(rng: random.Random, dist: Uniform) -> float:
+    return dist.min if dist.max == dist.min else rng.uniform(dist.min, dist.max)
 
 
 def core_specs(device: Device) -> list[CoreSpec]:
@@ -48,13 +81,17 @@ class FrameStats:
         self.lateness = LatencyRecorder(f"frame_lateness.{name}", interval_ns)
         self.response = LatencyRecorder(f"frame_response.{name}", interval_ns)
         self.janky = 0
+        self.first_janky: int | None = None
         self._log = log
 
     def on_frame(self, k: int, release_ns: int, done_ns: int) -> None:
         deadline = release_ns + self.period_ns
         late = max(0, done_ns - deadline)
         janky = done_ns > deadline
-        self.janky += janky
+        if janky:
+            self.janky += 1
+            if self.first_janky is None:
+                self.first_janky = k
         self.lateness.record(done_ns, late)
         self.response.record(done_ns, done_ns - release_ns)
         self._log("metric", done_ns, self.name, "frame", k=k, release_ns=release_ns, lateness_ns=late, janky=janky)
@@ -113,8 +150,28 @@ class World:
         self.processes: list[Process] = []
         self.exit_latency = LatencyRecorder("exit_latency", self.interval_ns)
         self.freed_latency = LatencyRecorder("exit_freed_latency", self.interval_ns)
+        self.direct_reclaim = LatencyRecorder("direct_reclaim", self.interval_ns)
+        self.memory.on_stall = lambda _cls, ns: self.direct_reclaim.record(self.runtime.now, ns)
+        #: CPU busy by class at the first kill and at the latest exit of a killed process
+        self.storm_start: tuple[int, dict[str, int]] | None = None
+        self.storm_last_exit: tuple[int, dict[str, int]] | None = None
+        #: pid → (lmkd's kill reason, min adj, the thread that sent the SIGKILL)
+        self.kill_reasons: dict[int, tuple[str, int, str]] = {}
+        self.lmkd: Lmkd | None = None
+        self.camera: CameraLaunch | None = None
+        self.preview_start: tuple[int, int] | None = None  # (t_ns, free pages)
+        self.sampler = self.runtime.add(Sampler("sampler", max(1, round(sc.scenario.sample_ms * NS_PER_MS)),
+                                                lambda: self.memory.free))
         if sc.storm is not None:
             self._add_storm(exp)
+        if sc.apps is not None:
+            self._add_apps(sc.apps, dev)
+        if sc.camera is not None:
+            self._add_camera(exp)
+        if sc.system is not None:
+            self._add_system(sc.system)
+        if sc.lmkd is not None:
+            self._add_lmkd(exp)
 
     def _add_storm(self, exp: Experiment) -> None:
         storm = exp.config.storm
@@ -124,13 +181,103 @@ class World:
             self.kernel.add_mm(mm, anon=mb_to_pages(storm.resident_mb), file=mb_to_pages(storm.file_mb),
                                swap=mb_to_pages(storm.swapped_mb))
             proc = Process(f"victim{i}", self.kernel, mm, thread_kw(storm.thread, exp.device))
-            proc.watch_exit(self._on_exit)
-            self.processes.append(self.runtime.add(proc))
+            self._add_process(proc)
         self.runtime.add(SimultaneousKill("storm", self.processes, round(storm.kill_at_ms * NS_PER_MS)))
+
+    def _add_process(self, proc: Process) -> None:
+        proc.watch_kill(self._on_kill)
+        proc.watch_exit(self._on_exit)
+        self.processes.append(self.runtime.add(proc))
+
+    def _add_apps(self, apps: Apps, dev: Device) -> None:
+        """Background apps, sizes drawn from the ``apps`` stream of the seed, bands in config order."""
+        rng = random.Random(stream_seed(self.runtime.seed, "apps"))
+        pid = APP_PID
+        for band, n in zip(apps.bands, band_sizes(apps.count, apps.bands)):
+            for adj in spread_adj(band, n):
+                name = f"{band.name}{pid - APP_PID}"
+                mm = MM(pid, name, apps.compression_ratio, adj)
+                swapped, resident, file = (draw_mb(rng, d) for d in (apps.swapped_mb, apps.resident_mb, apps.file_mb))
+                try:
+                    self.kernel.add_mm(mm, anon=mb_to_pages(resident), file=mb_to_pages(file),
+                                       swap=mb_to_pages(swapped))
+                except ValueError as exc:
+                    raise ValueError(f"{exc}: lower apps.count or the app sizes, or raise "
+                                     f"device_overrides.memory.total_mb / zram_disksize_mb") from None
+                proc = Process(name, self.kernel, mm, thread_kw(band.thread, dev), exit_class=apps.exit_class)
+                if band.burst_mean_us > 0:
+                    burst_ns, sleep_ns = round(band.burst_mean_us * NS_PER_US), round(band.sleep_mean_us * NS_PER_US)
+                    proc.activity = lambda p=proc: bursts(p.rng, burst_ns, sleep_ns, (p.name,))
+                self._add_process(proc)
+                pid += 1
+
+    def _add_system(self, system: SystemMemory) -> None:
+        """System processes take the RAM left over, less ``free_mb``."""
+        mem = self.memory
+        mm = MM(SYSTEM_PID, "system", system.compression_ratio, system.adj)
+        swap = mb_to_pages(system.swapped_mb)
+        zpool = math.ceil(swap / system.compression_ratio)
+        resident = mem.free - zpool - mb_to_pages(system.free_mb)
+        if resident < 0:
+            need = (mem.total - mem.free + zpool + mb_to_pages(system.free_mb)) / PAGES_PER_MB
+            raise ValueError(
+                f"the apps, the camera and system.free_mb need {need:.0f} MB, more than the device's "
+                f"{mem.total / PAGES_PER_MB:.0f} MB: lower apps.count or the app sizes, or raise "
+                f"device_overrides.memory.total_mb")
+        self.kernel.add_mm(mm, anon=resident, file=0, swap=swap)
+
+    def _add_camera(self, exp: Experiment) -> None:
+        cam = exp.config.camera
+        dev = exp.device
+        mm = MM(CAMERA_PID, "camera", 1.0, 0)
+        self.kernel.add_mm(mm, anon=mb_to_pages(cam.resident_mb), file=0, swap=0)
+        pv = cam.preview
+        stats = self.frames["preview"] = FrameStats("preview", round(pv.period_us * NS_PER_US), self.interval_ns,
+                                                    self.events.emit)
+        preview = self.runtime.add(PeriodicThread(
+            "preview", self.scheduler, period_ns=stats.period_ns, budget_ns=round(pv.budget_us * NS_PER_US),
+            start_ns=None, thread_kw=thread_kw(pv.thread, dev), on_frame=stats.on_frame))
+        self.camera = self.runtime.add(CameraLaunch(
+            "camera", self.kernel, mm, launch_ns=round(cam.launch_ms * NS_PER_MS), alloc_pages=mb_to_pages(cam.alloc_mb),
+            window_ns=round(cam.alloc_window_ms * NS_PER_MS), steps=cam.alloc_steps, threads=cam.launch_threads,
+            thread_kw=thread_kw(cam.thread, dev), preview=preview,
+            preview_delay_ns=round(pv.start_delay_ms * NS_PER_MS),
+            on_ready=lambda t: setattr(self, "preview_start", (t + round(pv.start_delay_ms * NS_PER_MS),
+                                                                self.memory.free))))
+
+    def _add_lmkd(self, exp: Experiment) -> None:
+        cfg = exp.config.lmkd
+        dev = exp.device
+        reapers = [
+            self.runtime.add(LmkdReaper(
+                f"lmkd_reaper{i}", self.kernel, thread_kw=thread_kw(cfg.reaper_thread, dev), costs=cfg.costs,
+                victim_cpus=dev.cpusets[cfg.victim_cpuset], victim_nice=cfg.victim_nice,
+                mrelease=exp.config.policies.reap == "process_mrelease"))
+            for i in range(cfg.reapers)
+        ]
+        self.lmkd = self.runtime.add(Lmkd(
+            "lmkd", self.kernel, list(self.processes), props=cfg.props, costs=cfg.costs,
+            thread_kw=thread_kw(cfg.main_thread, dev), reapers=reapers, pages_per_mb=PAGES_PER_MB,
+            on_kill=lambda victim, reason, min_adj, via: self.kill_reasons.__setitem__(
+                victim.pid, (reason, min_adj, via))))
+        props = cfg.props
+        window = round(props.psi_window_ms * NS_PER_MS)
+        self.runtime.add(PsiMonitor("psi_monitor", self.memory.psi, [
+            PsiTrigger("medium", "some", round(props.psi_partial_stall_ms * NS_PER_MS), window),
+            PsiTrigger("critical", "full", round(props.psi_complete_stall_ms * NS_PER_MS), window),
+        ], self.lmkd.psi_event))
+
+    def _busy(self) -> tuple[int, dict[str, int]]:
+        return self.runtime.now, self.scheduler.busy_by_class()
+
+    def _on_kill(self, proc: Process) -> None:
+        if self.storm_start is None:
+            self.storm_start = self._busy()
 
     def _on_exit(self, proc: Process) -> None:
         self.exit_latency.record(proc.exited_at, proc.exited_at - proc.killed_at)
         self.freed_latency.record(proc.freed_at, proc.freed_at - proc.killed_at)
+        self.storm_last_exit = self._busy()
 
     def _on_delay(self, th: Thread, delay_ns: int) -> None:
         rec = self.sched_delay.get(th.thread_class)

@@ -38,11 +38,13 @@ def test_same_seed_gives_identical_bytes_in_separate_processes(runs: dict[str, P
 def test_summary_reports_frames_cpu_share_and_conserves_cpu_time(runs: dict[str, Path]) -> None:
     summary = json.loads((runs["A"] / "summary.json").read_text())
     assert summary["seed"] == 1 and summary["device"] == "phone_1p3p4"
-    preview = summary["frames"]["preview"]
+    assert summary["frames"] is None and summary["kills"] == 0  # no camera, no lmkd here
+    preview = summary["periodic"]["preview"]
     assert set(preview["lateness_ms"]) == {"p50", "p90", "p99", "max", "count"}
     assert preview["frames"] == preview["lateness_ms"]["count"] >= 17
     assert 0 <= preview["janky"] <= preview["frames"]
-    share = summary["cpu_share"]
+    assert summary["cpu_share"]["storm"] == {"window_ms": None, "share": None}
+    share = summary["cpu_share"]["whole_run"]
     assert {"preview", "system", "foreground", "background", "idle"} <= set(share)
     assert abs(sum(share.values()) - 1.0) < 1e-4
     cpu = summary["cpu_time_ns"]

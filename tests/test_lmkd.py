@@ -78,7 +78,7 @@ def paced_world(exit_fixed_ms: float, reapers: int = 0, set_prio_ms: float = 0):
     lmkd = w.rt.add(Lmkd("lmkd", w.kernel, apps, props=PROPS,
                          costs=LmkdCosts(cycle_us=1000, kill_us=500, signal_us=0, set_prio_us=0),
                          thread_kw={"policy": "fifo", "prio": 1, "thread_class": "lmkd"}, reapers=rs,
-                         pages_per_mb=PAGES_PER_MB, on_kill=lambda v, reason, adj: kills.append((v.pid, reason))))
+                         pages_per_mb=PAGES_PER_MB, on_kill=lambda v, reason, adj, via: kills.append((v.pid, reason))))
     w.rt.at(0, lambda _: lmkd.psi_event("medium"))
     return w, apps, lmkd, kills
 

@@ -64,7 +64,8 @@ async def test_higher_fifo_priority_preempts_lower_and_lower_resumes_after() -> 
 
 async def test_spinning_waiter_burns_its_core_and_delays_a_fifo_wakeup() -> None:
     # holder on cpu0 keeps L for 5 ms; waiter on cpu1 spins 1..5 ms, then holds L 5..6 ms.
-    # A FIFO thread waking on cpu1 at 2 ms cannot preempt a spinner or holder: runs 6..7 ms.
+    # A FIFO thread waking on cpu1 at 2 ms cannot preempt a spinner or holder: it preempts the
+    # waiter at its unlock (6 ms) and runs 6..7 ms; the waiter's program then ends at 7 ms.
     b = Bench([1.0, 1.0], slice_ns=3 * MS)
     b.sched.add_lock("L", "spin")
     h = b.thread("holder", cpus=[0])
@@ -76,8 +77,8 @@ async def test_spinning_waiter_burns_its_core_and_delays_a_fifo_wakeup() -> None
     await b.run()
     assert w.spin_ns == 4 * MS
     assert w.run_ns == 1 * MS
-    assert b.done["waiter"].t_ns == 6 * MS
     assert b.done["rt"].t_ns == 7 * MS
+    assert b.done["waiter"].t_ns == 7 * MS and w.preemptions == 1
     assert ("rt", 4 * MS) in b.delays
     assert b.sched.frame_ns[(w, ("do_exit", "queued_spin_lock_slowpath"))] == 4 * MS
     lock = b.sched.locks["L"]

@@ -1,0 +1,69 @@
+"""A camera cold launch: an allocation burst in the camera's threads, then the preview.
+
+The launch allocates ``alloc_pages`` over ``window_ns`` in ``steps`` equal
+steps, split across the launch threads (app, camera provider HAL); each
+step is due at its point in the window and runs late if the thread stalls.
+Below the min watermark the launch threads reclaim directly, in their own
+context. When every launch thread is done, the preview thread starts.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator
+
+from actors.exit_path import apportion
+from actors.kernel import Kernel
+from actors.memory import MM
+from actors.periodic import PeriodicThread
+from actors.runtime import Actor
+from actors.scheduler import Thread
+from actors.work import SleepUntil, Step
+
+
+class CameraLaunch(Actor):
+    """``on_ready(t_ns)`` is called when the allocation is done and the preview is started."""
+
+    passive = True
+
+    def __init__(self, name: str, kernel: Kernel, mm: MM, *, launch_ns: int, alloc_pages: int, window_ns: int,
+                 steps: int, threads: int, thread_kw: dict[str, Any], preview: PeriodicThread, preview_delay_ns: int,
+                 on_ready: Callable[[int], None]) -> None:
+        super().__init__(name)
+        if steps < 1 or threads < 1 or window_ns < 0 or launch_ns < 0 or preview_delay_ns < 0:
+            raise ValueError(f"{name}: needs steps and threads >= 1, and non-negative times")
+        self.kernel = kernel
+        self.mm = mm
+        self.launch_ns = launch_ns
+        self.alloc_pages = alloc_pages
+        self.window_ns = window_ns
+        self.steps = steps
+        self.preview = preview
+        self.preview_delay_ns = preview_delay_ns
+        self.on_ready = on_ready
+        self.threads: list[Thread] = [
+            kernel.scheduler.spawn(f"{name}/launch{i}", self, **thread_kw) for i in range(threads)
+        ]
+        self._running = 0
+        self.ready_at: int | None = None
+
+    def _launch(self, index: int, who: str) -> Iterator[Step]:
+        lo, hi = apportion(self.alloc_pages, len(self.threads), index)
+        for i in range(self.steps):
+            yield SleepUntil(self.launch_ns + self.window_ns * i // self.steps)
+            a, b = apportion(hi - lo, self.steps, i)
+            if b > a:
+                yield from self.kernel.allocate(self.mm, b - a, who)
+
+    def on_start(self) -> None:
+        self._running = len(self.threads)
+        for i, th in enumerate(self.threads):
+            self.kernel.scheduler.submit(th, self._launch(i, th.thread_class), self._launched)
+
+    def _launched(self, _done: object) -> None:
+        self._running -= 1
+        if self._running:
+            return
+        self.ready_at = self.now
+        self.log("camera_ready", allocated_pages=self.alloc_pages, free_pages=self.kernel.memory.free)
+        self.preview.begin(self.now + self.preview_delay_ns)
+        self.on_ready(self.now)

@@ -184,6 +184,7 @@ def summarize(world: World) -> dict[str, Any]:
         "duration_ms": world.runtime.now / 1e6,
         **camera_metrics(world),
         "kills": sum(p.killed_at is not None for p in world.processes),
+        "exiting_at_end": sum(p.killed_at is not None and p.exited_at is None for p in world.processes),
         "metrics": {
             "frame_lateness_ms": world.frames["preview"].lateness.percentiles_ms() if world.camera else None,
             "exit_latency_ms": world.exit_latency.percentiles_ms(),

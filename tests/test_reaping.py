@@ -151,3 +151,14 @@ async def test_workqueue_runs_at_most_max_active_items_at_once_in_fifo_order() -
     await w.rt.run()
     assert finished == [(0, 10 * MS), (1, 10 * MS), (2, 20 * MS), (3, 20 * MS), (4, 30 * MS)]
     assert wq.completed == 5 and wq.busy == 0
+
+
+async def test_without_process_mrelease_the_reaper_only_kills_and_reprioritises() -> None:
+    w = KernelWorld(cores=2)
+    w.mem.on_low = None
+    victim = w.process(7, **SIZES, thread_kw={**FAIR, "nice": 10, "cpus": [0]})
+    reaper = lmkd_reaper(w, mrelease=False)
+    w.rt.at(1 * MS, lambda _: reaper.hand(victim))
+    await w.rt.run()
+    assert victim.exited_at is not None and victim.zap.reaped == [0, 0]
+    assert victim.thread.mask == 0b10 and reaper.reaps == 0 and not reaper.busy

@@ -1,0 +1,67 @@
+"""End to end through the CLI: configs/camera_launch.toml, the scenario exitstorm exists for."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, exitstorm
+
+CONFIG = ROOT / "configs" / "camera_launch.toml"
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("camera") / "seed1"
+    proc = exitstorm("run", str(CONFIG), "--seed", "1", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "lmkd:" in proc.stdout and "camera: preview from" in proc.stdout
+    return out
+
+
+def test_lmkd_kills_in_adj_order_and_every_kill_is_accounted(run: Path) -> None:
+    s = json.loads((run / "summary.json").read_text())
+    log = s["kill_log"]
+    assert s["kills"] == len(log) >= 10  # the seed's 10+ kills
+    adjs = [k["adj"] for k in log]
+    assert adjs == sorted(adjs, reverse=True) and min(adjs) >= 701  # cached apps first
+    kills = [k["t_kill_ms"] for k in log]
+    assert all(b - a >= 100 for a, b in zip(kills, kills[1:]))  # the kill timeout paces them
+    for k in log:
+        assert k["swapped_mb"] > 0 and k["via"] in {"lmkd", "lmkd_reaper0", "lmkd_reaper1"}
+        if k["t_exit_ms"] is not None:
+            assert k["t_kill_ms"] <= k["t_freed_ms"] <= k["t_exit_ms"]
+    finished = sum(k["t_exit_ms"] is not None for k in log)
+    assert s["metrics"]["exit_latency_ms"]["count"] == finished == s["kills"] - s["exiting_at_end"]
+
+
+def test_camera_metrics_and_storm_window_shares(run: Path) -> None:
+    s = json.loads((run / "summary.json").read_text())
+    assert s["frames"] == s["metrics"]["frame_lateness_ms"]["count"] > 100
+    assert 0 <= s["janky_frames"] <= s["frames"] and isinstance(s["stutter"], bool)
+    assert s["preview_start_ms"] > 1000  # after the 1 s allocation window from 200 ms
+    assert 0 < s["free_mb_at_preview_start"] < 100
+    storm = s["cpu_share"]["storm"]
+    t0, t1 = storm["window_ms"]
+    assert t0 == s["kill_log"][0]["t_kill_ms"] and t1 > t0
+    assert abs(sum(storm["share"].values()) - 1.0) < 1e-4
+    assert {"exiting", "reaper", "lmkd", "camera", "system_load", "kswapd", "app"} <= set(storm["share"])
+    dr = s["direct_reclaim_ms"]
+    assert dr["total"] > 0 and dr["by_class"]["camera"] == pytest.approx(dr["total"])
+    fm = s["free_memory_mb"]
+    assert len(fm["t_ms"]) == len(fm["mb"]) == 4000 // 10 + 1 and fm["t_ms"][1] == 10
+    assert min(fm["mb"]) >= s["memory"]["watermarks_mb"]["min"] - 1
+
+
+def test_histograms_and_same_seed_same_bytes(run: Path, tmp_path: Path) -> None:
+    names = {p.name for p in (run / "histograms").iterdir()}
+    for name in ("frame_lateness.preview", "exit_latency", "exit_freed_latency", "direct_reclaim"):
+        assert {f"{name}.hlog", f"{name}.hgrm"} <= names
+    again = tmp_path / "again"
+    proc = exitstorm("run", str(CONFIG), "--seed", "1", "--out", str(again))
+    assert proc.returncode == 0, proc.stderr
+    for path in sorted(run.rglob("*")):
+        if path.is_file():
+            assert path.read_bytes() == (again / path.relative_to(run)).read_bytes(), path.name

@@ -85,7 +85,7 @@ class Kernel:
             yield from steps.segments(plan, n)
             yield from steps.release()
 
-        return allocation(self.memory, mm, pages, self.profile.reclaim.batch_pages,
+        return allocation(self.memory, mm, pages, self.profile.alloc.batch_pages, self.profile.reclaim.batch_pages,
                           lambda k, victim: self.reclaim(k, victim, self.plans.compress_direct), charge, who)
 
 

@@ -1,6 +1,7 @@
 """Physical memory as page counters: free, processes, page cache, ZRAM pool, kernel.
 
-Invariant, checked after every change (it is cheap):
+Invariant, checked after every change (in O(1), against a running total of
+what processes hold; :meth:`Memory.check_all` recounts from scratch):
 ``free + Σ mm(anon + file) + cache + Σ mm.zpool + kernel == total``, and no
 counter is negative. Swapped-out pages are not in RAM, but their compressed
 copies are: the ZRAM pool (``zpool``) lives in RAM, so freeing swap entries
@@ -119,6 +120,8 @@ class Memory:
         self.swap_total = swap_pages
         self.swap_used = 0
         self.mms: dict[int, MM] = {}
+        #: Σ mm.anon + mm.file + mm.zpool, kept as the counters change
+        self.held = 0
         self.wmark_min, self.wmark_low, self.wmark_high = watermarks(total_pages - kernel_pages,
                                                                     watermark_scale_factor)
         self.psi = Psi(scheduler)
@@ -132,14 +135,24 @@ class Memory:
         self.reclaimed = 0
 
     # -- invariant -------------------------------------------------------------
-    def check(self, where: str) -> None:
-        used = sum(mm.anon + mm.file + mm.zpool for mm in self.mms.values())
+    def check(self, where: str, mm: MM) -> None:
+        """After a change to ``mm``: its counters and the global ones are >= 0, and pages add up."""
+        if (min(mm.anon, mm.file, mm.swap, mm.zpool, self.free, self.cache, self.swap_used) < 0
+                or self.free + self.held + self.cache + self.kernel != self.total):
+            self._broken(where, self.held)
+
+    def check_all(self, where: str) -> None:
+        """The invariant recounted over every process (the running total must agree)."""
+        held = sum(mm.anon + mm.file + mm.zpool for mm in self.mms.values())
         counters = [self.free, self.cache, self.swap_used] + [
             v for mm in self.mms.values() for v in (mm.anon, mm.file, mm.swap, mm.zpool)]
-        if min(counters) < 0 or self.free + used + self.cache + self.kernel != self.total:
-            raise MemoryAccountingError(
-                f"memory conservation broken after {where}: free {self.free} + processes {used} + "
-                f"cache {self.cache} + kernel {self.kernel} != total {self.total} (or a counter < 0)")
+        if min(counters) < 0 or held != self.held or self.free + held + self.cache + self.kernel != self.total:
+            self._broken(where, held)
+
+    def _broken(self, where: str, held: int) -> None:
+        raise MemoryAccountingError(
+            f"memory conservation broken after {where}: free {self.free} + processes {held} + "
+            f"cache {self.cache} + kernel {self.kernel} != total {self.total} (or a counter < 0)")
 
     def _took(self) -> None:
         if self.free < self.min_free:
@@ -165,15 +178,17 @@ class Memory:
         self.mms[mm.pid] = mm
         mm.anon, mm.file, mm.swap, mm.zpool = anon, file, swap, zpool
         self.free -= need
+        self.held += need
         self.swap_used += swap
-        self.check(f"adding {mm.name}")
+        self.check(f"adding {mm.name}", mm)
         self._took()
 
     # -- effects of work ---------------------------------------------------------
     def free_present(self, mm: MM, n: int) -> None:
         mm.anon -= n
         self.free += n
-        self.check(f"freeing {n} present pages of {mm.name}")
+        self.held -= n
+        self.check(f"freeing {n} present pages of {mm.name}", mm)
 
     def free_swap(self, mm: MM, n: int) -> None:
         """Free ``n`` swap entries; their compressed share of the pool comes back to free."""
@@ -182,13 +197,15 @@ class Memory:
         mm.zpool -= back
         self.swap_used -= n
         self.free += back
-        self.check(f"freeing {n} swap entries of {mm.name}")
+        self.held -= back
+        self.check(f"freeing {n} swap entries of {mm.name}", mm)
 
     def unmap_file(self, mm: MM, n: int) -> None:
         """Unmapped file pages stay in the page cache."""
         mm.file -= n
         self.cache += n
-        self.check(f"unmapping {n} file pages of {mm.name}")
+        self.held -= n
+        self.check(f"unmapping {n} file pages of {mm.name}", mm)
 
     def compress(self, mm: MM, n: int) -> None:
         """Swap out ``n`` anon pages of ``mm`` into ZRAM."""
@@ -199,13 +216,15 @@ class Memory:
         mm.zpool += grown
         self.swap_used += n
         self.free += n - grown
+        self.held -= n - grown
         self.reclaimed += n
-        self.check(f"compressing {n} pages of {mm.name}")
+        self.check(f"compressing {n} pages of {mm.name}", mm)
 
     def allocate(self, mm: MM, n: int) -> None:
         mm.anon += n
         self.free -= n
-        self.check(f"allocating {n} pages to {mm.name}")
+        self.held += n
+        self.check(f"allocating {n} pages to {mm.name}", mm)
         self._took()
 
     def reclaimable(self, victim: MM, pages: int) -> int:
@@ -230,14 +249,16 @@ class Memory:
         return best
 
 
-def allocation(memory: Memory, mm: MM, pages: int, batch: int, reclaim: Callable[[int, MM], Iterator[Step]],
-               charge: Callable[[int], Iterator[Step]], who: str) -> Iterator[Step]:
+def allocation(memory: Memory, mm: MM, pages: int, batch: int, reclaim_batch: int,
+               reclaim: Callable[[int, MM], Iterator[Step]], charge: Callable[[int], Iterator[Step]], who: str
+               ) -> Iterator[Step]:
     """Work steps of allocating ``pages`` to ``mm`` in batches (page fault / alloc_pages).
 
     Each batch costs ``charge(n)`` of CPU in the allocating thread. Below the
     min watermark the thread first does direct reclaim in its own context,
-    stalled on memory (PSI) while it does; ``who`` is its thread class for
-    the direct-reclaim accounting.
+    stalled on memory (PSI) while it does, ``reclaim_batch`` pages at a time
+    (SWAP_CLUSTER_MAX); ``who`` is its thread class for the direct-reclaim
+    accounting.
     """
     left = pages
     while left:
@@ -246,7 +267,7 @@ def allocation(memory: Memory, mm: MM, pages: int, batch: int, reclaim: Callable
             victim = memory.reclaim_victim(exclude=mm)
             if victim is None:
                 raise MemoryAccountingError(f"out of memory allocating {n} pages for {mm.name}: nothing to reclaim")
-            k = memory.reclaimable(victim, batch)
+            k = memory.reclaimable(victim, reclaim_batch)
             memory.psi.enter()
             started = memory.scheduler.runtime.now
             yield from reclaim(k, victim)

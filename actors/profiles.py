@@ -93,8 +93,13 @@ class ReclaimProfile:
 
 @frozen
 class AllocProfile:
-    """Anonymous allocation (a page fault or alloc_pages for a buffer): per page, take it and clear it."""
+    """Anonymous allocation (a page fault or alloc_pages for a buffer): per page, take it and clear it.
 
+    ``batch_pages`` is the unit an allocating thread takes at once (and
+    checks the watermarks for).
+    """
+
+    batch_pages: int = field(validator=in_range(1, 1 << 20))
     prefix: list[str]
     page: ItemPath
 

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from actors.memory import MemoryAccountingError
 from actors.runtime import ActorFailed
 from exitstorm.config import load_experiment
 from exitstorm.experiment import run_experiment
@@ -71,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"exitstorm: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except ActorFailed as exc:
+    except (ActorFailed, MemoryAccountingError) as exc:
         print(f"exitstorm: simulation failed: {exc}", file=sys.stderr)
         return EXIT_MODEL_FAILURE
     _print_summary(summary, out)

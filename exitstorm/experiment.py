@@ -224,6 +224,7 @@ def run_experiment(exp: Experiment, out: Path, force: bool = False) -> dict[str,
             except ValueError as exc:
                 raise ConfigError(f"{exp.source}: impossible combination: {exc}") from None
             trio.run(world.runtime.run)
+            world.memory.check_all("the end of the run")
         summary = summarize(world)
         hist_dir = tmp / "histograms"
         recorders = [rec for st in world.frames.values() for rec in (st.lateness, st.response)]

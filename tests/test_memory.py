@@ -53,7 +53,7 @@ async def test_an_exit_frees_exactly_what_the_process_held() -> None:
     assert w.mem.free - free0 == 5000 + zpool
     assert w.mem.cache - cache0 == 3000
     assert w.mem.swap_used == 0
-    w.mem.check("end")
+    w.mem.check_all("end")
 
 
 def test_conservation_violations_are_caught_with_what_broke() -> None:
@@ -83,7 +83,7 @@ async def test_kswapd_wakes_below_low_and_stops_at_high() -> None:
     # it stopped at the first batch that crossed high: one batch of compression frees < 32 pages net
     assert w.mem.free - w.mem.wmark_high < PROFILE.reclaim.batch_pages
     assert w.mem.direct_reclaim_ns == 0 and w.mem.psi.some_ns == 0
-    w.mem.check("end")
+    w.mem.check_all("end")
 
 
 async def test_no_direct_reclaim_while_allocations_stay_above_min() -> None:

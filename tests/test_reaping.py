@@ -55,7 +55,7 @@ async def test_a_reaper_takes_part_of_the_zap_and_the_total_work_is_conserved() 
     assert w.mem.cache == SIZES["file"] and w.mem.swap_used == 0
     # exit_mmap's write lock waits for the reaper's read lock: the exit ends after the reaper
     assert shared.exited_at >= reaper.done_at
-    w.mem.check("end")
+    w.mem.check_all("end")
 
 
 async def test_the_exit_and_the_reaper_never_share_a_page_table_lock() -> None:

@@ -76,14 +76,15 @@ def camera_metrics(world: World) -> dict[str, Any]:
 
 
 def kill_log(world: World) -> list[dict[str, Any]]:
-    """LMKD's kills in order: victim, adj, sizes at the kill, kill / exit / memory-returned times."""
+    """LMKD's kills in order: victim, adj, sizes at the kill, decision / SIGKILL / exit / memory-returned times."""
     rows = []
     for proc in sorted((p for p in world.processes if p.pid in world.kill_reasons), key=lambda p: (p.killed_at, p.pid)):
-        reason, min_adj, via = world.kill_reasons[proc.pid]
+        reason, min_adj, via, decided = world.kill_reasons[proc.pid]
         rows.append({
             "victim": proc.name, "pid": proc.pid, "adj": proc.adj, "reason": reason, "min_adj": min_adj, "via": via,
             "resident_mb": round(proc.resident_at_kill / PAGES_PER_MB, 3),
             "swapped_mb": round(proc.swapped_at_kill / PAGES_PER_MB, 3),
+            "t_decision_ms": round(decided / 1e6, 6),
             "t_kill_ms": None if proc.killed_at is None else round(proc.killed_at / 1e6, 6),
             "t_exit_ms": None if proc.exited_at is None else round(proc.exited_at / 1e6, 6),
             "t_freed_ms": None if proc.freed_at is None else round(proc.freed_at / 1e6, 6),

@@ -155,8 +155,8 @@ class World:
         #: CPU busy by class at the first kill and at the latest exit of a killed process
         self.storm_start: tuple[int, dict[str, int]] | None = None
         self.storm_last_exit: tuple[int, dict[str, int]] | None = None
-        #: pid → (lmkd's kill reason, min adj, the thread that sent the SIGKILL)
-        self.kill_reasons: dict[int, tuple[str, int, str]] = {}
+        #: pid → (lmkd's kill reason, min adj, the thread that sends the SIGKILL, when lmkd decided)
+        self.kill_reasons: dict[int, tuple[str, int, str, int]] = {}
         self.lmkd: Lmkd | None = None
         self.camera: CameraLaunch | None = None
         self.preview_start: tuple[int, int] | None = None  # (t_ns, free pages)
@@ -259,7 +259,7 @@ class World:
             "lmkd", self.kernel, list(self.processes), props=cfg.props, costs=cfg.costs,
             thread_kw=thread_kw(cfg.main_thread, dev), reapers=reapers, pages_per_mb=PAGES_PER_MB,
             on_kill=lambda victim, reason, min_adj, via: self.kill_reasons.__setitem__(
-                victim.pid, (reason, min_adj, via))))
+                victim.pid, (reason, min_adj, via, self.runtime.now))))
         props = cfg.props
         window = round(props.psi_window_ms * NS_PER_MS)
         self.runtime.add(PsiMonitor("psi_monitor", self.memory.psi, [

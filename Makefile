@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/exitstorm run configs/cpu_contention.toml --out results/cpu_contention --force
+	$(BIN)/exitstorm run configs/camera_launch.toml --out results/camera_launch --force
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

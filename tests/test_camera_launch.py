@@ -53,7 +53,7 @@ def test_camera_metrics_and_storm_window_shares(run: Path) -> None:
     dr = s["direct_reclaim_ms"]
     assert dr["total"] > 0 and dr["by_class"]["camera"] == pytest.approx(dr["total"])
     fm = s["free_memory_mb"]
-    assert len(fm["t_ms"]) == len(fm["mb"]) == 4000 // 10 + 1 and fm["t_ms"][1] == 10
+    assert len(fm["t_ms"]) == len(fm["mb"]) == 6000 // 10 + 1 and fm["t_ms"][1] == 10
     assert min(fm["mb"]) >= s["memory"]["watermarks_mb"]["min"] - 1
 
 

@@ -67,3 +67,18 @@ def test_histograms_and_same_seed_same_bytes(run: Path, tmp_path: Path) -> None:
     for path in sorted(run.rglob("*")):
         if path.is_file():
             assert path.read_bytes() == (again / path.relative_to(run)).read_bytes(), path.name
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("lmkd.victim_cpuset=nope", "lmkd.victim_cpuset: expected a cpuset of device 'phone_1p3p4'"),
+    ("policies.reap=magic", "policies.reap: expected one of 'process_mrelease', 'none', got 'magic'"),
+    ("apps.bands[0].adj_max=100", "apps.bands[0].adj_max: expected an adj >= adj_min (900), got 100"),
+    ("lmkd.props.psi_partial_stall_ms=2000", "lmkd.props.psi_partial_stall_ms: expected a stall threshold <="),
+    ("apps.count=100", "impossible combination: cached"),
+])
+def test_bad_camera_config_is_one_line_and_status_2(override: str, expected: str, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = exitstorm("run", str(CONFIG), "--set", override, "--out", str(out))
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and expected in proc.stderr, proc.stderr
+    assert not out.exists() and not list(tmp_path.iterdir())

@@ -69,38 +69,72 @@ class ExitPlans:
         self.per_item = {name: spec.per_item for name, spec in profile.locks.items()}
 
 
-class PathSteps:
-    """Turns (plan, item count) into steps, tracking which locks are held between segments.
+class StepCompiler:
+    """Turns (plan, item count, locks held before) into steps, once: the result is cached.
 
-    ``lock_names`` maps a profile lock to the scheduler's lock (process-scope
-    locks are per mm).
+    ``lock_names`` maps a profile lock to the scheduler's lock (process- and
+    range-scope locks are per mm). Steps are immutable, and chunks of one mm
+    mostly have the same counts, so nearly every chunk reuses compiled steps.
     """
 
     def __init__(self, per_item: dict[str, float], lock_names: dict[str, str]) -> None:
         self.per_item = per_item
         self.lock_names = lock_names
-        self.held: list[tuple[str, str]] = []
+        self._cache: dict[tuple[PathPlan, int, tuple[tuple[str, str], ...]],
+                          tuple[tuple[Step, ...], tuple[tuple[str, str], ...]]] = {}
+        self._release: dict[tuple[tuple[str, str], ...], tuple[Step, ...]] = {}
 
-    def segments(self, plan: PathPlan, n: int) -> Iterator[Step]:
+    def segments(self, plan: PathPlan, n: int, held: tuple[tuple[str, str], ...]
+                 ) -> tuple[tuple[Step, ...], tuple[tuple[str, str], ...]]:
+        key = (plan, n, held)
+        hit = self._cache.get(key)
+        if hit is None:
+            hit = self._cache[key] = self._compile(plan, n, list(held))
+        return hit
+
+    def _compile(self, plan: PathPlan, n: int, held: list[tuple[str, str]]
+                 ) -> tuple[tuple[Step, ...], tuple[tuple[str, str], ...]]:
+        steps: list[Step] = []
         unit = plan.unit_ns
-        held = self.held
         names = self.lock_names
         for frames, wanted, share in plan.segments:
             while held and any(h not in wanted for h in held):
-                yield Unlock(names[held.pop()[0]])
+                steps.append(Unlock(names[held.pop()[0]]))
             for lock in wanted:
                 if lock not in held:
                     name, mode = lock
                     count = max(1, round(n * self.per_item[name]))
-                    yield Lock(names[name], frames, mode=mode, count=count)
+                    steps.append(Lock(names[name], frames, mode=mode, count=count))
                     held.append(lock)
             ns = round(n * unit * share)
             if ns:
-                yield Compute(ns, frames)
+                steps.append(Compute(ns, frames))
+        return tuple(steps), tuple(held)
 
-    def release(self) -> Iterator[Step]:
-        while self.held:
-            yield Unlock(self.lock_names[self.held.pop()[0]])
+    def release(self, held: tuple[tuple[str, str], ...]) -> tuple[Step, ...]:
+        hit = self._release.get(held)
+        if hit is None:
+            hit = self._release[held] = tuple(Unlock(self.lock_names[h[0]]) for h in reversed(held))
+        return hit
+
+
+class PathSteps:
+    """The steps of one thread walking paths, tracking which locks it holds between segments."""
+
+    __slots__ = ("compiler", "held")
+
+    def __init__(self, compiler: StepCompiler) -> None:
+        self.compiler = compiler
+        self.held: tuple[tuple[str, str], ...] = ()
+
+    def segments(self, plan: PathPlan, n: int) -> tuple[Step, ...]:
+        steps, self.held = self.compiler.segments(plan, n, self.held)
+        return steps
+
+    def release(self) -> tuple[Step, ...]:
+        steps = self.compiler.release(self.held)
+        self.held = ()
+        return steps
 
 
 def apportion(total: int, parts: int, index: int) -> tuple[int, int]:
@@ -205,14 +239,14 @@ def _zap_claim(steps: "PathSteps", plans: ZapPlans, claim: tuple[int, int, int])
     yield from steps.release()
 
 
-def exit_program(zap: ZapWork, plans: ExitPlans, lock_names: dict[str, str], mmap_lock: str) -> Iterator[Step]:
+def exit_program(zap: ZapWork, plans: ExitPlans, compiler: StepCompiler, mmap_lock: str) -> Iterator[Step]:
     """do_exit of a process's last thread: fixed work, the mm teardown chunk by chunk, the rest.
 
     exit_mmap zaps under mmap_lock held for read (a reaper may zap alongside),
     then frees the page tables under it held for write, so it waits for a
     reaper still at work.
     """
-    steps = PathSteps(plans.per_item, lock_names)
+    steps = PathSteps(compiler)
     yield from steps.segments(plans.fixed_before_mm, 1)
     yield from steps.release()
     zap.mm_detached = True
@@ -228,10 +262,9 @@ def exit_program(zap: ZapWork, plans: ExitPlans, lock_names: dict[str, str], mma
     yield Unlock(mmap_lock)
 
 
-def reap_program(zap: ZapWork, plans: ZapPlans, per_item: dict[str, float], lock_names: dict[str, str],
-                 mmap_lock: str) -> Iterator[Step]:
+def reap_program(zap: ZapWork, plans: ZapPlans, compiler: StepCompiler, mmap_lock: str) -> Iterator[Step]:
     """__oom_reap_task_mm in the reaper's own context: anon and swap PTEs from the end of the mm."""
-    steps = PathSteps(per_item, lock_names)
+    steps = PathSteps(compiler)
     yield Lock(mmap_lock, mode="read")
     while (claim := zap.claim_back()) is not None:
         yield from _zap_claim(steps, plans, claim)
@@ -241,10 +274,10 @@ def reap_program(zap: ZapWork, plans: ZapPlans, per_item: dict[str, float], lock
     yield Unlock(mmap_lock)
 
 
-def reclaim_program(memory: Memory, victim: MM, pages: int, plan: PathPlan, per_item: dict[str, float],
-                    lock_names: dict[str, str]) -> Iterator[Step]:
+def reclaim_program(memory: Memory, victim: MM, pages: int, plan: PathPlan, compiler: StepCompiler
+                    ) -> Iterator[Step]:
     """Compress up to ``pages`` anon pages of ``victim`` into ZRAM (shrink_folio_list → zram_write)."""
-    steps = PathSteps(per_item, lock_names)
+    steps = PathSteps(compiler)
     yield from steps.segments(plan, pages)
     yield from steps.release()
     pages = memory.reclaimable(victim, pages)  # the victim may have changed (or been killed) meanwhile

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterator
 
-from actors.exit_path import ExitPlans, PathPlan, PathSteps, ZapWork, exit_program, reap_program, reclaim_program
+from actors.exit_path import ExitPlans, PathPlan, PathSteps, StepCompiler, ZapWork, exit_program, reap_program, reclaim_program
 from actors.memory import MM, Memory, allocation
 from actors.profiles import DeviceCosts, KernelProfile
 from actors.runtime import Actor
@@ -30,6 +30,7 @@ class Kernel:
                 scheduler.add_lock(name, spec.kind, self._transfer_ns(name))
         self.plans = ExitPlans(profile, costs)
         self.kswapd: Kswapd | None = None
+        self._compilers: dict[tuple[int, bool], StepCompiler] = {}
 
     def _transfer_ns(self, name: str) -> int:
         return round(self.profile.locks[name].lines * self.costs.cacheline_transfer_ns)
@@ -45,6 +46,14 @@ class Kernel:
             else:
                 names[name] = f"{name}/{mm.pid}"
         return names
+
+    def compiler(self, mm: MM, reaper: bool = False) -> StepCompiler:
+        """The (cached) step compiler for paths on ``mm``, as the exit or a reaper takes its locks."""
+        key = (mm.pid, reaper)
+        comp = self._compilers.get(key)
+        if comp is None:
+            comp = self._compilers[key] = StepCompiler(self.plans.per_item, self.lock_names(mm, reaper))
+        return comp
 
     @staticmethod
     def mmap_lock(mm: MM) -> str:
@@ -65,23 +74,23 @@ class Kernel:
         return ZapWork(mm, self.memory, self.plans.chunk_entries, on_freed)
 
     def exit_program(self, zap: ZapWork) -> Iterator[Step]:
-        return exit_program(zap, self.plans, self.lock_names(zap.mm), self.mmap_lock(zap.mm))
+        return exit_program(zap, self.plans, self.compiler(zap.mm), self.mmap_lock(zap.mm))
 
     def reap_program(self, zap: ZapWork, reaper: str) -> Iterator[Step]:
         """``reaper`` is ``process_mrelease`` or ``oom_reaper`` (which frames the work is under)."""
-        return reap_program(zap, self.plans.reap[reaper], self.plans.per_item,
-                            self.lock_names(zap.mm, reaper=True), self.mmap_lock(zap.mm))
+        return reap_program(zap, self.plans.reap[reaper], self.compiler(zap.mm, reaper=True),
+                            self.mmap_lock(zap.mm))
 
     def reclaim(self, pages: int, victim: MM, plan: PathPlan) -> Iterator[Step]:
-        return reclaim_program(self.memory, victim, pages, plan, self.plans.per_item, self.lock_names(victim))
+        return reclaim_program(self.memory, victim, pages, plan, self.compiler(victim))
 
     def allocate(self, mm: MM, pages: int, who: str) -> Iterator[Step]:
         """Steps of allocating ``pages`` to ``mm`` in a thread of class ``who``, with direct reclaim below min."""
-        names = self.lock_names(mm)
+        compiler = self.compiler(mm)
         plan = self.plans.alloc_page
 
         def charge(n: int) -> Iterator[Step]:
-            steps = PathSteps(self.plans.per_item, names)
+            steps = PathSteps(compiler)
             yield from steps.segments(plan, n)
             yield from steps.release()
 

@@ -10,7 +10,7 @@ the kernel's), then ``Compute(n x cost x share)``. Lock steps stand for
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from typing import Callable, Generator, Iterator, Protocol
 
 from actors.memory import MM, Memory
 from actors.profiles import DeviceCosts, ItemPath, KernelProfile
@@ -20,28 +20,46 @@ Wanted = tuple[tuple[str, str], ...]
 
 
 class PathPlan:
-    """An item path compiled once per kernel: per segment its frames, wanted locks and share."""
+    """An item path compiled once per kernel: per segment its frames, wanted locks and share.
+
+    ``part`` keeps a slice of the segments (a path split between two
+    threads: shares stay fractions of the whole item); ``skip`` drops frames
+    the caller does not pass through; ``drop_locks`` drops locks it does not
+    hold (a kworker finishing a free outside the page-table walk).
+    """
 
     __slots__ = ("unit_ns", "segments")
 
-    def __init__(self, path: ItemPath, cost_ns: float, prefix: tuple[str, ...], skip: frozenset[str] = frozenset()):
+    def __init__(self, path: ItemPath, cost_ns: float, prefix: tuple[str, ...], skip: frozenset[str] = frozenset(),
+                 part: slice = slice(None), drop_locks: frozenset[str] = frozenset()) -> None:
         self.unit_ns = cost_ns * path.factor
         self.segments: tuple[tuple[tuple[str, ...], Wanted, float], ...] = tuple(
             (prefix + tuple(f for f in seg.frames if f not in skip),
-             tuple((name, "write") for name in seg.locks) + tuple((name, "read") for name in seg.readers),
+             tuple((name, "write") for name in seg.locks if name not in drop_locks)
+             + tuple((name, "read") for name in seg.readers if name not in drop_locks),
              seg.share)
-            for seg in path.segments
+            for seg in path.segments[part]
         )
+
+
+def split_index(path: ItemPath, frame: str) -> int:
+    """Index of the first segment of ``path`` inside ``frame`` (a path's split point)."""
+    for i, seg in enumerate(path.segments):
+        if frame in seg.frames:
+            return i
+    raise ValueError(f"no segment of the path runs in {frame!r}")
 
 
 class ZapPlans:
     """The plans one zapper uses per PTE kind (present anon page, swap entry, file page)."""
 
-    __slots__ = ("present_page", "swap_entry", "file_page")
+    __slots__ = ("present_page", "swap_entry", "file_page", "prefix", "skip")
 
     def __init__(self, profile: KernelProfile, costs: DeviceCosts, prefix: tuple[str, ...],
                  skip: frozenset[str] = frozenset()) -> None:
         ex = profile.exit
+        self.prefix = prefix
+        self.skip = skip
         self.present_page = PathPlan(ex.present_page, costs.present_page_free_ns, prefix, skip)
         self.swap_entry = PathPlan(ex.swap_entry, costs.swap_entry_free_ns, prefix, skip)
         self.file_page = PathPlan(ex.file_page, costs.file_page_unmap_ns, prefix, skip)
@@ -214,9 +232,13 @@ class ZapWork:
         if file:
             self.memory.unmap_file(self.mm, file)
         if anon or swap:
-            self.unfreed -= anon + swap
-            if not self.unfreed:
-                self._freed()
+                self.settle(anon + swap)
+
+    def settle(self, entries: int) -> None:
+        """``entries`` anon pages or swap entries of this mm are now fully freed."""
+        self.unfreed -= entries
+        if not self.unfreed:
+            self._freed()
 
     def exit_done(self) -> None:
         """The exit has zapped its part; an mm with no anon or swap is 'freed' now."""
@@ -228,18 +250,36 @@ class ZapWork:
         self.on_freed()
 
 
-def _zap_claim(steps: "PathSteps", plans: ZapPlans, claim: tuple[int, int, int]) -> Iterator[Step]:
+class SwapRelease(Protocol):
+    """How zapped swap entries are released (the swap-release policy; None means synchronously)."""
+
+    def zap_swap(self, steps: PathSteps, plans: ZapPlans, zap: ZapWork, n: int) -> Generator[Step, None, int]:
+        """Steps of zapping ``n`` swap PTEs of ``zap``; returns how many to free now with the chunk."""
+
+    def zapped(self, zap: ZapWork) -> None:
+        """A zapper finished its walk of ``zap``: hand over anything it left pending."""
+
+
+def _zap_claim(steps: PathSteps, plans: ZapPlans, claim: tuple[int, int, int], zap: ZapWork,
+               release: SwapRelease | None) -> Generator[Step, None, int]:
+    """Zap one claim; returns how many of its swap entries are freed with the chunk."""
     anon, swap, file = claim
+    now = swap
     if anon:
         yield from steps.segments(plans.present_page, anon)
     if swap:
-        yield from steps.segments(plans.swap_entry, swap)
+        if release is None:
+            yield from steps.segments(plans.swap_entry, swap)
+        else:
+            now = yield from release.zap_swap(steps, plans, zap, swap)
     if file:
         yield from steps.segments(plans.file_page, file)
     yield from steps.release()
+    return now
 
 
-def exit_program(zap: ZapWork, plans: ExitPlans, compiler: StepCompiler, mmap_lock: str) -> Iterator[Step]:
+def exit_program(zap: ZapWork, plans: ExitPlans, compiler: StepCompiler, mmap_lock: str,
+                 release: SwapRelease | None = None) -> Iterator[Step]:
     """do_exit of a process's last thread: fixed work, the mm teardown chunk by chunk, the rest.
 
     exit_mmap zaps under mmap_lock held for read (a reaper may zap alongside),
@@ -252,8 +292,10 @@ def exit_program(zap: ZapWork, plans: ExitPlans, compiler: StepCompiler, mmap_lo
     zap.mm_detached = True
     yield Lock(mmap_lock, mode="read")
     while (claim := zap.claim_front()) is not None:
-        yield from _zap_claim(steps, plans.zap, claim)
-        zap.complete(*claim)
+        now = yield from _zap_claim(steps, plans.zap, claim, zap, release)
+        zap.complete(claim[0], now, claim[2])
+    if release is not None:
+        release.zapped(zap)
     yield Unlock(mmap_lock)
     zap.exit_done()
     yield Lock(mmap_lock)
@@ -262,15 +304,18 @@ def exit_program(zap: ZapWork, plans: ExitPlans, compiler: StepCompiler, mmap_lo
     yield Unlock(mmap_lock)
 
 
-def reap_program(zap: ZapWork, plans: ZapPlans, compiler: StepCompiler, mmap_lock: str) -> Iterator[Step]:
+def reap_program(zap: ZapWork, plans: ZapPlans, compiler: StepCompiler, mmap_lock: str,
+                 release: SwapRelease | None = None) -> Iterator[Step]:
     """__oom_reap_task_mm in the reaper's own context: anon and swap PTEs from the end of the mm."""
     steps = PathSteps(compiler)
     yield Lock(mmap_lock, mode="read")
     while (claim := zap.claim_back()) is not None:
-        yield from _zap_claim(steps, plans, claim)
+        now = yield from _zap_claim(steps, plans, claim, zap, release)
         zap.reaped[0] += claim[0]
         zap.reaped[1] += claim[1]
-        zap.complete(*claim)
+        zap.complete(claim[0], now, claim[2])
+    if release is not None:
+        release.zapped(zap)
     yield Unlock(mmap_lock)
 
 

@@ -3,20 +3,25 @@
 Global locks (a zsmalloc size class, the swap device lock) exist once;
 process-scope locks (a memcg LRU lock) exist per mm and are named
 ``lock/pid``; range-scope locks (the PTE lock, a swap cluster lock) exist per
-mm and zapper: ``lock/pid`` for the exit, ``lock/pid/reap`` for reapers. Every
-mm has its ``mmap_lock/pid`` (an rwsem).
+mm and walker: ``lock/pid`` for the exit, ``lock/pid/reap`` for reapers,
+``lock/pid/kworker`` for deferred release. Every mm has its
+``mmap_lock/pid`` (an rwsem).
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable, Iterator
 
-from actors.exit_path import ExitPlans, PathPlan, PathSteps, StepCompiler, ZapWork, exit_program, reap_program, reclaim_program
+from actors.exit_path import ExitPlans, PathPlan, PathSteps, StepCompiler, SwapRelease, ZapWork, exit_program, reap_program, reclaim_program
 from actors.memory import MM, Memory, allocation
 from actors.profiles import DeviceCosts, KernelProfile
 from actors.runtime import Actor
 from actors.scheduler import Scheduler, Thread
 from actors.work import Step
+
+
+#: walkers of an mm besides its exit, each with its own instances of range-scope locks
+WALKERS = ("reap", "kworker")
 
 
 class Kernel:
@@ -30,29 +35,31 @@ class Kernel:
                 scheduler.add_lock(name, spec.kind, self._transfer_ns(name))
         self.plans = ExitPlans(profile, costs)
         self.kswapd: Kswapd | None = None
-        self._compilers: dict[tuple[int, bool], StepCompiler] = {}
+        self._compilers: dict[tuple[int, str], StepCompiler] = {}
+        #: the swap-release policy's hook (None: entries are released synchronously by the zapper)
+        self.swap_release: SwapRelease | None = None
 
     def _transfer_ns(self, name: str) -> int:
         return round(self.profile.locks[name].lines * self.costs.cacheline_transfer_ns)
 
-    def lock_names(self, mm: MM, reaper: bool = False) -> dict[str, str]:
-        """Profile lock → scheduler lock for ``mm``, as the exit (or a reaper) takes it."""
+    def lock_names(self, mm: MM, walker: str = "") -> dict[str, str]:
+        """Profile lock → scheduler lock for ``mm``, as the exit (``walker`` "") or another walker takes it."""
         names = {}
         for name, spec in self.profile.locks.items():
             if spec.scope == "global":
                 names[name] = name
-            elif spec.scope == "range" and reaper:
-                names[name] = f"{name}/{mm.pid}/reap"
+            elif spec.scope == "range" and walker:
+                names[name] = f"{name}/{mm.pid}/{walker}"
             else:
                 names[name] = f"{name}/{mm.pid}"
         return names
 
-    def compiler(self, mm: MM, reaper: bool = False) -> StepCompiler:
-        """The (cached) step compiler for paths on ``mm``, as the exit or a reaper takes its locks."""
-        key = (mm.pid, reaper)
+    def compiler(self, mm: MM, walker: str = "") -> StepCompiler:
+        """The (cached) step compiler for paths on ``mm``, taking locks as ``walker`` (see lock_names)."""
+        key = (mm.pid, walker)
         comp = self._compilers.get(key)
         if comp is None:
-            comp = self._compilers[key] = StepCompiler(self.plans.per_item, self.lock_names(mm, reaper))
+            comp = self._compilers[key] = StepCompiler(self.plans.per_item, self.lock_names(mm, walker))
         return comp
 
     @staticmethod
@@ -66,7 +73,8 @@ class Kernel:
             if spec.scope != "global":
                 self.scheduler.add_lock(f"{name}/{mm.pid}", spec.kind, self._transfer_ns(name))
             if spec.scope == "range":
-                self.scheduler.add_lock(f"{name}/{mm.pid}/reap", spec.kind, self._transfer_ns(name))
+                for walker in WALKERS:
+                    self.scheduler.add_lock(f"{name}/{mm.pid}/{walker}", spec.kind, self._transfer_ns(name))
 
     def teardown(self, mm: MM, on_freed: Callable[[], None]) -> ZapWork:
         """A SIGKILLed mm: no longer reclaimed, its PTEs to be zapped by the exit and any reaper."""
@@ -74,12 +82,12 @@ class Kernel:
         return ZapWork(mm, self.memory, self.plans.chunk_entries, on_freed)
 
     def exit_program(self, zap: ZapWork) -> Iterator[Step]:
-        return exit_program(zap, self.plans, self.compiler(zap.mm), self.mmap_lock(zap.mm))
+        return exit_program(zap, self.plans, self.compiler(zap.mm), self.mmap_lock(zap.mm), self.swap_release)
 
     def reap_program(self, zap: ZapWork, reaper: str) -> Iterator[Step]:
         """``reaper`` is ``process_mrelease`` or ``oom_reaper`` (which frames the work is under)."""
-        return reap_program(zap, self.plans.reap[reaper], self.compiler(zap.mm, reaper=True),
-                            self.mmap_lock(zap.mm))
+        return reap_program(zap, self.plans.reap[reaper], self.compiler(zap.mm, "reap"),
+                            self.mmap_lock(zap.mm), self.swap_release)
 
     def reclaim(self, pages: int, victim: MM, plan: PathPlan) -> Iterator[Step]:
         return reclaim_program(self.memory, victim, pages, plan, self.compiler(victim))

@@ -8,12 +8,13 @@ one process. After a kill it waits for the victim's pidfd to become readable
 once. Polling ends a PSI window after the last event once nothing was killed
 and no thread is in direct reclaim.
 
-Killing goes through a reaper thread when one is free: it sends SIGKILL,
-moves the victim to the foreground cpuset at the configured nice
-(set_process_group_and_prio), then calls process_mrelease() in its own
-context; the call fails with ESRCH once the victim has passed exit_mm.
-When every reaper is busy the main thread sends the SIGKILL itself and
-nothing reaps (lmkd commit 1c96a31).
+Killing goes through a reaper thread when one is free: it kills (the kill
+policy's steps: a SIGKILL, or a cgroup.kill write), moves the victim to the
+foreground cpuset at the configured nice (set_process_group_and_prio, a
+cgroup migration under cgroup_mutex), then calls process_mrelease() in its
+own context if the reap policy says so; the call fails with ESRCH once the
+victim has passed exit_mm. When every reaper is busy the main thread kills
+by itself and nothing reaps (lmkd commit 1c96a31).
 
 Not modelled: thrashing (file refaults; the ladder's thrashing rules never
 fire), the watchdog, and reading per-process state (folded into the cost of
@@ -22,7 +23,7 @@ a kill).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator, Literal
+from typing import Any, Callable, Iterable, Iterator, Literal, Protocol
 
 from attrs import field, frozen
 
@@ -31,9 +32,16 @@ from actors.process import Process
 from actors.runtime import Actor
 from actors.scheduler import Thread
 from actors.validators import InvalidValue, in_range, non_negative, positive
-from actors.work import Compute, Step
+from actors.work import Compute, Lock, Step, Unlock
 
-OOM_SCORE_ADJ_MAX = 1000
+#: the kernel's global cgroup mutex: cgroup migrations and cgroup.kill writes take it
+CGROUP_MUTEX = "cgroup_mutex"
+
+
+class KillMethod(Protocol):
+    """How a thread kills a victim (the kill policy): work steps that deliver the SIGKILL."""
+
+    def steps(self, victim: Process) -> Iterable[Step]: ...
 
 
 @frozen
@@ -82,7 +90,7 @@ class LmkdCosts:
     cycle_us: float = field(validator=non_negative)       # read meminfo, vmstat, zoneinfo; decide
     kill_us: float = field(validator=non_negative)        # scan the adj slots, read statm and the victim's state
     signal_us: float = field(validator=non_negative)      # pidfd_send_signal(SIGKILL), by whichever thread sends it
-    set_prio_us: float = field(validator=non_negative)    # reaper: cgroup move + setpriority per thread
+    set_prio_us: float = field(validator=non_negative)    # reaper: cgroup move (under cgroup_mutex) + setpriority
 
 
 @frozen
@@ -149,12 +157,14 @@ class LmkdReaper(Actor):
     """One lmkd reaper thread: SIGKILL, reprioritise the victim, process_mrelease() (or not)."""
 
     def __init__(self, name: str, kernel: Kernel, *, thread_kw: dict[str, Any], costs: LmkdCosts,
-                 victim_cpus: list[int], victim_nice: int, mrelease: bool) -> None:
+                 kill_method: KillMethod, victim_cpus: list[int], victim_nice: int, mrelease: bool) -> None:
         super().__init__(name)
         self.kernel = kernel
         self.thread: Thread = kernel.scheduler.spawn(name, self, **thread_kw)
-        self.signal_ns = round(costs.signal_us * 1000)
-        self.set_prio_ns = round(costs.set_prio_us * 1000)
+        self.kill_method = kill_method
+        frame = ("set_process_group_and_prio",)
+        self.set_prio = (Lock(CGROUP_MUTEX, frame), Compute(round(costs.set_prio_us * 1000), frame),
+                         Unlock(CGROUP_MUTEX))
         self.victim_cpus = victim_cpus
         self.victim_nice = victim_nice
         self.mrelease = mrelease
@@ -180,9 +190,8 @@ class LmkdReaper(Actor):
         sched = self.kernel.scheduler
         while True:
             victim: Process = await self.receive()
-            await sched.execute(self.thread, [Compute(self.signal_ns, ("pidfd_send_signal",))])
-            victim.kill()
-            await sched.execute(self.thread, [Compute(self.set_prio_ns, ("set_process_group_and_prio",))])
+            await sched.execute(self.thread, self.kill_method.steps(victim))
+            await sched.execute(self.thread, self.set_prio)
             if victim.exited_at is None:
                 sched.reconfigure(victim.thread, nice=self.victim_nice, cpus=self.victim_cpus)
             if self.mrelease:
@@ -194,7 +203,7 @@ class Lmkd(Actor):
     """lmkd's main thread. ``on_kill(victim, reason, min_adj, via)`` reports each kill decision."""
 
     def __init__(self, name: str, kernel: Kernel, apps: list[Process], *, props: LmkdProps, costs: LmkdCosts,
-                 thread_kw: dict[str, Any], reapers: list[LmkdReaper], pages_per_mb: int,
+                 thread_kw: dict[str, Any], kill_method: KillMethod, reapers: list[LmkdReaper], pages_per_mb: int,
                  on_kill: Callable[[Process, str, int, str], None] | None = None) -> None:
         super().__init__(name)
         self.kernel = kernel
@@ -207,7 +216,7 @@ class Lmkd(Actor):
         ms = 1_000_000
         self.cycle_ns = round(costs.cycle_us * 1000)
         self.kill_ns = round(costs.kill_us * 1000)
-        self.signal_ns = round(costs.signal_us * 1000)
+        self.kill_method = kill_method
         self.window_ns = round(props.psi_window_ms * ms)
         self.short_ns = round(props.poll_period_short_ms * ms)
         self.long_ns = round(props.poll_period_long_ms * ms)
@@ -271,8 +280,6 @@ class Lmkd(Actor):
             return False
         await sched.execute(self.thread, [Compute(self.kill_ns, ("lmkd", "find_and_kill_process"))])
         reaper = next((r for r in self.reapers if not r.busy), None)
-        if reaper is None:
-            await sched.execute(self.thread, [Compute(self.signal_ns, ("lmkd", "pidfd_send_signal"))])
         self.kills += 1
         via = reaper.name if reaper is not None else self.name
         self.log("lmkd_kill", pid=victim.pid, victim=victim.name, adj=victim.adj, reason=reason, min_adj=min_adj,
@@ -282,7 +289,7 @@ class Lmkd(Actor):
         if reaper is not None:
             reaper.hand(victim)
         else:
-            victim.kill()
+            await sched.execute(self.thread, self.kill_method.steps(victim))
         victim.watch_exit(lambda proc: self.send(self, ("exited", proc.pid)))
         if victim.exited_at is None:
             died = await self._wait(self.kill_timeout_ns, lambda msg: msg == ("exited", victim.pid))

@@ -2,8 +2,9 @@
 
 Invariant, checked after every change (in O(1), against a running total of
 what processes hold; :meth:`Memory.check_all` recounts from scratch):
-``free + Σ mm(anon + file) + cache + Σ mm.zpool + kernel == total``, and no
-counter is negative. Swapped-out pages are not in RAM, but their compressed
+``free + Σ mm(anon + file) + cache + Σ mm.zpool + zs_deferred + kernel ==
+total``, and no counter is negative. ``zs_deferred`` is ZRAM pool memory of
+freed swap entries whose zs_free has been deferred. Swapped-out pages are not in RAM, but their compressed
 copies are: the ZRAM pool (``zpool``) lives in RAM, so freeing swap entries
 gives memory back.
 
@@ -122,6 +123,7 @@ class Memory:
         self.mms: dict[int, MM] = {}
         #: Σ mm.anon + mm.file + mm.zpool, kept as the counters change
         self.held = 0
+        self.zs_deferred = 0
         self.wmark_min, self.wmark_low, self.wmark_high = watermarks(total_pages - kernel_pages,
                                                                     watermark_scale_factor)
         self.psi = Psi(scheduler)
@@ -137,22 +139,24 @@ class Memory:
     # -- invariant -------------------------------------------------------------
     def check(self, where: str, mm: MM) -> None:
         """After a change to ``mm``: its counters and the global ones are >= 0, and pages add up."""
-        if (min(mm.anon, mm.file, mm.swap, mm.zpool, self.free, self.cache, self.swap_used) < 0
-                or self.free + self.held + self.cache + self.kernel != self.total):
+        if (min(mm.anon, mm.file, mm.swap, mm.zpool, self.free, self.cache, self.swap_used, self.zs_deferred) < 0
+                or self.free + self.held + self.cache + self.zs_deferred + self.kernel != self.total):
             self._broken(where, self.held)
 
     def check_all(self, where: str) -> None:
         """The invariant recounted over every process (the running total must agree)."""
         held = sum(mm.anon + mm.file + mm.zpool for mm in self.mms.values())
-        counters = [self.free, self.cache, self.swap_used] + [
+        counters = [self.free, self.cache, self.swap_used, self.zs_deferred] + [
             v for mm in self.mms.values() for v in (mm.anon, mm.file, mm.swap, mm.zpool)]
-        if min(counters) < 0 or held != self.held or self.free + held + self.cache + self.kernel != self.total:
+        if (min(counters) < 0 or held != self.held
+                or self.free + held + self.cache + self.zs_deferred + self.kernel != self.total):
             self._broken(where, held)
 
     def _broken(self, where: str, held: int) -> None:
         raise MemoryAccountingError(
             f"memory conservation broken after {where}: free {self.free} + processes {held} + "
-            f"cache {self.cache} + kernel {self.kernel} != total {self.total} (or a counter < 0)")
+            f"cache {self.cache} + deferred zs_free {self.zs_deferred} + kernel {self.kernel} != total {self.total} "
+            f"(or a counter < 0)")
 
     def _took(self) -> None:
         if self.free < self.min_free:
@@ -162,7 +166,8 @@ class Memory:
 
     @property
     def zpool(self) -> int:
-        return sum(mm.zpool for mm in self.mms.values())
+        """Pages of the ZRAM pool: processes' compressed data and deferred frees."""
+        return sum(mm.zpool for mm in self.mms.values()) + self.zs_deferred
 
     # -- set-up -----------------------------------------------------------------
     def add(self, mm: MM, anon: int, file: int, swap: int) -> None:
@@ -190,15 +195,29 @@ class Memory:
         self.held -= n
         self.check(f"freeing {n} present pages of {mm.name}", mm)
 
-    def free_swap(self, mm: MM, n: int) -> None:
-        """Free ``n`` swap entries; their compressed share of the pool comes back to free."""
+    def free_swap(self, mm: MM, n: int, defer_pool: bool = False) -> int:
+        """Free ``n`` swap entries; their compressed share of the pool comes back to free.
+
+        With ``defer_pool`` (zs_free deferred) the pool pages stay allocated
+        until :meth:`release_deferred`. Returns the pool pages concerned.
+        """
         back = mm.zpool if n == mm.swap else mm.zpool * n // mm.swap
         mm.swap -= n
         mm.zpool -= back
         self.swap_used -= n
-        self.free += back
         self.held -= back
+        if defer_pool:
+            self.zs_deferred += back
+        else:
+            self.free += back
         self.check(f"freeing {n} swap entries of {mm.name}", mm)
+        return back
+
+    def release_deferred(self, pages: int, mm: MM) -> None:
+        """Deferred zs_free ran: ``pages`` of the ZRAM pool (entries of ``mm``) come back."""
+        self.zs_deferred -= pages
+        self.free += pages
+        self.check(f"releasing {pages} deferred pool pages of {mm.name}", mm)
 
     def unmap_file(self, mm: MM, n: int) -> None:
         """Unmapped file pages stay in the page cache."""

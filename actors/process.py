@@ -64,6 +64,10 @@ class Process(Actor):
         else:
             self._exit_watchers.append(fn)
 
+    def signal(self) -> None:
+        """Deliver SIGKILL as an event at this instant: safe from inside another thread's work program."""
+        self.runtime.at(self.now, lambda _: self.kill())
+
     def kill(self) -> None:
         """SIGKILL (from whichever actor or event calls it); a second one is a no-op."""
         if self.killed_at is not None:

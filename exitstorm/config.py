@@ -18,6 +18,10 @@ from attrs import field, frozen
 
 from actors.profiles import AllocProfile, DeviceCosts, ExitProfile, KernelProfile, LockSpec, MemorySpec, ReapProfile, ReclaimProfile
 from actors.lmkd import LmkdCosts, LmkdProps
+from policies import KillName, ReapName, SwapReleaseName
+from policies.kill import CgroupKillParams
+from policies.reap import OomReaperParams
+from policies.swap_release import AsyncBatchParams, DeferredParams
 from actors.validators import InvalidValue, in_range, non_empty, non_negative, positive
 from exitstorm.schema import ConfigError, structure
 
@@ -290,11 +294,34 @@ class LmkdConfig:
 
 @frozen
 class Policies:
-    """The remedies on each axis (DESIGN §7)."""
+    """The remedy on each axis (DESIGN §7), and the parameters of the ones that need them."""
 
-    kill: Literal["sigkill"] = "sigkill"
-    reap: Literal["process_mrelease", "none"] = "process_mrelease"
-    swap_release: Literal["sync"] = "sync"
+    kill: KillName = "sigkill"
+    reap: ReapName = "process_mrelease"
+    swap_release: SwapReleaseName = "sync"
+    cgroup_kill: CgroupKillParams | None = None
+    oom_reaper: OomReaperParams | None = None
+    async_batch: AsyncBatchParams | None = None
+    deferred_zs_free: DeferredParams | None = None
+
+    def __attrs_post_init__(self) -> None:
+        needs = {"cgroup_kill": self.kill == "cgroup_kill",
+                 "oom_reaper": self.reap in ("oom_reaper", "parallel_oom_reaper"),
+                 "async_batch": self.swap_release == "async_batch",
+                 "deferred_zs_free": self.swap_release == "deferred_zs_free"}
+        for key, needed in needs.items():
+            if needed and getattr(self, key) is None:
+                raise InvalidValue(key, "a table of the policy's parameters", None)
+
+
+@frozen
+class CgroupMigrationLoad:
+    """System threads migrating tasks between cgroups: background users of cgroup_mutex."""
+
+    threads: int = field(validator=in_range(0, 1024))
+    interval_mean_us: float = field(validator=positive)
+    hold_mean_us: float = field(validator=positive)
+    thread: ThreadSpec
 
 
 @frozen
@@ -311,6 +338,7 @@ class ScenarioConfig:
     system: SystemMemory | None = None
     camera: Camera | None = None
     lmkd: LmkdConfig | None = None
+    cgroup: CgroupMigrationLoad | None = None
     policies: Policies = Policies()
     #: keys merged into the device / kernel profile before validation (sensitivity runs)
     device_overrides: dict[str, Any] = {}
@@ -467,6 +495,8 @@ def _cpusets(sc: ScenarioConfig) -> Iterator[tuple[str, str]]:
     if sc.camera is not None:
         yield "camera.thread.cpuset", sc.camera.thread.cpuset
         yield "camera.preview.thread.cpuset", sc.camera.preview.thread.cpuset
+    if sc.cgroup is not None:
+        yield "cgroup.thread.cpuset", sc.cgroup.thread.cpuset
     if sc.lmkd is not None:
         yield "lmkd.main_thread.cpuset", sc.lmkd.main_thread.cpuset
         yield "lmkd.reaper_thread.cpuset", sc.lmkd.reaper_thread.cpuset

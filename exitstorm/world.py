@@ -11,11 +11,12 @@ import random
 from typing import IO, Any
 
 from actors.camera import CameraLaunch
+from actors.cgroup import CgroupMigrations
 from actors.cpuload import CpuLoad, bursts
 from actors.events import EventLog
 from actors.exit_path import apportion
 from actors.kernel import Kernel, Kswapd
-from actors.lmkd import Lmkd, LmkdReaper
+from actors.lmkd import CGROUP_MUTEX, Lmkd, LmkdReaper
 from actors.memory import MM, PAGES_PER_MB, Memory, mb_to_pages
 from actors.periodic import PeriodicThread
 from actors.process import Process, SimultaneousKill
@@ -25,6 +26,7 @@ from actors.sampler import Sampler
 from actors.scheduler import CoreSpec, Scheduler, SchedTunables, Thread
 from exitstorm.config import AppBand, Apps, Device, Experiment, SystemMemory, ThreadSpec, Uniform
 from exitstorm.histograms import LatencyRecorder
+from policies import kill_method, reap_policy, swap_release_policy
 
 #: pid ranges by kind of process, so that pids say what a process is
 SYSTEM_PID, STORM_PID, APP_PID, CAMERA_PID = 100, 1000, 2000, 5000
@@ -170,6 +172,20 @@ class World:
             self._add_camera(exp)
         if sc.system is not None:
             self._add_system(sc.system)
+        pol = sc.policies
+        self.swap_release = swap_release_policy(pol.swap_release, pol.async_batch, pol.deferred_zs_free)
+        if self.swap_release is not None:
+            self.swap_release.install(self.runtime, self.kernel)
+        self.reap = reap_policy(pol.reap, pol.oom_reaper)
+        self.reap.install(self.runtime, self.kernel, list(self.processes))
+        if sc.lmkd is not None or sc.cgroup is not None:
+            self.scheduler.add_lock(CGROUP_MUTEX, "mutex")
+        if sc.cgroup is not None:
+            cg = sc.cgroup
+            self.runtime.add(CgroupMigrations(
+                "cgroup_migrations", self.scheduler, threads=cg.threads,
+                interval_mean_ns=round(cg.interval_mean_us * NS_PER_US), hold_mean_ns=round(cg.hold_mean_us * NS_PER_US),
+                thread_kw=thread_kw(cg.thread, dev)))
         if sc.lmkd is not None:
             self._add_lmkd(exp)
 
@@ -248,16 +264,19 @@ class World:
     def _add_lmkd(self, exp: Experiment) -> None:
         cfg = exp.config.lmkd
         dev = exp.device
+        pol = exp.config.policies
+        killer = kill_method(pol.kill, round(cfg.costs.signal_us * NS_PER_US), pol.cgroup_kill)
         reapers = [
             self.runtime.add(LmkdReaper(
                 f"lmkd_reaper{i}", self.kernel, thread_kw=thread_kw(cfg.reaper_thread, dev), costs=cfg.costs,
-                victim_cpus=dev.cpusets[cfg.victim_cpuset], victim_nice=cfg.victim_nice,
-                mrelease=exp.config.policies.reap == "process_mrelease"))
+                kill_method=killer, victim_cpus=dev.cpusets[cfg.victim_cpuset], victim_nice=cfg.victim_nice,
+                mrelease=self.reap.mrelease))
             for i in range(cfg.reapers)
         ]
         self.lmkd = self.runtime.add(Lmkd(
             "lmkd", self.kernel, list(self.processes), props=cfg.props, costs=cfg.costs,
-            thread_kw=thread_kw(cfg.main_thread, dev), reapers=reapers, pages_per_mb=PAGES_PER_MB,
+            thread_kw=thread_kw(cfg.main_thread, dev), kill_method=killer, reapers=reapers,
+            pages_per_mb=PAGES_PER_MB,
             on_kill=lambda victim, reason, min_adj, via: self.kill_reasons.__setitem__(
                 victim.pid, (reason, min_adj, via, self.runtime.now))))
         props = cfg.props

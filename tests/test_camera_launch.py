@@ -71,7 +71,8 @@ def test_histograms_and_same_seed_same_bytes(run: Path, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("override, expected", [
     ("lmkd.victim_cpuset=nope", "lmkd.victim_cpuset: expected a cpuset of device 'phone_1p3p4'"),
-    ("policies.reap=magic", "policies.reap: expected one of 'process_mrelease', 'none', got 'magic'"),
+    ("policies.reap=magic", "policies.reap: expected one of 'none', 'process_mrelease', 'oom_reaper', 'parallel_oom_reaper', got 'magic'"),
+    ("policies.kill=cgroup_kill", "policies.cgroup_kill: expected a table of the policy's parameters"),
     ("apps.bands[0].adj_max=100", "apps.bands[0].adj_max: expected an adj >= adj_min (900), got 100"),
     ("lmkd.props.psi_partial_stall_ms=2000", "lmkd.props.psi_partial_stall_ms: expected a stall threshold <="),
     ("apps.count=100", "impossible combination: cached"),

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import attrs
 
-from actors.lmkd import (Lmkd, LmkdCosts, LmkdProps, LmkdReaper, MemoryState, MinfreeLevel, choose_victim,
+from actors.lmkd import (CGROUP_MUTEX, Lmkd, LmkdCosts, LmkdProps, LmkdReaper, MemoryState, MinfreeLevel, choose_victim,
                          minfree_kill_decision, psi_kill_decision)
 from actors.memory import PAGES_PER_MB
 from actors.psi_monitor import PsiMonitor, PsiTrigger
-from actors.runtime import Runtime
+from policies.kill import SigKill
 
 from tests.conftest import COSTS, FAIR, MS, KernelWorld
 
@@ -67,17 +67,19 @@ def paced_world(exit_fixed_ms: float, reapers: int = 0, set_prio_ms: float = 0):
     w = KernelWorld(cores=4, costs=attrs.evolve(COSTS, exit_fixed_ns=round(exit_fixed_ms * MS)), end_ns=2000 * MS)
     w.mem.on_low = None
     hog = w.process(1, anon=w.mem.free - (w.mem.wmark_min + w.mem.wmark_low) // 2, adj=-900)
+    w.sched.add_lock(CGROUP_MUTEX, "mutex")
     cached = {**FAIR, "nice": 10, "cpus": [0]}
     apps = [hog] + [w.process(10 + i, anon=8, adj=adj, thread_kw=cached)
                     for i, adj in enumerate([900, 950, 999, 800, 200])]
     rs = [w.rt.add(LmkdReaper(f"reaper{i}", w.kernel, thread_kw={**FAIR, "nice": -20},
-                              costs=LmkdCosts(0, 0, 0, set_prio_ms * 1000), victim_cpus=[0, 1, 2, 3], victim_nice=0,
-                              mrelease=True))
+                              costs=LmkdCosts(0, 0, 0, set_prio_ms * 1000), kill_method=SigKill(0),
+                              victim_cpus=[0, 1, 2, 3], victim_nice=0, mrelease=True))
           for i in range(reapers)]
     kills = []
     lmkd = w.rt.add(Lmkd("lmkd", w.kernel, apps, props=PROPS,
                          costs=LmkdCosts(cycle_us=1000, kill_us=500, signal_us=0, set_prio_us=0),
-                         thread_kw={"policy": "fifo", "prio": 1, "thread_class": "lmkd"}, reapers=rs,
+                         thread_kw={"policy": "fifo", "prio": 1, "thread_class": "lmkd"}, kill_method=SigKill(0),
+                         reapers=rs,
                          pages_per_mb=PAGES_PER_MB, on_kill=lambda v, reason, adj, via: kills.append((v.pid, reason))))
     w.rt.at(0, lambda _: lmkd.psi_event("medium"))
     return w, apps, lmkd, kills

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import attrs
 
-from actors.lmkd import LmkdCosts, LmkdReaper
+from actors.lmkd import CGROUP_MUTEX, LmkdCosts, LmkdReaper
 from actors.oom_reaper import OomReaper
 from actors.process import SimultaneousKill
 from actors.runtime import Actor
 from actors.work import Compute
 from actors.workqueue import Workqueue
+from policies.kill import SigKill
 
 from tests.conftest import COSTS, FAIR, MS, KernelWorld
 
@@ -67,8 +68,9 @@ async def test_the_exit_and_the_reaper_never_share_a_page_table_lock() -> None:
 
 def lmkd_reaper(w: KernelWorld, mrelease: bool = True) -> LmkdReaper:
     costs = LmkdCosts(cycle_us=0, kill_us=0, signal_us=10, set_prio_us=100)
+    w.sched.add_lock(CGROUP_MUTEX, "mutex")
     return w.rt.add(LmkdReaper("lmkd_reaper", w.kernel, thread_kw={**FAIR, "nice": -20}, costs=costs,
-                               victim_cpus=[1], victim_nice=0, mrelease=mrelease))
+                               kill_method=SigKill(10_000), victim_cpus=[1], victim_nice=0, mrelease=mrelease))
 
 
 async def test_lmkd_reaper_kills_reprioritises_and_reaps() -> None:

@@ -1,0 +1,190 @@
+"""Swap-release policies: who frees a dying mm's swap entries, and when (DESIGN §7).
+
+``sync`` is the kernel as it is: the zapper frees each entry in
+free_swap_and_cache_nr (the model's default, no hook). The two deferred
+policies split the swap-entry path at a frame: the zapper runs the path up
+to that frame plus a cheap hand-off per entry, and an unbound workqueue runs
+the rest later, at the kworkers' priority, outside the page-table walk
+(without the locks in ``drop_locks``), in page-table-sized pieces.
+Hand-offs are batched per mm.
+
+* ``async_batch`` (Lei Liu, vivo, 2025): past ``threshold_entries`` of an
+  mm, entries are gathered instead of freed and released in batches of
+  ``batch_entries``. Gathered entries stay used swap, and their ZRAM memory
+  stays allocated, until released. While free memory is under the
+  ``sync_below`` watermark the zapper frees synchronously.
+* ``deferred_zs_free`` (Wenchao Hao, 2026 RFC): zs_free is deferred to a
+  list an unbound workqueue drains; the swap entry is freed at once, its
+  compressed memory only when the drain runs.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Generator, Iterator, Literal
+
+from attrs import field, frozen
+
+from actors.exit_path import PathPlan, PathSteps, ZapPlans, ZapWork, split_index
+from actors.kernel import Kernel
+from actors.runtime import Runtime
+from actors.validators import in_range, non_negative
+from actors.work import Compute, Step
+from actors.workqueue import Workqueue
+
+
+@frozen
+class DeferredParams:
+    """Where the swap-entry path splits, what the hand-off costs, and the workqueue."""
+
+    split_frame: str                 # the first frame the workqueue runs
+    handoff_frame: str               # the frame of the zapper's per-entry hand-off
+    handoff_ns: float = field(validator=non_negative)   # per entry, at capacity 1.0
+    drop_locks: list[str]            # locks of the page-table walk the workqueue does not hold
+    prefix: list[str]                # the workqueue's frames above the split path
+    batch_entries: int = field(validator=in_range(1, 1 << 30))
+    max_active: int = field(validator=in_range(1, 512))
+    nice: int = field(validator=in_range(-20, 19))
+
+
+@frozen(kw_only=True)
+class AsyncBatchParams(DeferredParams):
+    """Also: entries per mm freed synchronously first, and the watermark below which all are."""
+
+    threshold_entries: int = field(validator=in_range(0, 1 << 40))
+    sync_below: Literal["min", "low", "high"]
+
+
+class DeferredRelease(ABC):
+    """The machinery both deferred policies share."""
+
+    name: str
+
+    def __init__(self, params: DeferredParams) -> None:
+        self.params = params
+        self.kernel: Kernel | None = None
+        self.wq: Workqueue | None = None
+        self._zapper_plans: dict[int, tuple[PathPlan, tuple[str, ...]]] = {}
+        self._later: PathPlan | None = None
+        self._split = 0
+        #: pid → [zap, entries, pool pages] not yet handed to the workqueue
+        self.pending: dict[int, list] = {}
+        self.deferred_entries = 0
+        self.batches = 0
+
+    def install(self, runtime: Runtime, kernel: Kernel) -> None:
+        self.kernel = kernel
+        path = kernel.profile.exit.swap_entry
+        p = self.params
+        self._split = split_index(path, p.split_frame)
+        seg = path.segments[self._split].frames
+        above = frozenset(seg[: seg.index(p.split_frame)])
+        self._later = PathPlan(path, kernel.costs.swap_entry_free_ns, tuple(p.prefix), skip=above,
+                               part=slice(self._split, None), drop_locks=frozenset(p.drop_locks))
+        self.wq = runtime.add(Workqueue(self.name, kernel.scheduler, max_active=p.max_active,
+                                        thread_kw={"policy": "fair", "nice": p.nice, "thread_class": "kworker"}))
+        kernel.swap_release = self
+
+    def zap_swap(self, steps: PathSteps, plans: ZapPlans, zap: ZapWork, n: int) -> Generator[Step, None, int]:
+        if not self._defers(zap, n):
+            yield from steps.segments(plans.swap_entry, n)
+            return n
+        plan, frames = self._zapper_part(plans)
+        yield from steps.segments(plan, n)
+        ns = round(n * self.params.handoff_ns)
+        if ns:
+            yield Compute(ns, frames)
+        pool = self._handed_off(zap, n)
+        self.deferred_entries += n
+        batch = self.pending.setdefault(zap.mm.pid, [zap, 0, 0])
+        batch[1] += n
+        batch[2] += pool
+        if batch[1] >= self.params.batch_entries:
+            self._queue(zap.mm.pid)
+        return 0
+
+    def zapped(self, zap: ZapWork) -> None:
+        self._queue(zap.mm.pid)
+
+    def _zapper_part(self, plans: ZapPlans) -> tuple[PathPlan, tuple[str, ...]]:
+        hit = self._zapper_plans.get(id(plans))
+        if hit is None:
+            path = self.kernel.profile.exit.swap_entry
+            plan = PathPlan(path, self.kernel.costs.swap_entry_free_ns, plans.prefix, plans.skip,
+                            part=slice(0, self._split))
+            hit = self._zapper_plans[id(plans)] = (plan, plan.segments[-1][0] + (self.params.handoff_frame,))
+        return hit
+
+    def _queue(self, pid: int) -> None:
+        batch = self.pending.pop(pid, None)
+        if batch:
+            self.batches += 1
+            self.wq.queue_work(lambda: self._release(*batch))
+
+    def _release(self, zap: ZapWork, n: int, pool: int) -> Iterator[Step]:
+        steps = PathSteps(self.kernel.compiler(zap.mm, "kworker"))
+        chunk = self.kernel.plans.chunk_entries
+        done = 0
+        while done < n:
+            m = min(chunk, n - done)
+            yield from steps.segments(self._later, m)
+            yield from steps.release()
+            self._released(zap, m, pool * (done + m) // n - pool * done // n)
+            done += m
+
+    @abstractmethod
+    def _defers(self, zap: ZapWork, n: int) -> bool:
+        """Whether these ``n`` entries are handed off (else freed synchronously)."""
+
+    @abstractmethod
+    def _handed_off(self, zap: ZapWork, n: int) -> int:
+        """Memory effect of the hand-off; returns the pool pages the release will return."""
+
+    @abstractmethod
+    def _released(self, zap: ZapWork, entries: int, pool: int) -> None:
+        """Memory effect of the workqueue's release of ``entries`` (``pool`` pages when deferred)."""
+
+
+class AsyncBatch(DeferredRelease):
+    name = "async_batch"
+
+    def __init__(self, params: AsyncBatchParams) -> None:
+        super().__init__(params)
+        self.threshold = params.threshold_entries
+        self.sync_below = params.sync_below
+        self.seen: dict[int, int] = {}
+        self.forced_sync = 0
+
+    def _defers(self, zap: ZapWork, n: int) -> bool:
+        pid = zap.mm.pid
+        seen = self.seen.get(pid, 0)
+        self.seen[pid] = seen + n
+        if seen < self.threshold:
+            return False
+        mem = self.kernel.memory
+        wmark = {"min": mem.wmark_min, "low": mem.wmark_low, "high": mem.wmark_high}[self.sync_below]
+        if mem.free < wmark:
+            self.forced_sync += n
+            return False
+        return True
+
+    def _handed_off(self, zap: ZapWork, n: int) -> int:
+        return 0  # gathered entries stay used swap, their ZRAM memory allocated
+
+    def _released(self, zap: ZapWork, entries: int, pool: int) -> None:
+        self.kernel.memory.free_swap(zap.mm, entries)
+        zap.settle(entries)
+
+
+class DeferredZsFree(DeferredRelease):
+    name = "deferred_zs_free"
+
+    def _defers(self, zap: ZapWork, n: int) -> bool:
+        return True
+
+    def _handed_off(self, zap: ZapWork, n: int) -> int:
+        return self.kernel.memory.free_swap(zap.mm, n, defer_pool=True)
+
+    def _released(self, zap: ZapWork, entries: int, pool: int) -> None:
+        self.kernel.memory.release_deferred(pool, zap.mm)
+        zap.settle(entries)

@@ -85,18 +85,23 @@ class ExitPlans:
         self.compress_direct = PathPlan(rc.compress_page, costs.compress_page_ns, tuple(rc.prefix_direct))
         self.alloc_page = PathPlan(profile.alloc.page, costs.alloc_page_ns, tuple(profile.alloc.prefix))
         self.per_item = {name: spec.per_item for name, spec in profile.locks.items()}
+        self.kinds = {name: spec.kind for name, spec in profile.locks.items()}
 
 
 class StepCompiler:
     """Turns (plan, item count, locks held before) into steps, once: the result is cached.
 
     ``lock_names`` maps a profile lock to the scheduler's lock (process- and
-    range-scope locks are per mm). Steps are immutable, and chunks of one mm
-    mostly have the same counts, so nearly every chunk reuses compiled steps.
+    range-scope locks are per mm). Consecutive segments holding the same
+    locks become one multi-frame :class:`Compute` (one scheduler event), which
+    also touches the shared cache lines (``line`` locks) they read. Steps are
+    immutable, and chunks of one mm mostly have the same counts, so nearly
+    every chunk reuses compiled steps.
     """
 
-    def __init__(self, per_item: dict[str, float], lock_names: dict[str, str]) -> None:
+    def __init__(self, per_item: dict[str, float], kinds: dict[str, str], lock_names: dict[str, str]) -> None:
         self.per_item = per_item
+        self.kinds = kinds
         self.lock_names = lock_names
         self._cache: dict[tuple[PathPlan, int, tuple[tuple[str, str], ...]],
                           tuple[tuple[Step, ...], tuple[tuple[str, str], ...]]] = {}
@@ -110,24 +115,44 @@ class StepCompiler:
             hit = self._cache[key] = self._compile(plan, n, list(held))
         return hit
 
+    def _groups(self, plan: PathPlan, n: int) -> list[tuple[Wanted, list[tuple[str, str]], list]]:
+        """Runs of segments holding the same locks: (locks, lines touched, [(frames, ns)])."""
+        groups: list[tuple[Wanted, list[tuple[str, str]], list]] = []
+        for frames, wanted, share in plan.segments:
+            locks = tuple(w for w in wanted if self.kinds[w[0]] != "line")
+            lines = [w for w in wanted if self.kinds[w[0]] == "line"]
+            if groups and groups[-1][0] == locks:
+                groups[-1][1].extend(w for w in lines if w not in groups[-1][1])
+                groups[-1][2].append((frames, round(n * plan.unit_ns * share)))
+            else:
+                groups.append((locks, lines, [(frames, round(n * plan.unit_ns * share))]))
+        return groups
+
     def _compile(self, plan: PathPlan, n: int, held: list[tuple[str, str]]
                  ) -> tuple[tuple[Step, ...], tuple[tuple[str, str], ...]]:
         steps: list[Step] = []
-        unit = plan.unit_ns
         names = self.lock_names
-        for frames, wanted, share in plan.segments:
-            while held and any(h not in wanted for h in held):
+        for locks, lines, parts in self._groups(plan, n):
+            frames = parts[0][0]
+            while held and any(h not in locks for h in held):
                 steps.append(Unlock(names[held.pop()[0]]))
-            for lock in wanted:
+            for lock in locks:
                 if lock not in held:
                     name, mode = lock
-                    count = max(1, round(n * self.per_item[name]))
-                    steps.append(Lock(names[name], frames, mode=mode, count=count))
+                    steps.append(Lock(names[name], frames, mode=mode, count=self._count(name, n)))
                     held.append(lock)
-            ns = round(n * unit * share)
-            if ns:
-                steps.append(Compute(ns, frames))
+            touch = tuple((names[name], self._count(name, n)) for name, _mode in lines)
+            parts = [(f, ns) for f, ns in parts if ns]
+            ns = sum(ns for _f, ns in parts)
+            if len(parts) > 1:
+                steps.append(Compute(ns, parts[0][0], parts=tuple(parts), touch=touch))
+            elif parts or touch:
+                steps.append(Compute(ns, parts[0][0] if parts else frames, touch=touch))
         return tuple(steps), tuple(held)
+
+    def _count(self, name: str, n: int) -> int:
+        """Kernel acquisitions a step over ``n`` items stands for."""
+        return max(1, round(n * self.per_item[name]))
 
     def release(self, held: tuple[tuple[str, str], ...]) -> tuple[Step, ...]:
         hit = self._release.get(held)

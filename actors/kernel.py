@@ -59,7 +59,8 @@ class Kernel:
         key = (mm.pid, walker)
         comp = self._compilers.get(key)
         if comp is None:
-            comp = self._compilers[key] = StepCompiler(self.plans.per_item, self.lock_names(mm, walker))
+            comp = self._compilers[key] = StepCompiler(self.plans.per_item, self.plans.kinds,
+                                                       self.lock_names(mm, walker))
         return comp
 
     @staticmethod

@@ -52,10 +52,15 @@ class Process(Actor):
         self.resident_at_kill = 0
         self._exit_watchers: list[Callable[["Process"], None]] = []
         self._kill_watchers: list[Callable[["Process"], None]] = []
+        self._freed_watchers: list[Callable[["Process"], None]] = []
 
     def watch_kill(self, fn: Callable[["Process"], None]) -> None:
         """Call ``fn(process)`` when the process is SIGKILLed."""
         self._kill_watchers.append(fn)
+
+    def watch_freed(self, fn: Callable[["Process"], None]) -> None:
+        """Call ``fn(process)`` when all its anon memory and swap are freed (possibly after its exit)."""
+        self._freed_watchers.append(fn)
 
     def watch_exit(self, fn: Callable[["Process"], None]) -> None:
         """Call ``fn(process)`` when the process has exited (at once if it already has)."""
@@ -90,6 +95,8 @@ class Process(Actor):
         self.freed_at = self.now
         self.log("mm_freed", pid=self.pid, kill_to_freed_ns=self.freed_at - self.killed_at,
                  reaped_anon_pages=self.zap.reaped[0], reaped_swap_pages=self.zap.reaped[1])
+        for fn in self._freed_watchers:
+            fn(self)
 
     async def main(self) -> None:
         sched = self.kernel.scheduler

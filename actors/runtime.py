@@ -38,10 +38,15 @@ from actors.events import EventLog
 class ActorFailed(Exception):
     """An actor (or an event callback it owns) raised; names it and the virtual time."""
 
-    def __init__(self, actor: str, t_ns: int, cause: BaseException) -> None:
-        super().__init__(f"actor {actor!r} failed at t={t_ns} ns ({t_ns / 1e6:.6f} ms): {cause!r}")
+    def __init__(self, actor: str, t_ns: int, cause: BaseException | str) -> None:
         self.actor = actor
         self.t_ns = t_ns
+        self.cause = cause if isinstance(cause, str) else repr(cause)
+        super().__init__(f"actor {actor!r} failed at t={t_ns} ns ({t_ns / 1e6:.6f} ms): {self.cause}")
+
+    def __reduce__(self) -> tuple[type, tuple[str, int, str]]:
+        """Picklable (as text), so that a failure in a worker process reaches the parent."""
+        return ActorFailed, (self.actor, self.t_ns, self.cause)
 
 
 def stream_seed(seed: int, name: str) -> int:

@@ -126,7 +126,8 @@ class Thread:
     __slots__ = (
         "tid", "name", "owner", "fair", "prio", "weight", "wmult", "vslice",
         "cores", "mask", "thread_class", "on_marker",
-        "state", "since", "core", "last_core", "program", "pending", "on_done", "remaining", "frame",
+        "state", "since", "core", "last_core", "program", "pending", "on_done", "remaining", "frame", "parts",
+        "debt", "debt_frame",
         "step_user", "kill_pending", "spinning", "spin_frame", "spin_since", "waiting_lock",
         "preempt_count", "held", "sleep_gen", "rt_key", "vruntime", "deadline", "vlag",
         "run_ns", "wait_ns", "spin_ns", "sleep_ns", "idle_ns", "wakeups", "preemptions",
@@ -248,6 +249,9 @@ class Scheduler(Actor):
         th.program = th.on_done = th.pending = None
         th.remaining = 0
         th.frame = ()
+        th.parts = ()
+        th.debt = 0
+        th.debt_frame = ()
         th.step_user = th.kill_pending = False
         th.spinning = th.waiting_lock = None
         th.spin_frame = ()
@@ -426,11 +430,30 @@ class Scheduler(Actor):
             th.run_ns += dt
             rem = th.remaining - dt * core.capacity
             th.remaining = rem if rem > 0 else 0
-            key = (th, th.frame)
-        frame_ns = self.frame_ns
-        frame_ns[key] = frame_ns.get(key, 0) + dt
+            parts = th.parts
+            if parts:
+                self._account_parts(th, parts, dt)
+                key = None
+            else:
+                key = (th, th.frame)
+        if key is not None:
+            frame_ns = self.frame_ns
+            frame_ns[key] = frame_ns.get(key, 0) + dt
         if th.fair:
             th.vruntime += dt * th.wmult
+
+    def _account_parts(self, th: Thread, parts: tuple[tuple[tuple[str, ...], int], ...], dt: int) -> None:
+        """Split ``dt`` of a multi-frame step across its frames by their share of its work."""
+        frame_ns = self.frame_ns
+        total = sum(ns for _f, ns in parts)
+        rest = dt
+        for frame, ns in parts[1:]:
+            share = dt * ns // total
+            key = (th, frame)
+            frame_ns[key] = frame_ns.get(key, 0) + share
+            rest -= share
+        key = (th, parts[0][0])
+        frame_ns[key] = frame_ns.get(key, 0) + rest
 
     # -- running threads ---------------------------------------------------------
     def _switch_in(self, core: Core, th: Thread) -> None:
@@ -529,12 +552,17 @@ class Scheduler(Actor):
                 step = next(program, None)
             else:
                 th.pending = None
+            cls = step.__class__
+            if th.debt and cls is not Compute and cls is not Lock:
+                self._pay_debt(core, th, step)
+                return
             if step is None:
                 core.dispatching = False
                 self._end_program(th, core, interrupted=False)
                 return
-            cls = step.__class__
             if cls is Compute:
+                if step.touch:
+                    self._touch(core, th, step)
                 if not step.ns:
                     continue
                 th.step_user = step.user
@@ -542,8 +570,10 @@ class Scheduler(Actor):
                     core.dispatching = False
                     self._end_program(th, core, interrupted=True)
                     return
-                th.remaining = step.ns << SCHED_CAPACITY_SHIFT
+                th.remaining = (step.ns + th.debt) << SCHED_CAPACITY_SHIFT
+                th.debt = 0
                 th.frame = step.frame
+                th.parts = step.parts
                 core.dispatching = False
                 if core.need_resched or (th.fair and core.queue and th.vruntime >= th.deadline):
                     if not th.preempt_count:
@@ -562,12 +592,13 @@ class Scheduler(Actor):
                     self._grant(lock, th, write)
                     extra = self._transfer(lock, core, step.count)
                     if extra:
-                        th.remaining = extra << SCHED_CAPACITY_SHIFT
-                        th.frame = step.frame
-                        core.dispatching = False
-                        self._arm(core)
-                        return
+                        # paid with the next compute step (or before anything else)
+                        th.debt += extra
+                        th.debt_frame = step.frame
                     continue
+                if th.debt:
+                    self._pay_debt(core, th, step)
+                    return
                 core.dispatching = False
                 if lock.spins and core.need_resched and not th.preempt_count:
                     # a preemption is due before this thread disables it to spin
@@ -627,6 +658,28 @@ class Scheduler(Actor):
                 continue
             raise SchedulerError(f"{th.name}: not a work step: {step!r}")
 
+    def _touch(self, core: Core, th: Thread, step: Compute) -> None:
+        """The shared cache lines a compute step touches: each costs a transfer if another CPU had it."""
+        for name, count in step.touch:
+            lock = self.locks.get(name)
+            if lock is None or lock.kind != "line":
+                raise SchedulerError(f"{th.name}: {name!r} is not a declared cache line")
+            lock.acquired += 1
+            extra = self._transfer(lock, core, count)
+            if extra:
+                th.debt += extra
+                th.debt_frame = step.frame
+
+    def _pay_debt(self, core: Core, th: Thread, step: Step | None) -> None:
+        """Burn pending cache-line transfer time now, then resume at ``step``."""
+        th.pending = step
+        th.remaining = th.debt << SCHED_CAPACITY_SHIFT
+        th.frame = th.debt_frame
+        th.parts = ()
+        th.debt = 0
+        core.dispatching = False
+        self._arm(core)
+
     def _grant(self, lock: KLock, th: Thread, write: bool) -> None:
         if write:
             lock.owner = th
@@ -679,6 +732,7 @@ class Scheduler(Actor):
                 if extra:
                     waiter.remaining = extra << SCHED_CAPACITY_SHIFT
                     waiter.frame = step.frame
+                    waiter.parts = ()
                     self._arm(core)
                 else:
                     core.gen += 1

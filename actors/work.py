@@ -26,12 +26,20 @@ class Compute:
     """Burn ``ns`` of CPU at capacity 1.0 (a core of capacity c takes ns / c).
 
     ``user`` work is cut short by a kill (:meth:`Scheduler.interrupt`); kernel
-    work is not.
+    work is not. A step through several frames in a row (holding the same
+    locks) lists them in ``parts`` as ``(frame, ns)``, ns summing to ``ns``:
+    its CPU time is split across them in proportion, so one scheduler event
+    stands for the whole run of frames. ``touch`` lists shared cache lines
+    (locks of kind ``line``) the step reads for ownership, as ``(name,
+    count)``: each costs a cache-line transfer per access when another CPU
+    touched it last, added to the step.
     """
 
     ns: int = field(validator=_non_negative)
     frame: Frame = ()
     user: bool = False
+    parts: tuple[tuple[Frame, int], ...] = ()
+    touch: tuple[tuple[str, int], ...] = ()
 
 
 def _positive(_inst: Any, attribute: Any, value: int) -> None:

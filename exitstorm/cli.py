@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
 from actors.memory import MemoryAccountingError
 from actors.runtime import ActorFailed
+from rich.console import Console
+
+from exitstorm.compare import compare, parse_variant, table
 from exitstorm.config import load_experiment
 from exitstorm.experiment import run_experiment
 from exitstorm.schema import ConfigError
@@ -31,6 +35,16 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, help="results directory (default results/<config>-seed<N>)")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (repeatable)")
     run.add_argument("--force", action="store_true", help="replace an existing results directory")
+    cmp = sub.add_parser("compare", help="run variants of a scenario on the same seeds and compare them")
+    cmp.add_argument("config", help="scenario TOML file (its [variants.NAME] tables are the default variants)")
+    cmp.add_argument("--variant", action="append", metavar="NAME:KEY=VALUE,...",
+                     help="a variant (repeatable); replaces the config's variants")
+    cmp.add_argument("--seeds", type=int, default=10, help="seeds per variant, from scenario.seed (default 10)")
+    cmp.add_argument("--out", type=Path, help="results directory (default results/<config>-compare)")
+    cmp.add_argument("--workers", type=int, help="parallel runs (default: all cores)")
+    cmp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a config key in every variant (repeatable)")
+    cmp.add_argument("--force", action="store_true", help="replace an existing results directory")
     return p
 
 
@@ -61,21 +75,40 @@ def _print_summary(summary: dict[str, Any], out: Path) -> None:
     print(f"  results: {out}")
 
 
+def _run(args: argparse.Namespace) -> None:
+    if args.seed is not None and args.seed < 0:
+        raise ConfigError(f"--seed: expected an integer >= 0, got {args.seed}")
+    exp = load_experiment(args.config, args.set, seed=args.seed)
+    out = args.out or Path("results") / f"{Path(args.config).stem}-seed{exp.config.scenario.seed}"
+    _print_summary(run_experiment(exp, out, force=args.force), out)
+
+
+def _compare(args: argparse.Namespace) -> None:
+    if args.seeds < 1:
+        raise ConfigError(f"--seeds: expected an integer >= 1, got {args.seeds}")
+    if args.workers is not None and args.workers < 1:
+        raise ConfigError(f"--workers: expected an integer >= 1, got {args.workers}")
+    variants = [parse_variant(text) for text in args.variant] if args.variant else None
+    out = args.out or Path("results") / f"{Path(args.config).stem}-compare"
+    console = Console(highlight=False)
+    started = time.monotonic()
+    report = compare(args.config, variants, args.seeds, out, sets=args.set, workers=args.workers, force=args.force,
+                     console=console)
+    console.print(table(report))
+    runs = len(report["variants"]) * len(report["seeds"])
+    console.print(f"{runs} runs in {time.monotonic() - started:.1f} s wall; results: {out}/compare.json")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        if args.seed is not None and args.seed < 0:
-            raise ConfigError(f"--seed: expected an integer >= 0, got {args.seed}")
-        exp = load_experiment(args.config, args.set, seed=args.seed)
-        out = args.out or Path("results") / f"{Path(args.config).stem}-seed{exp.config.scenario.seed}"
-        summary = run_experiment(exp, out, force=args.force)
+        {"run": _run, "compare": _compare}[args.command](args)
     except ConfigError as exc:
         print(f"exitstorm: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except (ActorFailed, MemoryAccountingError) as exc:
         print(f"exitstorm: simulation failed: {exc}", file=sys.stderr)
         return EXIT_MODEL_FAILURE
-    _print_summary(summary, out)
     return 0
 
 

@@ -141,8 +141,12 @@ class RunSettings:
     seed: int = field(validator=non_negative)
     events: list[EventCategory]
     hist_interval_ms: float = field(validator=positive)
-    #: period of the sampled timelines (free memory, ZRAM pool, PSI)
+    #: period of the sampled free-memory timeline
     sample_ms: float = field(default=10.0, validator=positive)
+    #: window of the CPU-share timeline (and of its peaks)
+    cpu_window_ms: float = field(default=100.0, validator=positive)
+    #: thread classes whose CPU time is exit-related work (for the peak share)
+    exit_classes: list[str] = ["exiting", "reaper", "oom_reaper", "kworker"]
 
 
 @frozen
@@ -305,13 +309,14 @@ class Policies:
     deferred_zs_free: DeferredParams | None = None
 
     def __attrs_post_init__(self) -> None:
-        needs = {"cgroup_kill": self.kill == "cgroup_kill",
-                 "oom_reaper": self.reap in ("oom_reaper", "parallel_oom_reaper"),
-                 "async_batch": self.swap_release == "async_batch",
-                 "deferred_zs_free": self.swap_release == "deferred_zs_free"}
-        for key, needed in needs.items():
+        needs = {"cgroup_kill": ("kill", self.kill == "cgroup_kill"),
+                 "oom_reaper": ("reap", self.reap in ("oom_reaper", "parallel_oom_reaper")),
+                 "async_batch": ("swap_release", self.swap_release == "async_batch"),
+                 "deferred_zs_free": ("swap_release", self.swap_release == "deferred_zs_free")}
+        for key, (axis, needed) in needs.items():
             if needed and getattr(self, key) is None:
-                raise InvalidValue(key, "a table of the policy's parameters", None)
+                raise InvalidValue(key, f"a [policies.{key}] table of parameters (policies.{axis} = "
+                                        f"{getattr(self, axis)!r} needs it)", None)
 
 
 @frozen
@@ -340,6 +345,8 @@ class ScenarioConfig:
     lmkd: LmkdConfig | None = None
     cgroup: CgroupMigrationLoad | None = None
     policies: Policies = Policies()
+    #: named variants for ``exitstorm compare``: dotted key → value overrides
+    variants: dict[str, dict[str, Any]] = {}
     #: keys merged into the device / kernel profile before validation (sensitivity runs)
     device_overrides: dict[str, Any] = {}
     kernel_overrides: dict[str, Any] = {}
@@ -375,16 +382,22 @@ def _read_toml(path: Path) -> dict[str, Any]:
 _SEGMENT = re.compile(r"([^.\[\]]+)((?:\[\d+\])*)")
 
 
-def parse_override(text: str) -> tuple[list[str | int], Any]:
-    """``a.b[1].c=VALUE``: VALUE is read as a TOML value, or else taken as a bare string."""
-    key, sep, value = text.partition("=")
+def parse_key(key: str, where: str) -> list[str | int]:
+    """``a.b[1].c`` as a path of table keys and list indices."""
     path: list[str | int] = []
     for segment in key.strip().split("."):
         match = _SEGMENT.fullmatch(segment.strip())
         if not match:
-            raise ConfigError(f"--set {text}: expected dotted.key[index]=value")
+            raise ConfigError(f"{where}: expected dotted.key[index]=value")
         path.append(match.group(1))
         path.extend(int(i) for i in re.findall(r"\d+", match.group(2)))
+    return path
+
+
+def parse_override(text: str) -> tuple[list[str | int], Any]:
+    """``a.b[1].c=VALUE``: VALUE is read as a TOML value, or else taken as a bare string."""
+    key, sep, value = text.partition("=")
+    path = parse_key(key, f"--set {text}")
     if not sep:
         raise ConfigError(f"--set {text}: expected dotted.key=value")
     try:
@@ -431,13 +444,21 @@ def resolve_profile(name: str, kind: str, config_path: Path) -> Path:
     return config_path.parent / kind / f"{name}.toml"
 
 
-def load_experiment(path: str | Path, overrides: list[str] = (), seed: int | None = None) -> Experiment:
+def load_experiment(path: str | Path, overrides: list[str] = (), seed: int | None = None,
+                    variant: tuple[str, dict[str, Any]] | None = None) -> Experiment:
+    """Read, override and validate a scenario; ``variant`` is (name, dotted key → value) applied last."""
     path = Path(path)
     source = str(path)
-    raw = _read_toml(path)
+    raw = _with_base(path, source)
     for text in overrides:
         keys, value = parse_override(text)
         apply_override(raw, keys, value, f"{source} (--set {text})")
+    if variant is not None:
+        name, changes = variant
+        for key, value in changes.items():
+            where = f"{source} (variant {name}: {key})"
+            apply_override(raw, parse_key(key, where), value, where)
+        source = f"{source} (variant {name})"
     if seed is not None:
         apply_override(raw, ["scenario", "seed"], seed, f"{source} (--seed)")
     scenario = structure(raw, ScenarioConfig, source)
@@ -454,6 +475,22 @@ def load_experiment(path: str | Path, overrides: list[str] = (), seed: int | Non
     if dupes:
         raise ConfigError(f"{source}: periodic/load names: expected unique names, {dupes[0]!r} is repeated")
     return Experiment(source=source, config=scenario, device=device, kernel=kernel, raw=raw)
+
+
+def _with_base(path: Path, source: str, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A scenario file, merged over the file its top-level ``base`` names (tables merge, the rest replaces)."""
+    raw = _read_toml(path)
+    base = raw.pop("base", None)
+    if base is None:
+        return raw
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: base: expected the path of a scenario file, got {base!r}")
+    base_path = (path.parent / base).resolve()
+    if base_path in seen or base_path == path.resolve():
+        raise ConfigError(f"{path}: base: expected a chain of scenario files without a cycle, got {base!r} again")
+    if not base_path.is_file():
+        raise ConfigError(f"{path}: base: expected a scenario file, got {base!r} (no file {base_path})")
+    return _merged(_with_base(base_path, source, seen + (path.resolve(),)), raw)
 
 
 def _merged(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

@@ -35,8 +35,8 @@ def shares(busy: dict[str, int], capacity_ns: int) -> dict[str, float]:
 def cpu_accounting(world: World) -> dict[str, Any]:
     """CPU time by thread class, over the whole run and over the storm window.
 
-    The storm window runs from the first kill to the exit of the last killed
-    process (or to the end of the run if one is still exiting).
+    The storm window runs from the first kill until every killed process has
+    exited and had its memory returned (or to the end of the run).
     """
     sched = world.scheduler
     elapsed = world.runtime.now
@@ -48,13 +48,47 @@ def cpu_accounting(world: World) -> dict[str, Any]:
     storm: dict[str, Any] = {"window_ms": None, "share": None}
     if world.storm_start is not None:
         t0, busy0 = world.storm_start
-        still_exiting = any(p.killed_at is not None and p.exited_at is None for p in world.processes)
+        still_exiting = any(p.killed_at is not None and (p.exited_at is None or p.freed_at is None)
+                            for p in world.processes)
         t1, busy1 = (elapsed, busy) if still_exiting or world.storm_last_exit is None else world.storm_last_exit
         delta = {cls: ns - busy0.get(cls, 0) for cls, ns in busy1.items() if ns - busy0.get(cls, 0)}
         storm = {"window_ms": [round(t0 / 1e6, 6), round(t1 / 1e6, 6)], "share": shares(delta, ncores * (t1 - t0))}
     return {
-        "cpu_share": {"whole_run": shares(busy, ncores * elapsed), "storm": storm},
+        "cpu_share": {"whole_run": shares(busy, ncores * elapsed), "storm": storm, **cpu_timeline(world)},
         "cpu_time_ns": {"run": run, "spin": spin, "idle": idle, "cores_x_elapsed": ncores * elapsed},
+    }
+
+
+def cpu_timeline(world: World) -> dict[str, Any]:
+    """CPU share by thread class per window (``scenario.cpu_window_ms``), and the peak of exit work.
+
+    Exit work is the classes in ``scenario.exit_classes`` (exiting tasks,
+    reapers, kworkers): the peak is the largest share they took in a window.
+    """
+    samples = world.cpu_sampler.samples
+    ncores = len(world.scheduler.cores)
+    end = (world.runtime.now, world.scheduler.busy_by_class())
+    points = samples + [end] if samples and samples[-1][0] < end[0] else samples
+    classes = sorted({cls for _, busy in points for cls in busy})
+    exit_classes = set(world.experiment.config.scenario.exit_classes)
+    t_ms: list[float] = []
+    share: dict[str, list[float]] = {cls: [] for cls in classes}
+    peak, peak_at = 0.0, None
+    for (t0, b0), (t1, b1) in zip(points, points[1:]):
+        cap = ncores * (t1 - t0)
+        t_ms.append(round(t0 / 1e6, 6))
+        exit_share = 0.0
+        for cls in classes:
+            v = (b1.get(cls, 0) - b0.get(cls, 0)) / cap
+            share[cls].append(round(v, 6))
+            if cls in exit_classes:
+                exit_share += v
+        if exit_share > peak:
+            peak, peak_at = exit_share, t0
+    return {
+        "timeline": {"window_ms": world.experiment.config.scenario.cpu_window_ms, "t_ms": t_ms, "share": share},
+        "exit_work_peak": {"share": round(peak, 6), "t_ms": None if peak_at is None else round(peak_at / 1e6, 6),
+                           "classes": sorted(exit_classes)},
     }
 
 

@@ -9,6 +9,7 @@ ms (value unit ratio 1e6), as HdrHistogram's tools expect.
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 
@@ -34,7 +35,7 @@ class LatencyRecorder:
             raise ValueError("interval must be positive")
         self.name = name
         self.interval_ns = interval_ns
-        self.total = _new()
+        self._total: HdrHistogram | None = None
         self._intervals: dict[int, HdrHistogram] = {}
         self.clamped = 0
 
@@ -44,7 +45,7 @@ class LatencyRecorder:
             self.clamped += 1
         elif value_ns < 0:
             value_ns = 0
-        self.total.record_value(value_ns)
+        self._total = None
         k = t_ns // self.interval_ns
         interval = self._intervals.get(k)
         if interval is None:
@@ -52,8 +53,17 @@ class LatencyRecorder:
         interval.record_value(value_ns)
 
     @property
+    def total(self) -> HdrHistogram:
+        """The whole run: the interval histograms added up (recording each value once is cheaper)."""
+        if self._total is None:
+            self._total = _new()
+            for k in sorted(self._intervals):
+                self._total.add(self._intervals[k])
+        return self._total
+
+    @property
     def count(self) -> int:
-        return self.total.get_total_count()
+        return sum(h.get_total_count() for h in self._intervals.values())
 
     def percentiles_ms(self) -> dict[str, float | int]:
         """p50/p90/p99/max in ms (3 decimals) and the sample count."""
@@ -93,9 +103,10 @@ class LatencyRecorder:
 
 
 def nonzero_cells(h: HdrHistogram) -> list[tuple[int, int]]:
-    """``(value at index, count)`` for every non-empty counts slot, ascending."""
+    """``(value at index, count)`` for every non-empty counts slot, ascending (filtered in C)."""
     at = h.get_value_from_index
-    return [(at(i), c) for i, c in enumerate(h.counts) if c]
+    counts = memoryview(h.counts).cast("B").cast("Q").tolist()
+    return [(at(i), counts[i]) for i in itertools.compress(range(len(counts)), counts)]
 
 
 def value_at_percentile(h: HdrHistogram, cells: list[tuple[int, int]], percentile: float) -> int:

@@ -154,7 +154,7 @@ class World:
         self.freed_latency = LatencyRecorder("exit_freed_latency", self.interval_ns)
         self.direct_reclaim = LatencyRecorder("direct_reclaim", self.interval_ns)
         self.memory.on_stall = lambda _cls, ns: self.direct_reclaim.record(self.runtime.now, ns)
-        #: CPU busy by class at the first kill and at the latest exit of a killed process
+        #: CPU busy by class at the first kill, and at the latest exit or memory return of a killed process
         self.storm_start: tuple[int, dict[str, int]] | None = None
         self.storm_last_exit: tuple[int, dict[str, int]] | None = None
         #: pid → (lmkd's kill reason, min adj, the thread that sends the SIGKILL, when lmkd decided)
@@ -164,6 +164,8 @@ class World:
         self.preview_start: tuple[int, int] | None = None  # (t_ns, free pages)
         self.sampler = self.runtime.add(Sampler("sampler", max(1, round(sc.scenario.sample_ms * NS_PER_MS)),
                                                 lambda: self.memory.free))
+        self.cpu_sampler = self.runtime.add(Sampler(
+            "cpu_sampler", max(1, round(sc.scenario.cpu_window_ms * NS_PER_MS)), self.scheduler.busy_by_class))
         if sc.storm is not None:
             self._add_storm(exp)
         if sc.apps is not None:
@@ -202,6 +204,7 @@ class World:
 
     def _add_process(self, proc: Process) -> None:
         proc.watch_kill(self._on_kill)
+        proc.watch_freed(self._on_freed)
         proc.watch_exit(self._on_exit)
         self.processes.append(self.runtime.add(proc))
 
@@ -293,9 +296,12 @@ class World:
         if self.storm_start is None:
             self.storm_start = self._busy()
 
+    def _on_freed(self, proc: Process) -> None:
+        self.freed_latency.record(proc.freed_at, proc.freed_at - proc.killed_at)
+        self.storm_last_exit = self._busy()
+
     def _on_exit(self, proc: Process) -> None:
         self.exit_latency.record(proc.exited_at, proc.exited_at - proc.killed_at)
-        self.freed_latency.record(proc.freed_at, proc.freed_at - proc.killed_at)
         self.storm_last_exit = self._busy()
 
     def _on_delay(self, th: Thread, delay_ns: int) -> None:

@@ -33,7 +33,7 @@ def test_lmkd_kills_in_adj_order_and_every_kill_is_accounted(run: Path) -> None:
     for k in log:
         assert k["swapped_mb"] > 0 and k["via"] in {"lmkd", "lmkd_reaper0", "lmkd_reaper1"}
         assert k["t_decision_ms"] <= k["t_kill_ms"]
-        if k["t_exit_ms"] is not None:
+        if k["t_exit_ms"] is not None:  # synchronous release: memory is back before the exit ends
             assert k["t_kill_ms"] <= k["t_freed_ms"] <= k["t_exit_ms"]
     finished = sum(k["t_exit_ms"] is not None for k in log)
     assert s["metrics"]["exit_latency_ms"]["count"] == finished == s["kills"] - s["exiting_at_end"]
@@ -72,7 +72,6 @@ def test_histograms_and_same_seed_same_bytes(run: Path, tmp_path: Path) -> None:
 @pytest.mark.parametrize("override, expected", [
     ("lmkd.victim_cpuset=nope", "lmkd.victim_cpuset: expected a cpuset of device 'phone_1p3p4'"),
     ("policies.reap=magic", "policies.reap: expected one of 'none', 'process_mrelease', 'oom_reaper', 'parallel_oom_reaper', got 'magic'"),
-    ("policies.kill=cgroup_kill", "policies.cgroup_kill: expected a table of the policy's parameters"),
     ("apps.bands[0].adj_max=100", "apps.bands[0].adj_max: expected an adj >= adj_min (900), got 100"),
     ("lmkd.props.psi_partial_stall_ms=2000", "lmkd.props.psi_partial_stall_ms: expected a stall threshold <="),
     ("apps.count=100", "impossible combination: cached"),
@@ -83,3 +82,11 @@ def test_bad_camera_config_is_one_line_and_status_2(override: str, expected: str
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and expected in proc.stderr, proc.stderr
     assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_a_policy_without_its_parameters_is_named(tmp_path: Path) -> None:
+    proc = exitstorm("run", str(ROOT / "configs" / "single_exit.toml"), "--set", "policies.reap=oom_reaper",
+                     "--out", str(tmp_path / "out"))
+    assert proc.returncode == 2
+    assert ("policies.oom_reaper: expected a [policies.oom_reaper] table of parameters "
+            "(policies.reap = 'oom_reaper' needs it)") in proc.stderr

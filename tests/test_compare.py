@@ -1,0 +1,78 @@
+"""``exitstorm compare`` end to end, and its statistics."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from exitstorm.compare import parse_variant, split_top_level
+from exitstorm.schema import ConfigError
+from exitstorm.stats import mean_ci, proportion_ci, t_quantile
+
+from tests.conftest import ROOT, exitstorm
+
+CONFIG = ROOT / "configs" / "camera_launch.toml"
+SMALL = ["--seeds", "2", "--set", "scenario.duration_s=2", "--variant", "baseline:",
+         "--variant", "dzf:policies.swap_release=\"deferred_zs_free\",policies.deferred_zs_free.max_active=2"]
+
+
+def test_student_t_and_wilson_intervals_match_the_tables() -> None:
+    assert t_quantile(0.975, 19) == pytest.approx(2.093, abs=5e-4)
+    assert t_quantile(0.975, 1) == pytest.approx(12.706, abs=5e-4)
+    assert t_quantile(0.975, 4) == pytest.approx(2.776, abs=5e-4)
+    ci = mean_ci([1.0, 2.0, 3.0, 4.0, 5.0])["ci95"]
+    assert ci == pytest.approx([3 - 2.776 * 1.5811 / 5 ** 0.5, 3 + 2.776 * 1.5811 / 5 ** 0.5], abs=1e-3)
+    assert proportion_ci(12, 20)["ci95"] == pytest.approx([0.3866, 0.7812], abs=1e-4)
+    assert proportion_ci(0, 20)["ci95"][0] == pytest.approx(0.0, abs=1e-12) and mean_ci([])["mean"] is None
+
+
+def test_variant_syntax() -> None:
+    assert parse_variant("a:policies.reap=none,x.y=[1, 2],z='q,r'") == (
+        "a", {"policies.reap": "none", "x.y": [1, 2], "z": "q,r"})
+    assert parse_variant("base:") == ("base", {})
+    assert split_top_level("a=1,b={c=2,d=3}") == ["a=1", "b={c=2,d=3}"]
+    with pytest.raises(ConfigError, match="expected NAME:key=value"):
+        parse_variant("no-colon")
+
+
+@pytest.fixture(scope="module")
+def compared(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("cmp") / "two_workers"
+    proc = exitstorm("compare", str(CONFIG), *SMALL, "--workers", "2", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "4 runs in" in proc.stdout
+    return out
+
+
+def test_compare_writes_every_run_and_aggregates_the_same_seeds(compared: Path) -> None:
+    report = json.loads((compared / "compare.json").read_text())
+    assert report["seeds"] == [1, 2] and list(report["variants"]) == ["baseline", "dzf"]
+    for name, v in report["variants"].items():
+        assert (compared / "runs" / name / "seed1" / "summary.json").is_file()
+        kills = [run["kills"] for run in v["runs"].values()]
+        stat = v["metrics"]["kills"]
+        assert stat["n"] == 2 and stat["mean"] == pytest.approx(sum(kills) / 2)
+        assert stat["ci95"][0] <= stat["mean"] <= stat["ci95"][1]
+        assert 0 <= v["metrics"]["stutter"]["mean"] <= 1
+    assert report["variants"]["dzf"]["overrides"] == {"policies.swap_release": "deferred_zs_free",
+                                                      "policies.deferred_zs_free.max_active": 2}
+
+
+def test_compare_is_the_same_on_one_worker(compared: Path, tmp_path: Path) -> None:
+    out = tmp_path / "one_worker"
+    proc = exitstorm("compare", str(CONFIG), *SMALL, "--workers", "1", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "compare.json").read_bytes() == (compared / "compare.json").read_bytes()
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--variant", "x:policies.reap=magic"], "(variant x): policies.reap: expected one of"),
+    (["--variant", "x"], "--variant x: expected NAME:key=value"),
+    (["--seeds", "0"], "--seeds: expected an integer >= 1"),
+])
+def test_bad_compare_input_is_one_line_and_status_2(args: list[str], expected: str, tmp_path: Path) -> None:
+    proc = exitstorm("compare", str(CONFIG), *args, "--out", str(tmp_path / "out"))
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and expected in proc.stderr, proc.stderr
+    assert not (tmp_path / "out").exists()

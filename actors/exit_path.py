@@ -51,16 +51,24 @@ def split_index(path: ItemPath, frame: str) -> int:
 
 
 class ZapPlans:
-    """The plans one zapper uses per PTE kind (present anon page, swap entry, file page)."""
+    """The plans one zapper uses per PTE kind (present anon page, swap entry, file page).
 
-    __slots__ = ("present_page", "swap_entry", "file_page", "prefix", "skip")
+    A present page is zapped in its page table (``present_zap``) and freed
+    later, when the zapper's mmu_gather batch is flushed (``present_free``:
+    the path from ``exit.tlb_flush_frame`` on).
+    """
+
+    __slots__ = ("present_zap", "present_free", "swap_entry", "file_page", "prefix", "skip")
 
     def __init__(self, profile: KernelProfile, costs: DeviceCosts, prefix: tuple[str, ...],
                  skip: frozenset[str] = frozenset()) -> None:
         ex = profile.exit
         self.prefix = prefix
         self.skip = skip
-        self.present_page = PathPlan(ex.present_page, costs.present_page_free_ns, prefix, skip)
+        flush = split_index(ex.present_page, ex.tlb_flush_frame)
+        self.present_zap = PathPlan(ex.present_page, costs.present_page_free_ns, prefix, skip, part=slice(0, flush))
+        self.present_free = PathPlan(ex.present_page, costs.present_page_free_ns, prefix, skip,
+                                     part=slice(flush, None))
         self.swap_entry = PathPlan(ex.swap_entry, costs.swap_entry_free_ns, prefix, skip)
         self.file_page = PathPlan(ex.file_page, costs.file_page_unmap_ns, prefix, skip)
 
@@ -71,6 +79,7 @@ class ExitPlans:
     def __init__(self, profile: KernelProfile, costs: DeviceCosts) -> None:
         ex = profile.exit
         self.chunk_entries = ex.chunk_entries
+        self.tlb_batch_pages = ex.tlb_batch_pages
         self.fixed_before_mm = PathPlan(ex.fixed_before_mm, costs.exit_fixed_ns, ())
         self.zap = ZapPlans(profile, costs, tuple(ex.prefix))
         self.fixed_after_mm = PathPlan(ex.fixed_after_mm, costs.exit_fixed_ns, ())
@@ -207,7 +216,8 @@ class ZapWork:
     PTEs of chunks from the end and leaves their file PTEs to the exit
     (DOMAIN.md §4.1, §4.5). A claim is taken before its chunk is zapped, so
     no PTE is zapped twice and the total work is the same whoever does it;
-    the chunk's memory comes back when its zap completes. ``on_freed`` fires
+    a chunk's swap entries come back when its zap completes, its present
+    pages when the zapper's mmu_gather is flushed. ``on_freed`` fires
     once every anon page and swap entry of the mm has been freed.
     """
 
@@ -285,13 +295,36 @@ class SwapRelease(Protocol):
         """A zapper finished its walk of ``zap``: hand over anything it left pending."""
 
 
-def _zap_claim(steps: PathSteps, plans: ZapPlans, claim: tuple[int, int, int], zap: ZapWork,
+class Gather:
+    """A zapper's mmu_gather: zapped present pages wait here until the batch is flushed and freed."""
+
+    __slots__ = ("zap", "plans", "batch", "pending")
+
+    def __init__(self, zap: ZapWork, plans: ZapPlans, batch: int) -> None:
+        self.zap = zap
+        self.plans = plans
+        self.batch = batch
+        self.pending = 0
+
+    def flush(self, steps: PathSteps) -> Iterator[Step]:
+        """tlb_finish_mmu / tlb_flush_mmu: free the gathered pages (outside the page-table lock)."""
+        n = self.pending
+        if not n:
+            return
+        self.pending = 0
+        yield from steps.segments(self.plans.present_free, n)
+        yield from steps.release()
+        self.zap.memory.free_present(self.zap.mm, n)
+        self.zap.settle(n)
+
+
+def _zap_claim(steps: PathSteps, plans: ZapPlans, claim: tuple[int, int, int], zap: ZapWork, gather: Gather,
                release: SwapRelease | None) -> Generator[Step, None, int]:
-    """Zap one claim; returns how many of its swap entries are freed with the chunk."""
+    """Zap one claim (a page table, under its lock); returns how many swap entries are freed with it."""
     anon, swap, file = claim
     now = swap
     if anon:
-        yield from steps.segments(plans.present_page, anon)
+        yield from steps.segments(plans.present_zap, anon)
     if swap:
         if release is None:
             yield from steps.segments(plans.swap_entry, swap)
@@ -300,6 +333,10 @@ def _zap_claim(steps: PathSteps, plans: ZapPlans, claim: tuple[int, int, int], z
     if file:
         yield from steps.segments(plans.file_page, file)
     yield from steps.release()
+    zap.complete(0, now, file)
+    gather.pending += anon
+    if gather.pending >= gather.batch:
+        yield from gather.flush(steps)
     return now
 
 
@@ -312,13 +349,14 @@ def exit_program(zap: ZapWork, plans: ExitPlans, compiler: StepCompiler, mmap_lo
     reaper still at work.
     """
     steps = PathSteps(compiler)
+    gather = Gather(zap, plans.zap, plans.tlb_batch_pages)
     yield from steps.segments(plans.fixed_before_mm, 1)
     yield from steps.release()
     zap.mm_detached = True
     yield Lock(mmap_lock, mode="read")
     while (claim := zap.claim_front()) is not None:
-        now = yield from _zap_claim(steps, plans.zap, claim, zap, release)
-        zap.complete(claim[0], now, claim[2])
+        yield from _zap_claim(steps, plans.zap, claim, zap, gather, release)
+    yield from gather.flush(steps)
     if release is not None:
         release.zapped(zap)
     yield Unlock(mmap_lock)
@@ -329,16 +367,17 @@ def exit_program(zap: ZapWork, plans: ExitPlans, compiler: StepCompiler, mmap_lo
     yield Unlock(mmap_lock)
 
 
-def reap_program(zap: ZapWork, plans: ZapPlans, compiler: StepCompiler, mmap_lock: str,
+def reap_program(zap: ZapWork, plans: ZapPlans, compiler: StepCompiler, mmap_lock: str, tlb_batch_pages: int,
                  release: SwapRelease | None = None) -> Iterator[Step]:
     """__oom_reap_task_mm in the reaper's own context: anon and swap PTEs from the end of the mm."""
     steps = PathSteps(compiler)
+    gather = Gather(zap, plans, tlb_batch_pages)
     yield Lock(mmap_lock, mode="read")
     while (claim := zap.claim_back()) is not None:
-        now = yield from _zap_claim(steps, plans, claim, zap, release)
         zap.reaped[0] += claim[0]
         zap.reaped[1] += claim[1]
-        zap.complete(claim[0], now, claim[2])
+        yield from _zap_claim(steps, plans, claim, zap, gather, release)
+    yield from gather.flush(steps)
     if release is not None:
         release.zapped(zap)
     yield Unlock(mmap_lock)

@@ -88,7 +88,7 @@ class Kernel:
     def reap_program(self, zap: ZapWork, reaper: str) -> Iterator[Step]:
         """``reaper`` is ``process_mrelease`` or ``oom_reaper`` (which frames the work is under)."""
         return reap_program(zap, self.plans.reap[reaper], self.compiler(zap.mm, "reap"),
-                            self.mmap_lock(zap.mm), self.swap_release)
+                            self.mmap_lock(zap.mm), self.plans.tlb_batch_pages, self.swap_release)
 
     def reclaim(self, pages: int, victim: MM, plan: PathPlan) -> Iterator[Step]:
         return reclaim_program(self.memory, victim, pages, plan, self.compiler(victim))

@@ -72,6 +72,9 @@ class ExitProfile:
     """The exit path (DESIGN §5): do_exit → exit_mm → … → zap_pte_range per chunk of PTEs."""
 
     chunk_entries: int = field(validator=in_range(1, 1 << 20))
+    #: present pages an mmu_gather collects before it is flushed (freed), and where the free path starts
+    tlb_batch_pages: int = field(validator=in_range(1, 1 << 30))
+    tlb_flush_frame: str
     prefix: list[str]
     swap_entry: ItemPath
     present_page: ItemPath

@@ -9,6 +9,7 @@ ms (value unit ratio 1e6), as HdrHistogram's tools expect.
 
 from __future__ import annotations
 
+import collections
 import itertools
 import math
 from pathlib import Path
@@ -27,8 +28,17 @@ def _new() -> HdrHistogram:
     return HdrHistogram(LOWEST_NS, HIGHEST_NS, SIGNIFICANT_FIGURES)
 
 
+#: values are kept in units of the histogram's finest resolution (2**unit_magnitude ns): flooring
+#: to it never changes a value's bucket, and equal values are recorded in one call
+_UNIT_SHIFT = _new().unit_magnitude
+
+
 class LatencyRecorder:
-    """Records ``(t_ns, value_ns)`` samples; clamps values into the histogram's range."""
+    """Records ``(t_ns, value_ns)`` samples; clamps values into the histogram's range.
+
+    Samples are buffered per interval and recorded into HdrHistograms when a
+    figure or a file is asked for (recording counts of equal values at once).
+    """
 
     def __init__(self, name: str, interval_ns: int) -> None:
         if interval_ns <= 0:
@@ -37,6 +47,7 @@ class LatencyRecorder:
         self.interval_ns = interval_ns
         self._total: HdrHistogram | None = None
         self._intervals: dict[int, HdrHistogram] = {}
+        self._pending: dict[int, list[int]] = {}
         self.clamped = 0
 
     def record(self, t_ns: int, value_ns: int) -> None:
@@ -45,25 +56,39 @@ class LatencyRecorder:
             self.clamped += 1
         elif value_ns < 0:
             value_ns = 0
-        self._total = None
         k = t_ns // self.interval_ns
-        interval = self._intervals.get(k)
-        if interval is None:
-            interval = self._intervals[k] = _new()
-        interval.record_value(value_ns)
+        pending = self._pending.get(k)
+        if pending is None:
+            pending = self._pending[k] = []
+        pending.append(value_ns >> _UNIT_SHIFT)
+
+    def _intervals_now(self) -> dict[int, HdrHistogram]:
+        """The interval histograms, with every buffered sample recorded."""
+        if self._pending:
+            for k, units in self._pending.items():
+                h = self._intervals.get(k)
+                if h is None:
+                    h = self._intervals[k] = _new()
+                for unit, count in collections.Counter(units).items():
+                    h.record_value(unit << _UNIT_SHIFT, count)
+            self._pending = {}
+            self._total = None
+        return self._intervals
 
     @property
     def total(self) -> HdrHistogram:
-        """The whole run: the interval histograms added up (recording each value once is cheaper)."""
+        """The whole run: the interval histograms added up."""
+        intervals = self._intervals_now()
         if self._total is None:
             self._total = _new()
-            for k in sorted(self._intervals):
-                self._total.add(self._intervals[k])
+            for k in sorted(intervals):
+                self._total.add(intervals[k])
         return self._total
 
     @property
     def count(self) -> int:
-        return sum(h.get_total_count() for h in self._intervals.values())
+        return sum(len(v) for v in self._pending.values()) + sum(
+            h.get_total_count() for h in self._intervals.values())
 
     def percentiles_ms(self) -> dict[str, float | int]:
         """p50/p90/p99/max in ms (3 decimals) and the sample count."""
@@ -91,8 +116,9 @@ class LatencyRecorder:
             writer.output_log_format_version()
             writer.output_base_time(0)
             writer.output_legend()
-            for k in sorted(self._intervals):
-                h = self._intervals[k]
+            intervals = self._intervals_now()
+            for k in sorted(intervals):
+                h = intervals[k]
                 start = k * self.interval_ns
                 end = min(start + self.interval_ns, max(end_ns, start + 1))
                 writer.log.write(

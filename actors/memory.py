@@ -121,6 +121,8 @@ class Memory:
         self.swap_total = swap_pages
         self.swap_used = 0
         self.mms: dict[int, MM] = {}
+        #: live processes by oom_score_adj, coldest (highest adj) first: reclaim's scan order
+        self._by_adj: list[tuple[int, list[MM]]] = []
         #: Σ mm.anon + mm.file + mm.zpool, kept as the counters change
         self.held = 0
         self.zs_deferred = 0
@@ -181,6 +183,13 @@ class Memory:
             raise ValueError(f"{mm.name}: ZRAM swap exhausted ({self.swap_total / PAGES_PER_MB:.0f} MB "
                              f"disksize, {self.swap_used / PAGES_PER_MB:.0f} MB used)")
         self.mms[mm.pid] = mm
+        for adj, group in self._by_adj:
+            if adj == mm.adj:
+                group.append(mm)
+                break
+        else:
+            self._by_adj.append((mm.adj, [mm]))
+            self._by_adj.sort(key=lambda entry: -entry[0])
         mm.anon, mm.file, mm.swap, mm.zpool = anon, file, swap, zpool
         self.free -= need
         self.held += need
@@ -256,16 +265,24 @@ class Memory:
         """The coldest live process with resident anon, swap space permitting.
 
         Coldest = highest oom_score_adj, then most resident anon, then lowest pid.
+        Killed processes leave the scan for good.
         """
         if self.swap_used >= self.swap_total:
             return None
-        best = None
-        for mm in self.mms.values():
-            if mm is exclude or not mm.alive or mm.anon == 0:
-                continue
-            if best is None or (mm.adj, mm.anon, -mm.pid) > (best.adj, best.anon, -best.pid):
-                best = mm
-        return best
+        for _adj, group in self._by_adj:
+            best = None
+            dead = False
+            for mm in group:
+                if not mm.alive:
+                    dead = True
+                elif mm is not exclude and mm.anon and (
+                        best is None or (mm.anon, -mm.pid) > (best.anon, -best.pid)):
+                    best = mm
+            if dead:
+                group[:] = [mm for mm in group if mm.alive]
+            if best is not None:
+                return best
+        return None
 
 
 def allocation(memory: Memory, mm: MM, pages: int, batch: int, reclaim_batch: int,

@@ -312,8 +312,8 @@ class Gather:
         if not n:
             return
         self.pending = 0
-        yield from steps.segments(self.plans.present_free, n)
-        yield from steps.release()
+        yield steps.segments(self.plans.present_free, n)
+        yield steps.release()
         self.zap.memory.free_present(self.zap.mm, n)
         self.zap.settle(n)
 
@@ -324,15 +324,15 @@ def _zap_claim(steps: PathSteps, plans: ZapPlans, claim: tuple[int, int, int], z
     anon, swap, file = claim
     now = swap
     if anon:
-        yield from steps.segments(plans.present_zap, anon)
+        yield steps.segments(plans.present_zap, anon)
     if swap:
         if release is None:
-            yield from steps.segments(plans.swap_entry, swap)
+            yield steps.segments(plans.swap_entry, swap)
         else:
             now = yield from release.zap_swap(steps, plans, zap, swap)
     if file:
-        yield from steps.segments(plans.file_page, file)
-    yield from steps.release()
+        yield steps.segments(plans.file_page, file)
+    yield steps.release()
     zap.complete(0, now, file)
     gather.pending += anon
     if gather.pending >= gather.batch:
@@ -350,8 +350,8 @@ def exit_program(zap: ZapWork, plans: ExitPlans, compiler: StepCompiler, mmap_lo
     """
     steps = PathSteps(compiler)
     gather = Gather(zap, plans.zap, plans.tlb_batch_pages)
-    yield from steps.segments(plans.fixed_before_mm, 1)
-    yield from steps.release()
+    yield steps.segments(plans.fixed_before_mm, 1)
+    yield steps.release()
     zap.mm_detached = True
     yield Lock(mmap_lock, mode="read")
     while (claim := zap.claim_front()) is not None:
@@ -362,8 +362,8 @@ def exit_program(zap: ZapWork, plans: ExitPlans, compiler: StepCompiler, mmap_lo
     yield Unlock(mmap_lock)
     zap.exit_done()
     yield Lock(mmap_lock)
-    yield from steps.segments(plans.fixed_after_mm, 1)
-    yield from steps.release()
+    yield steps.segments(plans.fixed_after_mm, 1)
+    yield steps.release()
     yield Unlock(mmap_lock)
 
 
@@ -387,8 +387,8 @@ def reclaim_program(memory: Memory, victim: MM, pages: int, plan: PathPlan, comp
                     ) -> Iterator[Step]:
     """Compress up to ``pages`` anon pages of ``victim`` into ZRAM (shrink_folio_list → zram_write)."""
     steps = PathSteps(compiler)
-    yield from steps.segments(plan, pages)
-    yield from steps.release()
+    yield steps.segments(plan, pages)
+    yield steps.release()
     pages = memory.reclaimable(victim, pages)  # the victim may have changed (or been killed) meanwhile
     if pages:
         memory.compress(victim, pages)

@@ -100,8 +100,8 @@ class Kernel:
 
         def charge(n: int) -> Iterator[Step]:
             steps = PathSteps(compiler)
-            yield from steps.segments(plan, n)
-            yield from steps.release()
+            yield steps.segments(plan, n)
+            yield steps.release()
 
         return allocation(self.memory, mm, pages, self.profile.alloc.batch_pages, self.profile.reclaim.batch_pages,
                           lambda k, victim: self.reclaim(k, victim, self.plans.compress_direct), charge, who)

@@ -127,7 +127,7 @@ class Thread:
         "tid", "name", "owner", "fair", "prio", "weight", "wmult", "vslice",
         "cores", "mask", "thread_class", "on_marker",
         "state", "since", "core", "last_core", "program", "pending", "on_done", "remaining", "frame", "parts",
-        "debt", "debt_frame",
+        "debt", "debt_frame", "run", "run_i",
         "step_user", "kill_pending", "spinning", "spin_frame", "spin_since", "waiting_lock",
         "preempt_count", "held", "sleep_gen", "rt_key", "vruntime", "deadline", "vlag",
         "run_ns", "wait_ns", "spin_ns", "sleep_ns", "idle_ns", "wakeups", "preemptions",
@@ -252,6 +252,8 @@ class Scheduler(Actor):
         th.parts = ()
         th.debt = 0
         th.debt_frame = ()
+        th.run = None
+        th.run_i = 0
         th.step_user = th.kill_pending = False
         th.spinning = th.waiting_lock = None
         th.spin_frame = ()
@@ -548,10 +550,23 @@ class Scheduler(Actor):
         core.dispatching = True
         while True:
             step = th.pending
-            if step is None:
-                step = next(program, None)
-            else:
+            if step is not None:
                 th.pending = None
+            elif th.run is not None:
+                run = th.run
+                step = run[th.run_i]
+                th.run_i += 1
+                if th.run_i == len(run):
+                    th.run = None
+            else:
+                step = next(program, None)
+                if step.__class__ is tuple:  # a compiled run of steps: walk it here
+                    if not step:
+                        continue
+                    if len(step) > 1:
+                        th.run = step
+                        th.run_i = 1
+                    step = step[0]
             cls = step.__class__
             if th.debt and cls is not Compute and cls is not Lock:
                 self._pay_debt(core, th, step)
@@ -764,6 +779,7 @@ class Scheduler(Actor):
         if th.held:
             raise SchedulerError(f"{th.name}: program ended holding {', '.join(lk.name for lk in th.held)}")
         th.program = None
+        th.run = None
         th.remaining = 0
         th.step_user = False
         if core is not None:

@@ -92,6 +92,8 @@ class Marker:
 
 
 Step = Compute | Lock | Unlock | Sleep | SleepUntil | Marker
+#: what a work program yields: a step, or a tuple of steps (a compiled run the scheduler walks itself)
+ProgramItem = Step | tuple[Step, ...]
 
 
 @frozen

@@ -87,10 +87,10 @@ class DeferredRelease(ABC):
 
     def zap_swap(self, steps: PathSteps, plans: ZapPlans, zap: ZapWork, n: int) -> Generator[Step, None, int]:
         if not self._defers(zap, n):
-            yield from steps.segments(plans.swap_entry, n)
+            yield steps.segments(plans.swap_entry, n)
             return n
         plan, frames = self._zapper_part(plans)
-        yield from steps.segments(plan, n)
+        yield steps.segments(plan, n)
         ns = round(n * self.params.handoff_ns)
         if ns:
             yield Compute(ns, frames)
@@ -127,8 +127,8 @@ class DeferredRelease(ABC):
         done = 0
         while done < n:
             m = min(chunk, n - done)
-            yield from steps.segments(self._later, m)
-            yield from steps.release()
+            yield steps.segments(self._later, m)
+            yield steps.release()
             self._released(zap, m, pool * (done + m) // n - pool * done // n)
             done += m
 

@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from exitstorm.config import load_experiment
+from exitstorm.config import Experiment, load_experiment
 from exitstorm.experiment import run_experiment
 from exitstorm.results import atomic_directory
 from exitstorm.schema import ConfigError
@@ -94,8 +94,16 @@ def parse_variant(text: str) -> Variant:
     return name, changes
 
 
+#: experiments already read in this process, per (config, --set overrides, variant name)
+_LOADED: dict[tuple[str, tuple[str, ...], str], Experiment] = {}
+
+
 def _run_one(config: str, sets: list[str], variant: Variant, seed: int, out: Path) -> dict[str, Any]:
-    summary = run_experiment(load_experiment(config, sets, seed=seed, variant=variant), out)
+    key = (config, tuple(sets), variant[0])
+    exp = _LOADED.get(key)
+    if exp is None:
+        exp = _LOADED[key] = load_experiment(config, sets, variant=variant)
+    summary = run_experiment(exp.with_seed(seed), out)
     return {key: read(summary) for key, (_label, _unit, read, _p) in METRICS.items()}
 
 

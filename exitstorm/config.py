@@ -14,7 +14,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Iterator, Literal
 
-from attrs import field, frozen
+from attrs import evolve, field, frozen
 
 from actors.profiles import AllocProfile, DeviceCosts, ExitProfile, KernelProfile, LockSpec, MemorySpec, ReapProfile, ReclaimProfile
 from actors.lmkd import LmkdCosts, LmkdProps
@@ -361,6 +361,14 @@ class Experiment:
     device: Device
     kernel: Kernel
     raw: dict[str, Any]
+
+    def with_seed(self, seed: int) -> "Experiment":
+        """The same experiment with another seed (as ``--seed`` would give, without re-reading files)."""
+        if seed < 0:
+            raise ConfigError(f"{self.source}: scenario.seed: expected an integer >= 0, got {seed}")
+        raw = {**self.raw, "scenario": {**self.raw["scenario"], "seed": seed}}
+        scenario = evolve(self.config.scenario, seed=seed)
+        return evolve(self, config=evolve(self.config, scenario=scenario), raw=raw)
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

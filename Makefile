@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/exitstorm run configs/camera_launch.toml --out results/camera_launch --force
+	$(BIN)/exitstorm compare configs/camera_launch.toml --seeds 20 --out results/camera_launch_compare --force
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

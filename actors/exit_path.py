@@ -95,6 +95,8 @@ class ExitPlans:
         self.alloc_page = PathPlan(profile.alloc.page, costs.alloc_page_ns, tuple(profile.alloc.prefix))
         self.per_item = {name: spec.per_item for name, spec in profile.locks.items()}
         self.kinds = {name: spec.kind for name, spec in profile.locks.items()}
+        self.private = frozenset(name for name, spec in profile.locks.items()
+                                 if spec.scope == "range" and spec.kind == "spin" and not spec.lines)
 
 
 class StepCompiler:
@@ -103,15 +105,21 @@ class StepCompiler:
     ``lock_names`` maps a profile lock to the scheduler's lock (process- and
     range-scope locks are per mm). Consecutive segments holding the same
     locks become one multi-frame :class:`Compute` (one scheduler event), which
-    also touches the shared cache lines (``line`` locks) they read. Steps are
+    also touches the shared cache lines (``line`` locks) they read. A
+    ``private`` spinlock (range scope: one walker takes it; no cache lines)
+    nested in another private one is left out: it can neither be contended
+    nor cost a transfer, and preemption is already off. Steps are
     immutable, and chunks of one mm mostly have the same counts, so nearly
     every chunk reuses compiled steps.
     """
 
-    def __init__(self, per_item: dict[str, float], kinds: dict[str, str], lock_names: dict[str, str]) -> None:
+    def __init__(self, per_item: dict[str, float], kinds: dict[str, str], lock_names: dict[str, str],
+                 private: frozenset[str] = frozenset()) -> None:
         self.per_item = per_item
         self.kinds = kinds
         self.lock_names = lock_names
+        #: spinlocks only this walker ever takes, with no cache-line cost: inside another one they change nothing
+        self.private = private
         self._cache: dict[tuple[PathPlan, int, tuple[tuple[str, str], ...]],
                           tuple[tuple[Step, ...], tuple[tuple[str, str], ...]]] = {}
         self._release: dict[tuple[tuple[str, str], ...], tuple[Step, ...]] = {}
@@ -129,6 +137,9 @@ class StepCompiler:
         groups: list[tuple[Wanted, list[tuple[str, str]], list]] = []
         for frames, wanted, share in plan.segments:
             locks = tuple(w for w in wanted if self.kinds[w[0]] != "line")
+            private = [w for w in locks if w[0] in self.private]
+            if len(private) > 1:  # one private spinlock already makes the section atomic
+                locks = tuple(w for w in locks if w not in private[1:])
             lines = [w for w in wanted if self.kinds[w[0]] == "line"]
             if groups and groups[-1][0] == locks:
                 groups[-1][1].extend(w for w in lines if w not in groups[-1][1])

@@ -60,7 +60,7 @@ class Kernel:
         comp = self._compilers.get(key)
         if comp is None:
             comp = self._compilers[key] = StepCompiler(self.plans.per_item, self.plans.kinds,
-                                                       self.lock_names(mm, walker))
+                                                       self.lock_names(mm, walker), self.plans.private)
         return comp
 
     @staticmethod

@@ -62,7 +62,7 @@ async def test_a_reaper_takes_part_of_the_zap_and_the_total_work_is_conserved() 
 async def test_the_exit_and_the_reaper_never_share_a_page_table_lock() -> None:
     w, _, reaper = await storm(reap=True)
     reaper_locks = {lk.name for lk in w.sched.locks.values() if lk.acquired and lk.name.endswith("/reap")}
-    assert reaper_locks == {"ptl/7/reap", "ci->lock/7/reap"}
+    assert reaper_locks == {"ptl/7/reap"}  # ci->lock nests in ptl: private to the walker, left out
     assert w.sched.locks["ptl/7"].contended == 0 and w.sched.locks["ptl/7/reap"].contended == 0
 
 

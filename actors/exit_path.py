@@ -174,6 +174,15 @@ class StepCompiler:
         """Kernel acquisitions a step over ``n`` items stands for."""
         return max(1, round(n * self.per_item[name]))
 
+    def whole(self, plan: PathPlan, n: int) -> tuple[Step, ...]:
+        """The steps of a path walked from no lock held to no lock held (cached)."""
+        key = (plan, n, None)
+        hit = self._cache.get(key)
+        if hit is None:
+            steps, held = self.segments(plan, n, ())
+            hit = self._cache[key] = (steps + self.release(held), ())
+        return hit[0]
+
     def release(self, held: tuple[tuple[str, str], ...]) -> tuple[Step, ...]:
         hit = self._release.get(held)
         if hit is None:
@@ -397,9 +406,7 @@ def reap_program(zap: ZapWork, plans: ZapPlans, compiler: StepCompiler, mmap_loc
 def reclaim_program(memory: Memory, victim: MM, pages: int, plan: PathPlan, compiler: StepCompiler
                     ) -> Iterator[Step]:
     """Compress up to ``pages`` anon pages of ``victim`` into ZRAM (shrink_folio_list → zram_write)."""
-    steps = PathSteps(compiler)
-    yield steps.segments(plan, pages)
-    yield steps.release()
+    yield compiler.whole(plan, pages)
     pages = memory.reclaimable(victim, pages)  # the victim may have changed (or been killed) meanwhile
     if pages:
         memory.compress(victim, pages)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterator
 
-from actors.exit_path import ExitPlans, PathPlan, PathSteps, StepCompiler, SwapRelease, ZapWork, exit_program, reap_program, reclaim_program
+from actors.exit_path import ExitPlans, PathPlan, StepCompiler, SwapRelease, ZapWork, exit_program, reap_program, reclaim_program
 from actors.memory import MM, Memory, allocation
 from actors.profiles import DeviceCosts, KernelProfile
 from actors.runtime import Actor
@@ -99,9 +99,7 @@ class Kernel:
         plan = self.plans.alloc_page
 
         def charge(n: int) -> Iterator[Step]:
-            steps = PathSteps(compiler)
-            yield steps.segments(plan, n)
-            yield steps.release()
+            yield compiler.whole(plan, n)
 
         return allocation(self.memory, mm, pages, self.profile.alloc.batch_pages, self.profile.reclaim.batch_pages,
                           lambda k, victim: self.reclaim(k, victim, self.plans.compress_direct), charge, who)

@@ -23,7 +23,7 @@ a kill).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Iterator, Literal, Protocol
+from typing import Any, Callable, Iterable, Iterator, Protocol
 
 from attrs import field, frozen
 

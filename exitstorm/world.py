@@ -14,7 +14,6 @@ from actors.camera import CameraLaunch
 from actors.cgroup import CgroupMigrations
 from actors.cpuload import CpuLoad, bursts
 from actors.events import EventLog
-from actors.exit_path import apportion
 from actors.kernel import Kernel, Kswapd
 from actors.lmkd import CGROUP_MUTEX, Lmkd, LmkdReaper
 from actors.memory import MM, PAGES_PER_MB, Memory, mb_to_pages

@@ -141,7 +141,8 @@ class Memory:
     # -- invariant -------------------------------------------------------------
     def check(self, where: str, mm: MM) -> None:
         """After a change to ``mm``: its counters and the global ones are >= 0, and pages add up."""
-        if (min(mm.anon, mm.file, mm.swap, mm.zpool, self.free, self.cache, self.swap_used, self.zs_deferred) < 0
+        if (mm.anon < 0 or mm.file < 0 or mm.swap < 0 or mm.zpool < 0 or self.free < 0 or self.swap_used < 0
+                or self.zs_deferred < 0
                 or self.free + self.held + self.cache + self.zs_deferred + self.kernel != self.total):
             self._broken(where, self.held)
 

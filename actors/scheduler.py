@@ -126,7 +126,7 @@ class Thread:
     __slots__ = (
         "tid", "name", "owner", "fair", "prio", "weight", "wmult", "vslice",
         "cores", "mask", "thread_class", "on_marker",
-        "state", "since", "core", "last_core", "program", "pending", "on_done", "remaining", "frame", "parts",
+        "state", "since", "core", "last_core", "program", "pending", "on_done", "remaining", "frame", "parts", "parts_ns",
         "debt", "debt_frame", "run", "run_i",
         "step_user", "kill_pending", "spinning", "spin_frame", "spin_since", "waiting_lock",
         "preempt_count", "held", "sleep_gen", "rt_key", "vruntime", "deadline", "vlag",
@@ -250,6 +250,7 @@ class Scheduler(Actor):
         th.remaining = 0
         th.frame = ()
         th.parts = ()
+        th.parts_ns = 0
         th.debt = 0
         th.debt_frame = ()
         th.run = None
@@ -447,7 +448,7 @@ class Scheduler(Actor):
     def _account_parts(self, th: Thread, parts: tuple[tuple[tuple[str, ...], int], ...], dt: int) -> None:
         """Split ``dt`` of a multi-frame step across its frames by their share of its work."""
         frame_ns = self.frame_ns
-        total = sum(ns for _f, ns in parts)
+        total = th.parts_ns
         rest = dt
         for frame, ns in parts[1:]:
             share = dt * ns // total
@@ -589,6 +590,7 @@ class Scheduler(Actor):
                 th.debt = 0
                 th.frame = step.frame
                 th.parts = step.parts
+                th.parts_ns = step.ns
                 core.dispatching = False
                 if core.need_resched or (th.fair and core.queue and th.vruntime >= th.deadline):
                     if not th.preempt_count:

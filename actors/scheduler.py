@@ -126,7 +126,7 @@ class Thread:
     __slots__ = (
         "tid", "name", "owner", "fair", "prio", "weight", "wmult", "vslice",
         "cores", "mask", "thread_class", "on_marker",
-        "state", "since", "core", "last_core", "program", "pending", "on_done", "remaining", "frame", "parts", "parts_ns",
+        "state", "since", "core", "last_core", "program", "pending", "on_done", "remaining", "frame", "multi",
         "debt", "debt_frame", "run", "run_i",
         "step_user", "kill_pending", "spinning", "spin_frame", "spin_since", "waiting_lock",
         "preempt_count", "held", "sleep_gen", "rt_key", "vruntime", "deadline", "vlag",
@@ -226,21 +226,14 @@ class Scheduler(Actor):
             raise ValueError(f"unknown scheduling policy {policy!r}")
         if policy == "fifo" and not 1 <= prio <= 99:
             raise ValueError(f"SCHED_FIFO priority must be in 1..99, got {prio}")
-        allowed = sorted(set(range(len(self.cores))) if cpus is None else set(cpus))
-        if not allowed or any(not 0 <= c < len(self.cores) for c in allowed):
-            raise ValueError(f"cpuset {allowed} of thread {name!r} is not within cores 0..{len(self.cores) - 1}")
         th = Thread()
         th.tid = len(self.threads)
         th.name = name
         th.owner = owner
         th.fair = policy == "fair"
         th.prio = prio
-        th.weight = sched_fair.nice_to_weight(nice)
-        th.wmult = sched_fair.nice_to_wmult(nice)
-        th.vslice = self.slice_ns * th.wmult
-        cores = [self.cores[c] for c in allowed]
-        th.cores = tuple(sorted(cores, key=lambda c: (-c.capacity, c.cid)))
-        th.mask = sum(1 << c for c in allowed)
+        self._set_nice(th, nice)
+        self._set_cpus(th, range(len(self.cores)) if cpus is None else cpus)
         th.thread_class = thread_class
         th.on_marker = on_marker
         th.state = IDLE
@@ -249,8 +242,7 @@ class Scheduler(Actor):
         th.program = th.on_done = th.pending = None
         th.remaining = 0
         th.frame = ()
-        th.parts = ()
-        th.parts_ns = 0
+        th.multi = None
         th.debt = 0
         th.debt_frame = ()
         th.run = None
@@ -303,13 +295,7 @@ class Scheduler(Actor):
             core.gen += 1
             self._end_program(th, core, interrupted=True)
         elif state == RUNNABLE:
-            if th.fair:
-                th.core.queue.remove(th)
-                self._save_lag(th.core, th)
-                th.last_core = th.core
-                th.core = None
-            else:
-                self._rtq.remove(th)
+            self._dequeue(th)
             th.wait_ns += self.runtime.now - th.since
             th.remaining = 0
             self._count_active(-1)
@@ -318,6 +304,29 @@ class Scheduler(Actor):
             th.sleep_gen += 1
             th.sleep_ns += self.runtime.now - th.since
             self._end_program(th, None, interrupted=True)
+
+    def _set_nice(self, th: Thread, nice: int) -> None:
+        th.weight = sched_fair.nice_to_weight(nice)
+        th.wmult = sched_fair.nice_to_wmult(nice)
+        th.vslice = self.slice_ns * th.wmult
+
+    def _set_cpus(self, th: Thread, cpus: Iterable[int]) -> None:
+        """The thread's allowed cores, fastest first, and their bit mask."""
+        allowed = sorted(set(cpus))
+        if not allowed or any(not 0 <= c < len(self.cores) for c in allowed):
+            raise ValueError(f"cpuset {allowed} of thread {th.name!r} is not within cores 0..{len(self.cores) - 1}")
+        th.cores = tuple(sorted((self.cores[c] for c in allowed), key=lambda c: (-c.capacity, c.cid)))
+        th.mask = sum(1 << c for c in allowed)
+
+    def _dequeue(self, th: Thread) -> None:
+        """Take a runnable thread off its run queue (a fair one keeps its lag for the next placement)."""
+        if th.fair:
+            th.core.queue.remove(th)
+            self._save_lag(th.core, th)
+            th.last_core = th.core
+            th.core = None
+        else:
+            self._rtq.remove(th)
 
     def reconfigure(
         self,
@@ -342,24 +351,12 @@ class Scheduler(Actor):
             th.thread_class = thread_class
         queued = th.state == RUNNABLE
         if queued:
-            if th.fair:
-                th.core.queue.remove(th)
-                self._save_lag(th.core, th)
-                th.last_core = th.core
-                th.core = None
-            else:
-                self._rtq.remove(th)
+            self._dequeue(th)
         if nice is not None and th.fair:
-            th.weight = sched_fair.nice_to_weight(nice)
-            th.wmult = sched_fair.nice_to_wmult(nice)
-            th.vslice = self.slice_ns * th.wmult
+            self._set_nice(th, nice)
             th.deadline = th.vruntime + th.vslice
         if cpus is not None:
-            allowed = sorted(set(cpus))
-            if not allowed or any(not 0 <= c < len(self.cores) for c in allowed):
-                raise ValueError(f"cpuset {allowed} of thread {th.name!r} is not within cores 0..{len(self.cores) - 1}")
-            th.cores = tuple(sorted((self.cores[c] for c in allowed), key=lambda c: (-c.capacity, c.cid)))
-            th.mask = sum(1 << c for c in allowed)
+            self._set_cpus(th, cpus)
         if queued:
             if th.fair:
                 self._wake_fair(th)
@@ -375,14 +372,8 @@ class Scheduler(Actor):
 
     def _evict(self, core: Core, th: Thread) -> None:
         """Move the (accounted) current thread off a core it may no longer run on."""
-        th.state = RUNNABLE
-        th.since = self.runtime.now
-        core.curr = None
-        core.gen += 1
-        th.core = None
-        th.last_core = core
+        self._detach(core, th, RUNNABLE)
         if th.fair:
-            self._save_lag(core, th)
             self._wake_fair(th)
         else:
             self._wake_rt(th)
@@ -433,9 +424,9 @@ class Scheduler(Actor):
             th.run_ns += dt
             rem = th.remaining - dt * core.capacity
             th.remaining = rem if rem > 0 else 0
-            parts = th.parts
-            if parts:
-                self._account_parts(th, parts, dt)
+            multi = th.multi
+            if multi is not None:
+                self._account_parts(th, multi, dt)
                 key = None
             else:
                 key = (th, th.frame)
@@ -445,10 +436,11 @@ class Scheduler(Actor):
         if th.fair:
             th.vruntime += dt * th.wmult
 
-    def _account_parts(self, th: Thread, parts: tuple[tuple[tuple[str, ...], int], ...], dt: int) -> None:
+    def _account_parts(self, th: Thread, step: Compute, dt: int) -> None:
         """Split ``dt`` of a multi-frame step across its frames by their share of its work."""
         frame_ns = self.frame_ns
-        total = th.parts_ns
+        parts = step.parts
+        total = step.ns
         rest = dt
         for frame, ns in parts[1:]:
             share = dt * ns // total
@@ -589,8 +581,7 @@ class Scheduler(Actor):
                 th.remaining = (step.ns + th.debt) << SCHED_CAPACITY_SHIFT
                 th.debt = 0
                 th.frame = step.frame
-                th.parts = step.parts
-                th.parts_ns = step.ns
+                th.multi = step if step.parts else None
                 core.dispatching = False
                 if core.need_resched or (th.fair and core.queue and th.vruntime >= th.deadline):
                     if not th.preempt_count:
@@ -692,7 +683,7 @@ class Scheduler(Actor):
         th.pending = step
         th.remaining = th.debt << SCHED_CAPACITY_SHIFT
         th.frame = th.debt_frame
-        th.parts = ()
+        th.multi = None
         th.debt = 0
         core.dispatching = False
         self._arm(core)
@@ -749,7 +740,7 @@ class Scheduler(Actor):
                 if extra:
                     waiter.remaining = extra << SCHED_CAPACITY_SHIFT
                     waiter.frame = step.frame
-                    waiter.parts = ()
+                    waiter.multi = None
                     self._arm(core)
                 else:
                     core.gen += 1
@@ -764,6 +755,10 @@ class Scheduler(Actor):
     def _leave_cpu(self, core: Core, th: Thread, state: int) -> None:
         """The current thread stops running (to sleep, or because its program ended)."""
         self._count_active(-1)
+        self._detach(core, th, state)
+
+    def _detach(self, core: Core, th: Thread, state: int) -> None:
+        """``th`` is no longer ``core``'s current thread; a fair one keeps its lag."""
         th.state = state
         th.since = self.runtime.now
         core.curr = None

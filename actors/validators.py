@@ -24,6 +24,12 @@ def non_negative(_inst: Any, attribute: Any, value: float) -> None:
         raise InvalidValue(attribute.name, "a number >= 0", value)
 
 
+def ratio(_inst: Any, attribute: Any, value: float) -> None:
+    """A compression ratio: uncompressed / compressed size, so at least 1."""
+    if not value >= 1:
+        raise InvalidValue(attribute.name, "a ratio >= 1", value)
+
+
 def unit_share(_inst: Any, attribute: Any, value: float) -> None:
     if not 0 < value <= 1:
         raise InvalidValue(attribute.name, "a share in (0, 1]", value)

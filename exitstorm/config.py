@@ -22,7 +22,7 @@ from policies import KillName, ReapName, SwapReleaseName
 from policies.kill import CgroupKillParams
 from policies.reap import OomReaperParams
 from policies.swap_release import AsyncBatchParams, DeferredParams
-from actors.validators import InvalidValue, in_range, non_empty, non_negative, positive
+from actors.validators import InvalidValue, in_range, non_empty, non_negative, positive, ratio
 from exitstorm.schema import ConfigError, structure
 
 Policy = Literal["fifo", "fair"]
@@ -124,13 +124,9 @@ class Storm:
     swapped_mb: float = field(validator=non_negative)
     resident_mb: float = field(validator=non_negative)
     file_mb: float = field(validator=non_negative)
-    compression_ratio: float = field(validator=positive)
+    compression_ratio: float = field(validator=ratio)
     kill_at_ms: float = field(validator=non_negative)
     thread: "ThreadSpec"
-
-    def __attrs_post_init__(self) -> None:
-        if self.compression_ratio < 1:
-            raise InvalidValue("compression_ratio", "a ratio >= 1", self.compression_ratio)
 
 
 @frozen
@@ -229,14 +225,10 @@ class Apps:
     swapped_mb: Uniform
     resident_mb: Uniform
     file_mb: Uniform
-    compression_ratio: float = field(validator=positive)
+    compression_ratio: float = field(validator=ratio)
     bands: list[AppBand] = field(validator=non_empty)
     #: accounting class of a killed app's thread while it exits
     exit_class: str = "exiting"
-
-    def __attrs_post_init__(self) -> None:
-        if self.compression_ratio < 1:
-            raise InvalidValue("compression_ratio", "a ratio >= 1", self.compression_ratio)
 
 
 @frozen
@@ -250,12 +242,8 @@ class SystemMemory:
 
     free_mb: float = field(validator=non_negative)
     swapped_mb: float = field(validator=non_negative)
-    compression_ratio: float = field(validator=positive)
+    compression_ratio: float = field(validator=ratio)
     adj: int = field(validator=in_range(-1000, -1))
-
-    def __attrs_post_init__(self) -> None:
-        if self.compression_ratio < 1:
-            raise InvalidValue("compression_ratio", "a ratio >= 1", self.compression_ratio)
 
 
 @frozen

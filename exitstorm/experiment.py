@@ -23,6 +23,11 @@ from exitstorm.schema import ConfigError
 from exitstorm.world import World
 
 
+def ms(ns: int | None) -> float | None:
+    """Virtual ns as ms for the summary (6 decimals: ns precision); None stays None."""
+    return None if ns is None else round(ns / 1e6, 6)
+
+
 def shares(busy: dict[str, int], capacity_ns: int) -> dict[str, float]:
     """CPU time by class as shares of ``capacity_ns`` (cores x elapsed), plus the idle rest."""
     if not capacity_ns:
@@ -51,8 +56,8 @@ def cpu_accounting(world: World) -> dict[str, Any]:
         still_exiting = any(p.killed_at is not None and (p.exited_at is None or p.freed_at is None)
                             for p in world.processes)
         t1, busy1 = (elapsed, busy) if still_exiting or world.storm_last_exit is None else world.storm_last_exit
-        delta = {cls: ns - busy0.get(cls, 0) for cls, ns in busy1.items() if ns - busy0.get(cls, 0)}
-        storm = {"window_ms": [round(t0 / 1e6, 6), round(t1 / 1e6, 6)], "share": shares(delta, ncores * (t1 - t0))}
+        delta = {cls: d for cls, ns in busy1.items() if (d := ns - busy0.get(cls, 0))}
+        storm = {"window_ms": [ms(t0), ms(t1)], "share": shares(delta, ncores * (t1 - t0))}
     return {
         "cpu_share": {"whole_run": shares(busy, ncores * elapsed), "storm": storm, **cpu_timeline(world)},
         "cpu_time_ns": {"run": run, "spin": spin, "idle": idle, "cores_x_elapsed": ncores * elapsed},
@@ -76,7 +81,7 @@ def cpu_timeline(world: World) -> dict[str, Any]:
     peak, peak_at = 0.0, None
     for (t0, b0), (t1, b1) in zip(points, points[1:]):
         cap = ncores * (t1 - t0)
-        t_ms.append(round(t0 / 1e6, 6))
+        t_ms.append(ms(t0))
         exit_share = 0.0
         for cls in classes:
             v = (b1.get(cls, 0) - b0.get(cls, 0)) / cap
@@ -87,7 +92,7 @@ def cpu_timeline(world: World) -> dict[str, Any]:
             peak, peak_at = exit_share, t0
     return {
         "timeline": {"window_ms": world.experiment.config.scenario.cpu_window_ms, "t_ms": t_ms, "share": share},
-        "exit_work_peak": {"share": round(peak, 6), "t_ms": None if peak_at is None else round(peak_at / 1e6, 6),
+        "exit_work_peak": {"share": round(peak, 6), "t_ms": ms(peak_at),
                            "classes": sorted(exit_classes)},
     }
 
@@ -105,7 +110,7 @@ def camera_metrics(world: World) -> dict[str, Any]:
         "janky_frames": stats.janky,
         "stutter": stats.first_janky is not None and stats.first_janky < window,
         "free_mb_at_preview_start": None if start is None else round(start[1] / PAGES_PER_MB, 3),
-        "preview_start_ms": None if start is None else round(start[0] / 1e6, 6),
+        "preview_start_ms": None if start is None else ms(start[0]),
     }
 
 
@@ -118,10 +123,10 @@ def kill_log(world: World) -> list[dict[str, Any]]:
             "victim": proc.name, "pid": proc.pid, "adj": proc.adj, "reason": reason, "min_adj": min_adj, "via": via,
             "resident_mb": round(proc.resident_at_kill / PAGES_PER_MB, 3),
             "swapped_mb": round(proc.swapped_at_kill / PAGES_PER_MB, 3),
-            "t_decision_ms": round(decided / 1e6, 6),
-            "t_kill_ms": None if proc.killed_at is None else round(proc.killed_at / 1e6, 6),
-            "t_exit_ms": None if proc.exited_at is None else round(proc.exited_at / 1e6, 6),
-            "t_freed_ms": None if proc.freed_at is None else round(proc.freed_at / 1e6, 6),
+            "t_decision_ms": ms(decided),
+            "t_kill_ms": ms(proc.killed_at),
+            "t_exit_ms": ms(proc.exited_at),
+            "t_freed_ms": ms(proc.freed_at),
         })
     return rows
 
@@ -160,9 +165,9 @@ def exits(world: World) -> list[dict[str, Any]]:
             "name": proc.name,
             "swapped_mb": round(proc.swapped_at_kill / PAGES_PER_MB, 3),
             "resident_mb": round(proc.resident_at_kill / PAGES_PER_MB, 3),
-            "killed_ms": round(proc.killed_at / 1e6, 6),
-            "kill_to_exit_ms": None if proc.exited_at is None else round((proc.exited_at - proc.killed_at) / 1e6, 6),
-            "kill_to_freed_ms": None if proc.freed_at is None else round((proc.freed_at - proc.killed_at) / 1e6, 6),
+            "killed_ms": ms(proc.killed_at),
+            "kill_to_exit_ms": None if proc.exited_at is None else ms(proc.exited_at - proc.killed_at),
+            "kill_to_freed_ms": None if proc.freed_at is None else ms(proc.freed_at - proc.killed_at),
         })
     return rows
 
@@ -180,18 +185,18 @@ def memory_summary(world: World) -> dict[str, Any]:
                           (("min", mem.wmark_min), ("low", mem.wmark_low), ("high", mem.wmark_high))},
         "reclaimed_mb": round(mem.reclaimed / PAGES_PER_MB, 3),
         "direct_reclaim_ms": {
-            "total": round(mem.direct_reclaim_ns / 1e6, 6),
-            "by_class": {cls: round(ns / 1e6, 6) for cls, ns in sorted(mem.direct_reclaim_by_class.items())},
+            "total": ms(mem.direct_reclaim_ns),
+            "by_class": {cls: ms(ns) for cls, ns in sorted(mem.direct_reclaim_by_class.items())},
         },
-        "psi_some_ms": round(mem.psi.some_ns / 1e6, 6),
-        "psi_full_ms": round(mem.psi.full_ns / 1e6, 6),
+        "psi_some_ms": ms(mem.psi.some_ns),
+        "psi_full_ms": ms(mem.psi.full_ns),
     }
 
 
 def locks_summary(world: World) -> dict[str, dict[str, Any]]:
     return {
-        name: {"acquired": lk.acquired, "contended": lk.contended, "wait_ms": round(lk.wait_ns / 1e6, 6),
-               "held_ms": round(lk.held_ns / 1e6, 6), "line_transfers": lk.transfers}
+        name: {"acquired": lk.acquired, "contended": lk.contended, "wait_ms": ms(lk.wait_ns),
+               "held_ms": ms(lk.held_ns), "line_transfers": lk.transfers}
         for name, lk in sorted(world.scheduler.locks.items()) if lk.acquired
     }
 
@@ -236,7 +241,7 @@ def summarize(world: World) -> dict[str, Any]:
         "memory": memory,
         "free_memory_mb": {
             "period_ms": world.experiment.config.scenario.sample_ms,
-            "t_ms": [round(t / 1e6, 6) for t, _ in world.sampler.samples],
+            "t_ms": [ms(t) for t, _ in world.sampler.samples],
             "mb": [round(free / PAGES_PER_MB, 3) for _, free in world.sampler.samples],
         },
         "locks": locks_summary(world),

@@ -70,10 +70,11 @@ class LmkdProps:
     kill_timeout_ms: float = field(validator=non_negative)
     swap_free_low_percentage: float = field(validator=in_range(0, 100))
     pressure_after_kill_min_score: int = field(validator=in_range(-1000, 1001))
-    #: rule "swap low and free < low": perceptible apps (adj <= 200) are spared unless free < min
-    swap_low_min_score: int = field(validator=in_range(-1000, 1001))
-    #: rule "free < low" alone: only cached and service-B apps (adj >= 701)
-    low_mem_min_score: int = field(validator=in_range(-1000, 1001))
+    #: ProcessList.PERCEPTIBLE_APP_ADJ: rule "swap low and free < low" spares apps at or under it
+    #: unless free < min, and the victim in such a slot is the heaviest
+    perceptible_app_adj: int = field(validator=in_range(-1000, 1000))
+    #: ProcessList.PREVIOUS_APP_ADJ: rule "free < low" alone kills only above it (cached, service B)
+    previous_app_adj: int = field(validator=in_range(-1000, 1000))
     kill_heaviest_task: bool
     minfree_levels: list[MinfreeLevel] = field(validator=_levels_ascending)
 
@@ -105,19 +106,24 @@ class MemoryState:
     swap_total: int
 
 
+def swap_is_low(swap_free: int, swap_total: int, swap_free_low_percentage: float) -> bool:
+    """Free swap under ``swap_free_low_percentage`` of the total (no swap: never low)."""
+    return swap_total > 0 and swap_free * 100 < swap_total * swap_free_low_percentage
+
+
 def psi_kill_decision(state: MemoryState, props: LmkdProps, *, critical: bool, after_kill: bool
                       ) -> tuple[str, int] | None:
     """mp_event_psi()'s ladder without the thrashing rules: (kill reason, min score adj) or None."""
     free = state.free
-    swap_low = state.swap_total > 0 and state.swap_free * 100 < state.swap_total * props.swap_free_low_percentage
+    swap_low = swap_is_low(state.swap_free, state.swap_total, props.swap_free_low_percentage)
     if after_kill and free < state.wmark_min:
         return "pressure_after_kill", props.pressure_after_kill_min_score
     if critical:
         return "not_responding", 0
     if swap_low and free < state.wmark_low:
-        return "low_swap_and_low_mem", 0 if free < state.wmark_min else props.swap_low_min_score
+        return "low_swap_and_low_mem", 0 if free < state.wmark_min else props.perceptible_app_adj + 1
     if free < state.wmark_low:
-        return "low_mem", props.low_mem_min_score
+        return "low_mem", props.previous_app_adj + 1
     return None
 
 
@@ -130,13 +136,14 @@ def minfree_kill_decision(state: MemoryState, levels: list[MinfreeLevel], pages_
     return None
 
 
-def choose_victim(apps: list[Process], min_adj: int, kill_heaviest_task: bool) -> Process | None:
+def choose_victim(apps: list[Process], min_adj: int, props: LmkdProps) -> Process | None:
     """find_and_kill_process(): the highest adj slot >= ``min_adj`` holding a live app wins.
 
     Within a slot, the app that entered it first (lowest pid here), unless
-    ``kill_heaviest_task`` or the slot is perceptible (adj <= 200): then the
-    largest RSS (resident anon + file; swap does not count).
+    ``kill_heaviest_task`` or the slot is perceptible (adj <= PERCEPTIBLE_APP_ADJ):
+    then the largest RSS (resident anon + file; swap does not count).
     """
+    kill_heaviest_task, perceptible = props.kill_heaviest_task, props.perceptible_app_adj
     best: Process | None = None
     for app in apps:
         if app.killed_at is not None or app.adj < min_adj:
@@ -145,7 +152,7 @@ def choose_victim(apps: list[Process], min_adj: int, kill_heaviest_task: bool) -
             best = app
             continue
         if app.adj == best.adj:
-            if kill_heaviest_task or app.adj <= 200:
+            if kill_heaviest_task or app.adj <= perceptible:
                 if (app.mm.anon + app.mm.file, -app.pid) > (best.mm.anon + best.mm.file, -best.pid):
                     best = app
             elif app.pid < best.pid:
@@ -238,8 +245,7 @@ class Lmkd(Actor):
 
     def _swap_low(self) -> bool:
         mem = self.kernel.memory
-        return mem.swap_total > 0 and (mem.swap_total - mem.swap_used) * 100 < (
-            mem.swap_total * self.props.swap_free_low_percentage)
+        return swap_is_low(mem.swap_total - mem.swap_used, mem.swap_total, self.props.swap_free_low_percentage)
 
     async def _wait(self, timeout_ns: int, until: Callable[[tuple[Any, ...]], bool]) -> tuple[Any, ...] | None:
         """The first message ``until`` accepts, or None when ``timeout_ns`` passes first.
@@ -274,7 +280,7 @@ class Lmkd(Actor):
         if decision is None:
             return False
         reason, min_adj = decision
-        victim = choose_victim(self.apps, min_adj, self.props.kill_heaviest_task)
+        victim = choose_victim(self.apps, min_adj, self.props)
         if victim is None:
             self.log("lmkd_no_victim", reason=reason, min_adj=min_adj)
             return False

@@ -15,7 +15,7 @@ from tests.conftest import COSTS, FAIR, MS, KernelWorld
 PROPS = LmkdProps(
     use_minfree_levels=False, psi_partial_stall_ms=70, psi_complete_stall_ms=700, psi_window_ms=1000,
     poll_period_short_ms=10, poll_period_long_ms=100, kill_timeout_ms=100, swap_free_low_percentage=10,
-    pressure_after_kill_min_score=0, swap_low_min_score=201, low_mem_min_score=701, kill_heaviest_task=False,
+    pressure_after_kill_min_score=0, perceptible_app_adj=200, previous_app_adj=700, kill_heaviest_task=False,
     minfree_levels=[MinfreeLevel(72, 0), MinfreeLevel(90, 100), MinfreeLevel(108, 200), MinfreeLevel(126, 250),
                     MinfreeLevel(144, 900), MinfreeLevel(180, 950)],
 )
@@ -52,14 +52,15 @@ def test_victims_highest_adj_first_then_oldest_or_heaviest() -> None:
     w = KernelWorld()
     apps = [w.process(pid, anon=anon, adj=adj) for pid, anon, adj in
             [(10, 100, 900), (11, 300, 999), (12, 200, 999), (13, 500, 200), (14, 900, 200), (15, 50, 0)]]
-    assert choose_victim(apps, 0, False).pid == 11            # adj 999: the oldest in the slot
-    assert choose_victim(apps, 0, True).pid == 11             # ... or the heaviest (300 > 200)
+    assert choose_victim(apps, 0, PROPS).pid == 11            # adj 999: the oldest in the slot
+    heaviest = attrs.evolve(PROPS, kill_heaviest_task=True)
+    assert choose_victim(apps, 0, heaviest).pid == 11         # ... or the heaviest (300 > 200)
     apps[1].killed_at = 0
-    assert choose_victim(apps, 0, False).pid == 12
+    assert choose_victim(apps, 0, PROPS).pid == 12
     apps[2].killed_at = apps[0].killed_at = 0
-    assert choose_victim(apps, 0, False).pid == 14            # perceptible slot: the largest RSS
-    assert choose_victim(apps, 201, False) is None
-    assert choose_victim(apps, -1000, False).pid == 14
+    assert choose_victim(apps, 0, PROPS).pid == 14            # perceptible slot: the largest RSS
+    assert choose_victim(apps, 201, PROPS) is None
+    assert choose_victim(apps, -1000, PROPS).pid == 14
 
 
 def paced_world(exit_fixed_ms: float, reapers: int = 0, set_prio_ms: float = 0):

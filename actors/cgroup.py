@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 from typing import Any, Iterator
 
+from actors.cpuload import exp_ns
 from actors.lmkd import CGROUP_MUTEX
 from actors.runtime import Actor
 from actors.scheduler import Scheduler, Thread
@@ -19,10 +20,6 @@ from actors.work import Compute, Lock, Sleep, Step, Unlock
 
 FRAME_LOCK = ("cgroup_procs_write", "cgroup_kn_lock_live")
 FRAME_MIGRATE = ("cgroup_procs_write", "cgroup_migrate")
-
-
-def _exp_ns(rng: random.Random, mean_ns: int) -> int:
-    return max(1, round(rng.expovariate(1.0 / mean_ns)))
 
 
 class CgroupMigrations(Actor):
@@ -40,9 +37,9 @@ class CgroupMigrations(Actor):
 
     def _program(self, rng: random.Random) -> Iterator[Step]:
         while True:
-            yield Sleep(_exp_ns(rng, self.interval_mean_ns))
+            yield Sleep(max(1, exp_ns(rng, self.interval_mean_ns)))
             yield Lock(CGROUP_MUTEX, FRAME_LOCK)
-            yield Compute(_exp_ns(rng, self.hold_mean_ns), FRAME_MIGRATE)
+            yield Compute(max(1, exp_ns(rng, self.hold_mean_ns)), FRAME_MIGRATE)
             yield Unlock(CGROUP_MUTEX)
 
     def on_start(self) -> None:

@@ -16,15 +16,16 @@ from actors.scheduler import Scheduler, Thread
 from actors.work import Compute, Sleep, Step
 
 
-def _exp_ns(rng: random.Random, mean_ns: int) -> int:
+def exp_ns(rng: random.Random, mean_ns: int) -> int:
+    """An exponential duration with mean ``mean_ns`` (0 when the mean is 0)."""
     return round(rng.expovariate(1.0 / mean_ns)) if mean_ns > 0 else 0
 
 
 def bursts(rng: random.Random, burst_mean_ns: int, sleep_mean_ns: int, frame: tuple[str, ...]) -> Iterator[Step]:
     """Endless user work: burst ~ Exp(burst_mean), sleep ~ Exp(sleep_mean)."""
     while True:
-        yield Compute(max(1, _exp_ns(rng, burst_mean_ns)), frame, user=True)
-        pause = _exp_ns(rng, sleep_mean_ns)
+        yield Compute(max(1, exp_ns(rng, burst_mean_ns)), frame, user=True)
+        pause = exp_ns(rng, sleep_mean_ns)
         if pause:
             yield Sleep(pause, user=True)
 

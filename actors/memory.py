@@ -29,6 +29,11 @@ def mb_to_pages(mb: float) -> int:
     return round(mb * PAGES_PER_MB)
 
 
+def zram_pages(entries: int, ratio: float) -> int:
+    """Pages of the ZRAM pool that ``entries`` swapped pages take at compression ``ratio``."""
+    return math.ceil(entries / ratio)
+
+
 def watermarks(managed_pages: int, watermark_scale_factor: int) -> tuple[int, int, int]:
     """mm/page_alloc.c: min from min_free_kbytes = sqrt(16 x lowmem KiB), low/high a gap above.
 
@@ -175,7 +180,7 @@ class Memory:
     # -- set-up -----------------------------------------------------------------
     def add(self, mm: MM, anon: int, file: int, swap: int) -> None:
         """A process that already holds memory at the start (its swapped part compressed)."""
-        zpool = math.ceil(swap / mm.ratio)
+        zpool = zram_pages(swap, mm.ratio)
         need = anon + file + zpool
         if need > self.free:
             raise ValueError(f"{mm.name} needs {need / PAGES_PER_MB:.0f} MB of RAM, only "
@@ -238,10 +243,10 @@ class Memory:
 
     def compress(self, mm: MM, n: int) -> None:
         """Swap out ``n`` anon pages of ``mm`` into ZRAM."""
-        before = math.ceil(mm.swap / mm.ratio)
+        before = zram_pages(mm.swap, mm.ratio)
         mm.anon -= n
         mm.swap += n
-        grown = math.ceil(mm.swap / mm.ratio) - before
+        grown = zram_pages(mm.swap, mm.ratio) - before
         mm.zpool += grown
         self.swap_used += n
         self.free += n - grown

@@ -6,7 +6,6 @@ the experiment runner only has to run it and read the figures.
 
 from __future__ import annotations
 
-import math
 import random
 from typing import IO, Any
 
@@ -16,7 +15,7 @@ from actors.cpuload import CpuLoad, bursts
 from actors.events import EventLog
 from actors.kernel import Kernel, Kswapd
 from actors.lmkd import CGROUP_MUTEX, Lmkd, LmkdReaper
-from actors.memory import MM, PAGES_PER_MB, Memory, mb_to_pages
+from actors.memory import MM, PAGES_PER_MB, Memory, mb_to_pages, zram_pages
 from actors.periodic import PeriodicThread
 from actors.process import Process, SimultaneousKill
 from actors.psi_monitor import PsiMonitor, PsiTrigger
@@ -234,7 +233,7 @@ class World:
         mem = self.memory
         mm = MM(SYSTEM_PID, "system", system.compression_ratio, system.adj)
         swap = mb_to_pages(system.swapped_mb)
-        zpool = math.ceil(swap / system.compression_ratio)
+        zpool = zram_pages(swap, system.compression_ratio)
         resident = mem.free - zpool - mb_to_pages(system.free_mb)
         if resident < 0:
             need = (mem.total - mem.free + zpool + mb_to_pages(system.free_mb)) / PAGES_PER_MB

@@ -2,10 +2,11 @@
 
 An item path (a swap entry, a present page, a file page) is a list of
 segments, each a share of the item's cost spent in some frames while holding
-some locks. A *chunk* of n items becomes: for each segment, lock
-transitions (keeping locks that consecutive segments share, so nesting is
-the kernel's), then ``Compute(n x cost x share)``. Lock steps stand for
-``n x per_item`` kernel acquisitions, which matters for cache-line transfers.
+some locks. A *chunk* of n items becomes, for each run of segments holding
+the same locks: lock transitions (keeping locks that consecutive segments
+share, so nesting is the kernel's), then one ``Compute`` of n x cost x the
+run's shares, split across its frames. Lock steps stand for ``n x per_item``
+kernel acquisitions, which matters for cache-line transfers.
 """
 
 from __future__ import annotations
@@ -95,6 +96,7 @@ class ExitPlans:
         self.alloc_page = PathPlan(profile.alloc.page, costs.alloc_page_ns, tuple(profile.alloc.prefix))
         self.per_item = {name: spec.per_item for name, spec in profile.locks.items()}
         self.kinds = {name: spec.kind for name, spec in profile.locks.items()}
+        #: spinlocks only one walker ever takes, with no cache-line cost: inside another one they change nothing
         self.private = frozenset(name for name, spec in profile.locks.items()
                                  if spec.scope == "range" and spec.kind == "spin" and not spec.lines)
 
@@ -113,15 +115,14 @@ class StepCompiler:
     every chunk reuses compiled steps.
     """
 
-    def __init__(self, per_item: dict[str, float], kinds: dict[str, str], lock_names: dict[str, str],
-                 private: frozenset[str] = frozenset()) -> None:
-        self.per_item = per_item
-        self.kinds = kinds
+    def __init__(self, plans: "ExitPlans", lock_names: dict[str, str]) -> None:
+        self.per_item = plans.per_item
+        self.kinds = plans.kinds
+        self.private = plans.private
         self.lock_names = lock_names
-        #: spinlocks only this walker ever takes, with no cache-line cost: inside another one they change nothing
-        self.private = private
         self._cache: dict[tuple[PathPlan, int, tuple[tuple[str, str], ...]],
                           tuple[tuple[Step, ...], tuple[tuple[str, str], ...]]] = {}
+        self._whole: dict[tuple[PathPlan, int], tuple[Step, ...]] = {}
         self._release: dict[tuple[tuple[str, str], ...], tuple[Step, ...]] = {}
 
     def segments(self, plan: PathPlan, n: int, held: tuple[tuple[str, str], ...]
@@ -176,12 +177,11 @@ class StepCompiler:
 
     def whole(self, plan: PathPlan, n: int) -> tuple[Step, ...]:
         """The steps of a path walked from no lock held to no lock held (cached)."""
-        key = (plan, n, None)
-        hit = self._cache.get(key)
+        hit = self._whole.get((plan, n))
         if hit is None:
             steps, held = self.segments(plan, n, ())
-            hit = self._cache[key] = (steps + self.release(held), ())
-        return hit[0]
+            hit = self._whole[(plan, n)] = steps + self.release(held)
+        return hit
 
     def release(self, held: tuple[tuple[str, str], ...]) -> tuple[Step, ...]:
         hit = self._release.get(held)

@@ -59,8 +59,7 @@ class Kernel:
         key = (mm.pid, walker)
         comp = self._compilers.get(key)
         if comp is None:
-            comp = self._compilers[key] = StepCompiler(self.plans.per_item, self.plans.kinds,
-                                                       self.lock_names(mm, walker), self.plans.private)
+            comp = self._compilers[key] = StepCompiler(self.plans, self.lock_names(mm, walker))
         return comp
 
     @staticmethod

@@ -278,16 +278,16 @@ class ZapWork:
                 return claim
         return None
 
-    def complete(self, anon: int, swap: int, file: int) -> None:
-        """A claim's zap is done: its memory comes back."""
-        if anon:
-            self.memory.free_present(self.mm, anon)
-        if swap:
-            self.memory.free_swap(self.mm, swap)
+    def complete(self, swap: int, file: int) -> None:
+        """A claim's page table is zapped: its swap entries are freed, its file pages unmapped.
+
+        (Its present pages wait in the zapper's mmu_gather: :class:`Gather`.)
+        """
         if file:
             self.memory.unmap_file(self.mm, file)
-        if anon or swap:
-                self.settle(anon + swap)
+        if swap:
+            self.memory.free_swap(self.mm, swap)
+            self.settle(swap)
 
     def settle(self, entries: int) -> None:
         """``entries`` anon pages or swap entries of this mm are now fully freed."""
@@ -353,7 +353,7 @@ def _zap_claim(steps: PathSteps, plans: ZapPlans, claim: tuple[int, int, int], z
     if file:
         yield steps.segments(plans.file_page, file)
     yield steps.release()
-    zap.complete(0, now, file)
+    zap.complete(now, file)
     gather.pending += anon
     if gather.pending >= gather.batch:
         yield from gather.flush(steps)

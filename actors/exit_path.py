@@ -339,8 +339,8 @@ class Gather:
 
 
 def _zap_claim(steps: PathSteps, plans: ZapPlans, claim: tuple[int, int, int], zap: ZapWork, gather: Gather,
-               release: SwapRelease | None) -> Generator[Step, None, int]:
-    """Zap one claim (a page table, under its lock); returns how many swap entries are freed with it."""
+               release: SwapRelease | None) -> Iterator[Step]:
+    """Zap one claim (a page table, under its lock), then free what it frees at once."""
     anon, swap, file = claim
     now = swap
     if anon:
@@ -357,7 +357,6 @@ def _zap_claim(steps: PathSteps, plans: ZapPlans, claim: tuple[int, int, int], z
     gather.pending += anon
     if gather.pending >= gather.batch:
         yield from gather.flush(steps)
-    return now
 
 
 def exit_program(zap: ZapWork, plans: ExitPlans, compiler: StepCompiler, mmap_lock: str,

@@ -64,7 +64,9 @@ class DeferredRelease(ABC):
         self.params = params
         self.kernel: Kernel | None = None
         self.wq: Workqueue | None = None
-        self._zapper_plans: dict[int, tuple[PathPlan, tuple[str, ...]]] = {}
+        #: per zapper's plans: its part of the path; per (plans, entries): that part and the hand-off steps
+        self._zapper_plans: dict[int, PathPlan] = {}
+        self._handoffs: dict[tuple[int, int], tuple[PathPlan, tuple[Step, ...]]] = {}
         self._later: PathPlan | None = None
         self._split = 0
         #: pid → [zap, entries, pool pages] not yet handed to the workqueue
@@ -89,11 +91,9 @@ class DeferredRelease(ABC):
         if not self._defers(zap, n):
             yield steps.segments(plans.swap_entry, n)
             return n
-        plan, frames = self._zapper_part(plans)
+        plan, handoff = self._zapper_part(plans, n)
         yield steps.segments(plan, n)
-        ns = round(n * self.params.handoff_ns)
-        if ns:
-            yield Compute(ns, frames)
+        yield handoff
         pool = self._handed_off(zap, n)
         self.deferred_entries += n
         batch = self.pending.setdefault(zap.mm.pid, [zap, 0, 0])
@@ -106,13 +106,18 @@ class DeferredRelease(ABC):
     def zapped(self, zap: ZapWork) -> None:
         self._queue(zap.mm.pid)
 
-    def _zapper_part(self, plans: ZapPlans) -> tuple[PathPlan, tuple[str, ...]]:
-        hit = self._zapper_plans.get(id(plans))
+    def _zapper_part(self, plans: ZapPlans, n: int) -> tuple[PathPlan, tuple[Step, ...]]:
+        """The zapper's part of the path, and the steps handing off ``n`` entries (both cached)."""
+        hit = self._handoffs.get((id(plans), n))
         if hit is None:
-            path = self.kernel.profile.exit.swap_entry
-            plan = PathPlan(path, self.kernel.costs.swap_entry_free_ns, plans.prefix, plans.skip,
-                            part=slice(0, self._split))
-            hit = self._zapper_plans[id(plans)] = (plan, plan.segments[-1][0] + (self.params.handoff_frame,))
+            plan = self._zapper_plans.get(id(plans))
+            if plan is None:
+                plan = self._zapper_plans[id(plans)] = PathPlan(
+                    self.kernel.profile.exit.swap_entry, self.kernel.costs.swap_entry_free_ns, plans.prefix,
+                    plans.skip, part=slice(0, self._split))
+            ns = round(n * self.params.handoff_ns)
+            handoff = (Compute(ns, plan.segments[-1][0] + (self.params.handoff_frame,)),) if ns else ()
+            hit = self._handoffs[(id(plans), n)] = (plan, handoff)
         return hit
 
     def _queue(self, pid: int) -> None:

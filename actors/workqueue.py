@@ -31,12 +31,10 @@ class Workqueue(Actor):
         ]
         self._idle = list(reversed(self.workers))
         self.pending: collections.deque[WorkItem] = collections.deque()
-        self.queued = 0
         self.completed = 0
 
     def queue_work(self, item: WorkItem) -> None:
         """queue_work(): run ``item`` when a kworker is free (at once if one is)."""
-        self.queued += 1
         if self._idle:
             self._start(self._idle.pop(), item)
         else:

@@ -157,7 +157,6 @@ class World:
         self.storm_last_exit: tuple[int, dict[str, int]] | None = None
         #: pid → (lmkd's kill reason, min adj, the thread that sends the SIGKILL, when lmkd decided)
         self.kill_reasons: dict[int, tuple[str, int, str, int]] = {}
-        self.lmkd: Lmkd | None = None
         self.camera: CameraLaunch | None = None
         self.preview_start: tuple[int, int] | None = None  # (t_ns, free pages)
         self.sampler = self.runtime.add(Sampler("sampler", max(1, round(sc.scenario.sample_ms * NS_PER_MS)),
@@ -173,9 +172,9 @@ class World:
         if sc.system is not None:
             self._add_system(sc.system)
         pol = sc.policies
-        self.swap_release = swap_release_policy(pol.swap_release, pol.async_batch, pol.deferred_zs_free)
-        if self.swap_release is not None:
-            self.swap_release.install(self.runtime, self.kernel)
+        swap_release = swap_release_policy(pol.swap_release, pol.async_batch, pol.deferred_zs_free)
+        if swap_release is not None:
+            swap_release.install(self.runtime, self.kernel)
         self.reap = reap_policy(pol.reap, pol.oom_reaper)
         self.reap.install(self.runtime, self.kernel, list(self.processes))
         if sc.lmkd is not None or sc.cgroup is not None:
@@ -254,13 +253,12 @@ class World:
         preview = self.runtime.add(PeriodicThread(
             "preview", self.scheduler, period_ns=stats.period_ns, budget_ns=round(pv.budget_us * NS_PER_US),
             start_ns=None, thread_kw=thread_kw(pv.thread, dev), on_frame=stats.on_frame))
+        delay_ns = round(pv.start_delay_ms * NS_PER_MS)
         self.camera = self.runtime.add(CameraLaunch(
             "camera", self.kernel, mm, launch_ns=round(cam.launch_ms * NS_PER_MS), alloc_pages=mb_to_pages(cam.alloc_mb),
             window_ns=round(cam.alloc_window_ms * NS_PER_MS), steps=cam.alloc_steps, threads=cam.launch_threads,
-            thread_kw=thread_kw(cam.thread, dev), preview=preview,
-            preview_delay_ns=round(pv.start_delay_ms * NS_PER_MS),
-            on_ready=lambda t: setattr(self, "preview_start", (t + round(pv.start_delay_ms * NS_PER_MS),
-                                                                self.memory.free))))
+            thread_kw=thread_kw(cam.thread, dev), preview=preview, preview_delay_ns=delay_ns,
+            on_ready=lambda t: setattr(self, "preview_start", (t + delay_ns, self.memory.free))))
 
     def _add_lmkd(self, exp: Experiment) -> None:
         cfg = exp.config.lmkd
@@ -274,7 +272,7 @@ class World:
                 mrelease=self.reap.mrelease))
             for i in range(cfg.reapers)
         ]
-        self.lmkd = self.runtime.add(Lmkd(
+        lmkd = self.runtime.add(Lmkd(
             "lmkd", self.kernel, list(self.processes), props=cfg.props, costs=cfg.costs,
             thread_kw=thread_kw(cfg.main_thread, dev), kill_method=killer, reapers=reapers,
             pages_per_mb=PAGES_PER_MB,
@@ -285,7 +283,7 @@ class World:
         self.runtime.add(PsiMonitor("psi_monitor", self.memory.psi, [
             PsiTrigger("medium", "some", round(props.psi_partial_stall_ms * NS_PER_MS), window),
             PsiTrigger("critical", "full", round(props.psi_complete_stall_ms * NS_PER_MS), window),
-        ], self.lmkd.psi_event))
+        ], lmkd.psi_event))
 
     def _busy(self) -> tuple[int, dict[str, int]]:
         return self.runtime.now, self.scheduler.busy_by_class()

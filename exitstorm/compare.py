@@ -13,7 +13,6 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import os
-import tomllib
 from pathlib import Path
 from typing import Any, Callable
 
@@ -21,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from exitstorm.config import Experiment, load_experiment
+from exitstorm.config import Experiment, load_experiment, parse_value
 from exitstorm.experiment import run_experiment
 from exitstorm.results import atomic_directory
 from exitstorm.schema import ConfigError
@@ -87,10 +86,7 @@ def parse_variant(text: str) -> Variant:
         key, eq, value = item.partition("=")
         if not eq or not key.strip():
             raise ConfigError(f"--variant {text}: expected key=value, got {item!r}")
-        try:
-            changes[key.strip()] = tomllib.loads(f"v = {value.strip()}")["v"]
-        except tomllib.TOMLDecodeError:
-            changes[key.strip()] = value.strip()
+        changes[key.strip()] = parse_value(value)
     return name, changes
 
 

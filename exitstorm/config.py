@@ -396,11 +396,15 @@ def parse_override(text: str) -> tuple[list[str | int], Any]:
     path = parse_key(key, f"--set {text}")
     if not sep:
         raise ConfigError(f"--set {text}: expected dotted.key=value")
+    return path, parse_value(value)
+
+
+def parse_value(text: str) -> Any:
+    """A command-line value: read as TOML (``3``, ``[1, 2]``, ``"a"``), or else taken as a bare string."""
     try:
-        parsed = tomllib.loads(f"v = {value.strip()}")["v"]
+        return tomllib.loads(f"v = {text.strip()}")["v"]
     except tomllib.TOMLDecodeError:
-        parsed = value.strip()
-    return path, parsed
+        return text.strip()
 
 
 def _render(path: list[str | int]) -> str:

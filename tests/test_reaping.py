@@ -113,16 +113,12 @@ async def oom_reaper_storm(delay_ms: float, threads: int = 1, victims: int = 1):
 
 
 async def test_oom_reaper_reaps_after_its_delay_and_memory_comes_back_sooner() -> None:
-    _, (alone,), _ = await storm_without_reaper()
+    _, (alone,), _ = await oom_reaper_storm(delay_ms=10_000)  # the exit ends first: nothing to reap
     w, (victim,), oom = await oom_reaper_storm(delay_ms=2)
     assert oom.reaped == 1 and victim.zap.reaped[1] > 0
     assert victim.freed_at - victim.killed_at < alone.freed_at - alone.killed_at
     frames = {stack[0] for (th, stack), ns in w.sched.frame_ns.items() if th is oom.threads[0]}
     assert frames == {"oom_reaper"}
-
-
-async def storm_without_reaper():
-    return await oom_reaper_storm(delay_ms=10_000)
 
 
 async def test_oom_reaper_skips_a_victim_whose_exit_already_unmapped_everything() -> None:

@@ -11,6 +11,7 @@ of every run are aggregated into means with 95% confidence intervals in
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -94,11 +95,16 @@ def parse_variant(text: str) -> Variant:
 _LOADED: dict[tuple[str, tuple[str, ...], str], Experiment] = {}
 
 
-def _run_one(config: str, sets: list[str], variant: Variant, seed: int, out: Path) -> dict[str, Any]:
+def _load(config: str, sets: list[str], variant: Variant) -> Experiment:
     key = (config, tuple(sets), variant[0])
     exp = _LOADED.get(key)
     if exp is None:
         exp = _LOADED[key] = load_experiment(config, sets, variant=variant)
+    return exp
+
+
+def _run_one(config: str, sets: list[str], variant: Variant, seed: int, out: Path) -> dict[str, Any]:
+    exp = _load(config, sets, variant)
     summary = run_experiment(exp.with_seed(seed), out)
     return {key: read(summary) for key, (_label, _unit, read, _p) in METRICS.items()}
 
@@ -124,7 +130,7 @@ def compare(config: str, variants: list[Variant] | None, seeds: int, out: Path, 
     if len(set(names)) != len(names):
         raise ConfigError(f"{config}: variants: expected unique names, got {names}")
     for variant in variants:
-        load_experiment(config, sets, variant=variant)  # every variant is valid before anything runs
+        _load(config, list(sets), variant)  # every variant is valid before anything runs (workers fork with them)
     first = base.config.scenario.seed
     seed_list = list(range(first, first + seeds))
     jobs = [(variant, seed) for variant in variants for seed in seed_list]
@@ -135,20 +141,19 @@ def compare(config: str, variants: list[Variant] | None, seeds: int, out: Path, 
                             console=console, transient=True, disable=not console.is_terminal)
         with progress:
             task = progress.add_task(f"{len(variants)} variants x {seeds} seeds", total=len(jobs))
-            if workers == 1:
-                for (name, changes), seed in jobs:
-                    results[name][seed] = _run_one(config, list(sets), (name, changes), seed,
-                                                   tmp / "runs" / name / f"seed{seed}")
+            def args(variant: Variant, seed: int) -> tuple[Any, ...]:
+                return config, list(sets), variant, seed, tmp / "runs" / variant[0] / f"seed{seed}"
+
+            with contextlib.ExitStack() as stack:
+                if workers == 1:
+                    done = (((v[0], seed), _run_one(*args(v, seed))) for v, seed in jobs)
+                else:
+                    pool = stack.enter_context(concurrent.futures.ProcessPoolExecutor(max_workers=workers))
+                    futures = {pool.submit(_run_one, *args(v, seed)): (v[0], seed) for v, seed in jobs}
+                    done = ((futures[f], f.result()) for f in concurrent.futures.as_completed(futures))
+                for (name, seed), figures in done:
+                    results[name][seed] = figures
                     progress.advance(task)
-            else:
-                with concurrent.futures.ProcessPoolExecutor(max_workers=workers) as pool:
-                    futures = {pool.submit(_run_one, config, list(sets), (name, changes), seed,
-                                           tmp / "runs" / name / f"seed{seed}"): (name, seed)
-                               for (name, changes), seed in jobs}
-                    for future in concurrent.futures.as_completed(futures):
-                        name, seed = futures[future]
-                        results[name][seed] = future.result()
-                        progress.advance(task)
         report = {
             "config": config,
             "sets": list(sets),

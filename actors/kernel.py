@@ -78,7 +78,7 @@ class Kernel:
 
     def teardown(self, mm: MM, on_freed: Callable[[], None]) -> ZapWork:
         """A SIGKILLed mm: no longer reclaimed, its PTEs to be zapped by the exit and any reaper."""
-        mm.alive = False
+        self.memory.kill(mm)
         return ZapWork(mm, self.memory, self.plans.chunk_entries, on_freed)
 
     def exit_program(self, zap: ZapWork) -> Iterator[Step]:

@@ -144,12 +144,12 @@ class Memory:
         self.reclaimed = 0
 
     # -- invariant -------------------------------------------------------------
-    def check(self, where: str, mm: MM) -> None:
-        """After a change to ``mm``: its counters and the global ones are >= 0, and pages add up."""
+    def check(self, mm: MM, what: str, n: int = 0) -> None:
+        """After ``what`` (a format of ``n`` and ``mm.name``) changed ``mm``: counters >= 0, pages add up."""
         if (mm.anon < 0 or mm.file < 0 or mm.swap < 0 or mm.zpool < 0 or self.free < 0 or self.swap_used < 0
                 or self.zs_deferred < 0
                 or self.free + self.held + self.cache + self.zs_deferred + self.kernel != self.total):
-            self._broken(where, self.held)
+            self._broken(what.format(n=n, mm=mm.name), self.held)
 
     def check_all(self, where: str) -> None:
         """The invariant recounted over every process (the running total must agree)."""
@@ -200,7 +200,7 @@ class Memory:
         self.free -= need
         self.held += need
         self.swap_used += swap
-        self.check(f"adding {mm.name}", mm)
+        self.check(mm, "adding {mm}")
         self._took()
 
     # -- effects of work ---------------------------------------------------------
@@ -208,7 +208,7 @@ class Memory:
         mm.anon -= n
         self.free += n
         self.held -= n
-        self.check(f"freeing {n} present pages of {mm.name}", mm)
+        self.check(mm, "freeing {n} present pages of {mm}", n)
 
     def free_swap(self, mm: MM, n: int, defer_pool: bool = False) -> int:
         """Free ``n`` swap entries; their compressed share of the pool comes back to free.
@@ -225,21 +225,21 @@ class Memory:
             self.zs_deferred += back
         else:
             self.free += back
-        self.check(f"freeing {n} swap entries of {mm.name}", mm)
+        self.check(mm, "freeing {n} swap entries of {mm}", n)
         return back
 
     def release_deferred(self, pages: int, mm: MM) -> None:
         """Deferred zs_free ran: ``pages`` of the ZRAM pool (entries of ``mm``) come back."""
         self.zs_deferred -= pages
         self.free += pages
-        self.check(f"releasing {pages} deferred pool pages of {mm.name}", mm)
+        self.check(mm, "releasing {n} deferred pool pages of {mm}", pages)
 
     def unmap_file(self, mm: MM, n: int) -> None:
         """Unmapped file pages stay in the page cache."""
         mm.file -= n
         self.cache += n
         self.held -= n
-        self.check(f"unmapping {n} file pages of {mm.name}", mm)
+        self.check(mm, "unmapping {n} file pages of {mm}", n)
 
     def compress(self, mm: MM, n: int) -> None:
         """Swap out ``n`` anon pages of ``mm`` into ZRAM."""
@@ -252,13 +252,13 @@ class Memory:
         self.free += n - grown
         self.held -= n - grown
         self.reclaimed += n
-        self.check(f"compressing {n} pages of {mm.name}", mm)
+        self.check(mm, "compressing {n} pages of {mm}", n)
 
     def allocate(self, mm: MM, n: int) -> None:
         mm.anon += n
         self.free -= n
         self.held += n
-        self.check(f"allocating {n} pages to {mm.name}", mm)
+        self.check(mm, "allocating {n} pages to {mm}", n)
         self._took()
 
     def reclaimable(self, victim: MM, pages: int) -> int:
@@ -271,24 +271,26 @@ class Memory:
         """The coldest live process with resident anon, swap space permitting.
 
         Coldest = highest oom_score_adj, then most resident anon, then lowest pid.
-        Killed processes leave the scan for good.
         """
         if self.swap_used >= self.swap_total:
             return None
         for _adj, group in self._by_adj:
             best = None
-            dead = False
+            top = 0
             for mm in group:
-                if not mm.alive:
-                    dead = True
-                elif mm is not exclude and mm.anon and (
-                        best is None or (mm.anon, -mm.pid) > (best.anon, -best.pid)):
-                    best = mm
-            if dead:
-                group[:] = [mm for mm in group if mm.alive]
+                anon = mm.anon
+                if anon >= top and anon and mm is not exclude and (anon > top or mm.pid < best.pid):
+                    best, top = mm, anon
             if best is not None:
                 return best
         return None
+
+    def kill(self, mm: MM) -> None:
+        """``mm``'s owner was SIGKILLed: it leaves reclaim's scan for good."""
+        mm.alive = False
+        for _adj, group in self._by_adj:
+            if mm in group:
+                group.remove(mm)
 
 
 def allocation(memory: Memory, mm: MM, pages: int, batch: int, reclaim_batch: int,

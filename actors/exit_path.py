@@ -401,11 +401,3 @@ def reap_program(zap: ZapWork, plans: ZapPlans, compiler: StepCompiler, mmap_loc
         release.zapped(zap)
     yield Unlock(mmap_lock)
 
-
-def reclaim_program(memory: Memory, victim: MM, pages: int, plan: PathPlan, compiler: StepCompiler
-                    ) -> Iterator[Step]:
-    """Compress up to ``pages`` anon pages of ``victim`` into ZRAM (shrink_folio_list → zram_write)."""
-    yield compiler.whole(plan, pages)
-    pages = memory.reclaimable(victim, pages)  # the victim may have changed (or been killed) meanwhile
-    if pages:
-        memory.compress(victim, pages)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterator
 
-from actors.exit_path import ExitPlans, PathPlan, StepCompiler, SwapRelease, ZapWork, exit_program, reap_program, reclaim_program
+from actors.exit_path import ExitPlans, PathPlan, StepCompiler, SwapRelease, ZapWork, exit_program, reap_program
 from actors.memory import MM, Memory, allocation
 from actors.profiles import DeviceCosts, KernelProfile
 from actors.runtime import Actor
@@ -89,19 +89,19 @@ class Kernel:
         return reap_program(zap, self.plans.reap[reaper], self.compiler(zap.mm, "reap"),
                             self.mmap_lock(zap.mm), self.plans.tlb_batch_pages, self.swap_release)
 
-    def reclaim(self, pages: int, victim: MM, plan: PathPlan) -> Iterator[Step]:
-        return reclaim_program(self.memory, victim, pages, plan, self.compiler(victim))
+    def reclaim_steps(self, pages: int, victim: MM, plan: PathPlan) -> tuple[Step, ...]:
+        """The CPU work of compressing ``pages`` anon pages of ``victim`` into ZRAM (shrink_folio_list →
+        zram_write_page); the pages move when it is done (:meth:`Memory.swap_out`)."""
+        return self.compiler(victim).whole(plan, pages)
 
     def allocate(self, mm: MM, pages: int, who: str) -> Iterator[Step]:
         """Steps of allocating ``pages`` to ``mm`` in a thread of class ``who``, with direct reclaim below min."""
         compiler = self.compiler(mm)
-        plan = self.plans.alloc_page
-
-        def charge(n: int) -> Iterator[Step]:
-            yield compiler.whole(plan, n)
-
+        alloc_page = self.plans.alloc_page
+        compress = self.plans.compress_direct
         return allocation(self.memory, mm, pages, self.profile.alloc.batch_pages, self.profile.reclaim.batch_pages,
-                          lambda k, victim: self.reclaim(k, victim, self.plans.compress_direct), charge, who)
+                          lambda k, victim: self.reclaim_steps(k, victim, compress),
+                          lambda n: compiler.whole(alloc_page, n), who)
 
 
 class Kswapd(Actor):
@@ -129,7 +129,8 @@ class Kswapd(Actor):
                 self.log("kswapd_gave_up", free=memory.free, high=memory.wmark_high)
                 return
             pages = memory.reclaimable(victim, rc.batch_pages)
-            yield from self.kernel.reclaim(pages, victim, self.kernel.plans.compress_kswapd)
+            yield self.kernel.reclaim_steps(pages, victim, self.kernel.plans.compress_kswapd)
+            memory.swap_out(victim, pages)
 
     async def main(self) -> None:
         while True:

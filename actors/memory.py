@@ -17,6 +17,7 @@ freed it is done.
 from __future__ import annotations
 
 import math
+from math import ceil
 from typing import Callable, Iterator
 
 from actors.scheduler import Scheduler
@@ -128,6 +129,8 @@ class Memory:
         self.mms: dict[int, MM] = {}
         #: live processes by oom_score_adj, coldest (highest adj) first: reclaim's scan order
         self._by_adj: list[tuple[int, list[MM]]] = []
+        #: groups before this one have no resident anon (reclaim's scan starts here; an allocation resets it)
+        self._scan_from = 0
         #: Σ mm.anon + mm.file + mm.zpool, kept as the counters change
         self.held = 0
         self.zs_deferred = 0
@@ -196,6 +199,7 @@ class Memory:
         else:
             self._by_adj.append((mm.adj, [mm]))
             self._by_adj.sort(key=lambda entry: -entry[0])
+        self._scan_from = 0
         mm.anon, mm.file, mm.swap, mm.zpool = anon, file, swap, zpool
         self.free -= need
         self.held += need
@@ -243,10 +247,10 @@ class Memory:
 
     def compress(self, mm: MM, n: int) -> None:
         """Swap out ``n`` anon pages of ``mm`` into ZRAM."""
-        before = zram_pages(mm.swap, mm.ratio)
+        swap = mm.swap
+        grown = ceil((swap + n) / mm.ratio) - ceil(swap / mm.ratio)  # zram_pages(after) - zram_pages(before)
         mm.anon -= n
-        mm.swap += n
-        grown = zram_pages(mm.swap, mm.ratio) - before
+        mm.swap = swap + n
         mm.zpool += grown
         self.swap_used += n
         self.free += n - grown
@@ -256,10 +260,18 @@ class Memory:
 
     def allocate(self, mm: MM, n: int) -> None:
         mm.anon += n
+        self._scan_from = 0
         self.free -= n
         self.held += n
         self.check(mm, "allocating {n} pages to {mm}", n)
         self._took()
+
+    def swap_out(self, victim: MM, pages: int) -> None:
+        """Reclaim compressed up to ``pages`` of ``victim``: those it still can swap out now (the victim
+        may have been killed, or reclaimed by another thread, meanwhile)."""
+        pages = self.reclaimable(victim, pages)
+        if pages:
+            self.compress(victim, pages)
 
     def reclaimable(self, victim: MM, pages: int) -> int:
         """How many of ``pages`` anon pages of live ``victim`` can go to ZRAM now (resident, swap room)."""
@@ -274,15 +286,21 @@ class Memory:
         """
         if self.swap_used >= self.swap_total:
             return None
-        for _adj, group in self._by_adj:
+        groups = self._by_adj
+        for i in range(self._scan_from, len(groups)):
             best = None
             top = 0
-            for mm in group:
+            empty = True
+            for mm in groups[i][1]:
                 anon = mm.anon
-                if anon >= top and anon and mm is not exclude and (anon > top or mm.pid < best.pid):
-                    best, top = mm, anon
+                if anon:
+                    empty = False
+                    if anon >= top and mm is not exclude and (anon > top or mm.pid < best.pid):
+                        best, top = mm, anon
             if best is not None:
                 return best
+            if empty and i == self._scan_from:
+                self._scan_from += 1  # nothing resident left here until an allocation
         return None
 
     def kill(self, mm: MM) -> None:
@@ -294,15 +312,15 @@ class Memory:
 
 
 def allocation(memory: Memory, mm: MM, pages: int, batch: int, reclaim_batch: int,
-               reclaim: Callable[[int, MM], Iterator[Step]], charge: Callable[[int], Iterator[Step]], who: str
-               ) -> Iterator[Step]:
+               reclaim: Callable[[int, MM], tuple[Step, ...]], charge: Callable[[int], tuple[Step, ...]], who: str
+               ) -> Iterator[Step | tuple[Step, ...]]:
     """Work steps of allocating ``pages`` to ``mm`` in batches (page fault / alloc_pages).
 
-    Each batch costs ``charge(n)`` of CPU in the allocating thread. Below the
-    min watermark the thread first does direct reclaim in its own context,
-    stalled on memory (PSI) while it does, ``reclaim_batch`` pages at a time
-    (SWAP_CLUSTER_MAX); ``who`` is its thread class for the direct-reclaim
-    accounting.
+    Each batch costs the steps ``charge(n)`` in the allocating thread. Below
+    the min watermark the thread first does direct reclaim in its own
+    context, stalled on memory (PSI) while it does, ``reclaim_batch`` pages at
+    a time (SWAP_CLUSTER_MAX; ``reclaim(k, victim)`` are the steps of one);
+    ``who`` is its thread class for the direct-reclaim accounting.
     """
     left = pages
     while left:
@@ -314,7 +332,8 @@ def allocation(memory: Memory, mm: MM, pages: int, batch: int, reclaim_batch: in
             k = memory.reclaimable(victim, reclaim_batch)
             memory.psi.enter()
             started = memory.scheduler.runtime.now
-            yield from reclaim(k, victim)
+            yield reclaim(k, victim)
+            memory.swap_out(victim, k)
             stall = memory.scheduler.runtime.now - started
             memory.direct_reclaim_ns += stall
             memory.direct_reclaim_by_class[who] = memory.direct_reclaim_by_class.get(who, 0) + stall
@@ -322,5 +341,5 @@ def allocation(memory: Memory, mm: MM, pages: int, batch: int, reclaim_batch: in
             if memory.on_stall is not None:
                 memory.on_stall(who, stall)
         memory.allocate(mm, n)
-        yield from charge(n)
+        yield charge(n)
         left -= n

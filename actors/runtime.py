@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import itertools
 import random
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator, Callable, Iterator
 
 import trio
 from trio.lowlevel import Abort, current_task, reschedule, wait_task_rescheduled
@@ -156,7 +157,7 @@ class Runtime:
         self.actors: dict[str, Actor] = {}
         self.events_processed = 0
         self._heap: list[tuple[int, int, Callable[[Any], None], Any]] = []
-        self._seq = 0
+        self._seq = itertools.count(1)
         self._active = 0
         self._driver: Any = None
         self._driver_waiting = False
@@ -177,8 +178,12 @@ class Runtime:
         """Call ``fn(arg)`` at virtual time ``t_ns`` (not before now)."""
         if t_ns < self.now:
             raise ValueError(f"cannot schedule at t={t_ns} ns, before now={self.now} ns")
-        self._seq += 1
-        heapq.heappush(self._heap, (t_ns, self._seq, fn, arg))
+        heapq.heappush(self._heap, (t_ns, next(self._seq), fn, arg))
+
+    def event_queue(self) -> tuple[list[tuple[int, int, Callable[[Any], None], Any]], Iterator[int]]:
+        """The event heap and its sequence counter, for a hot path that pushes ``(t, next(seq), fn, arg)``
+        itself (skipping :meth:`at`'s check that ``t`` is not in the past)."""
+        return self._heap, self._seq
 
     def wake(self, actor: Actor, value: Any = None) -> None:
         """Resume a parked actor with ``value``, as an event at the current instant."""

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import collections
 from bisect import insort
+from heapq import heappush
 from operator import attrgetter
 from typing import Any, Callable, Iterable, Literal
 
@@ -45,7 +46,7 @@ from attrs import frozen
 
 from actors import sched_fair
 from actors.runtime import Actor
-from actors.work import Compute, Lock, Marker, Sleep, SleepUntil, Step, Unlock, WorkDone
+from actors.work import Compute, Frame, Lock, Marker, Sleep, SleepUntil, Step, Unlock, WorkDone, unfolded
 
 Policy = Literal["fifo", "fair"]
 LockKind = Literal["spin", "mutex", "rwlock", "rwsem", "line"]
@@ -58,6 +59,19 @@ SPIN_FRAME = "queued_spin_lock_slowpath"
 IDLE, RUNNABLE, RUNNING, BLOCKED = 0, 1, 2, 3
 
 _rt_key = attrgetter("rt_key")
+
+
+def _account_parts(stack_ns: dict[str, int], step: Compute, dt: int) -> None:
+    """Split ``dt`` of a multi-frame step across its frames by their share of its work."""
+    parts = step.stack_parts
+    total = step.ns
+    rest = dt
+    for stack, ns in parts[1:]:
+        share = dt * ns // total
+        stack_ns[stack] = stack_ns.get(stack, 0) + share
+        rest -= share
+    stack = parts[0][0]
+    stack_ns[stack] = stack_ns.get(stack, 0) + rest
 
 
 class SchedulerError(RuntimeError):
@@ -91,7 +105,7 @@ class KLock:
     """
 
     __slots__ = (
-        "name", "kind", "spins", "transfer_ns", "owner", "readers", "waiters", "last_cpu",
+        "name", "kind", "spins", "exclusive", "transfer_ns", "owner", "readers", "waiters", "last_cpu",
         "hold_since", "acquired", "contended", "held_ns", "wait_ns", "transfers",
     )  # fmt: skip
 
@@ -99,6 +113,7 @@ class KLock:
         self.name = name
         self.kind = kind
         self.spins = kind in ("spin", "rwlock", "line")
+        self.exclusive = kind != "line"  # a writer excludes others (a cache line excludes nobody)
         self.transfer_ns = transfer_ns
         self.owner: Thread | None = None
         self.readers = 0
@@ -126,11 +141,11 @@ class Thread:
     __slots__ = (
         "tid", "name", "owner", "fair", "prio", "weight", "wmult", "vslice",
         "cores", "mask", "thread_class", "on_marker",
-        "state", "since", "core", "last_core", "program", "pending", "on_done", "remaining", "frame", "multi",
-        "debt", "debt_frame", "run", "run_i",
-        "step_user", "kill_pending", "spinning", "spin_frame", "spin_since", "waiting_lock",
+        "state", "since", "core", "last_core", "program", "pending", "on_done", "remaining", "stack", "multi",
+        "debt", "debt_stack", "run",
+        "step_user", "kill_pending", "spinning", "spin_since", "waiting_lock",
         "preempt_count", "held", "sleep_gen", "rt_key", "vruntime", "deadline", "vlag",
-        "run_ns", "wait_ns", "spin_ns", "sleep_ns", "idle_ns", "wakeups", "preemptions",
+        "run_ns", "wait_ns", "spin_ns", "sleep_ns", "idle_ns", "wakeups", "preemptions", "stack_ns",
     )  # fmt: skip
 
     def __repr__(self) -> str:
@@ -186,7 +201,6 @@ class Scheduler(Actor):
         self.on_delay = on_delay
         self.threads: list[Thread] = []
         self.locks: dict[str, KLock] = {}
-        self.frame_ns: dict[tuple[Thread, tuple[str, ...]], int] = {}
         self._rtq: list[Thread] = []
         self._rt_seq = 0
         #: threads runnable or running; ``on_active_change`` (if set) is called when it changes
@@ -194,9 +208,11 @@ class Scheduler(Actor):
         self.on_active_change: Callable[[], None] | None = None
         self._trace = False
         self._trace_locks = False
+        self._on_segment_end = self._segment_end  # bound once: it goes with every segment onto the heap
 
     # -- set-up --------------------------------------------------------------
     def on_start(self) -> None:
+        self._heap, self._seq = self.runtime.event_queue()  # segment ends are never in the past
         self._trace = self.runtime.events.is_on("sched")
         self._trace_locks = self.runtime.events.is_on("lock")
 
@@ -241,15 +257,14 @@ class Scheduler(Actor):
         th.core = th.last_core = None
         th.program = th.on_done = th.pending = None
         th.remaining = 0
-        th.frame = ()
+        th.stack = ""
         th.multi = None
         th.debt = 0
-        th.debt_frame = ()
+        th.debt_stack = ""
         th.run = None
-        th.run_i = 0
         th.step_user = th.kill_pending = False
         th.spinning = th.waiting_lock = None
-        th.spin_frame = ()
+        th.stack_ns = {}
         th.spin_since = 0
         th.preempt_count = th.sleep_gen = 0
         th.held = []
@@ -380,6 +395,11 @@ class Scheduler(Actor):
         if core.curr is None:
             self._pick_next(core)
 
+    @property
+    def frame_ns(self) -> dict[tuple[Thread, Frame], int]:
+        """CPU time (running or spinning) by thread and stack, outermost frame first."""
+        return {(th, unfolded(stack)): ns for th in self.threads for stack, ns in th.stack_ns.items()}
+
     def busy_by_class(self) -> dict[str, int]:
         """CPU time so far by thread class, summed over cores (accounted up to now)."""
         total: dict[str, int] = {}
@@ -417,38 +437,24 @@ class Scheduler(Actor):
         busy = core.busy
         cls = th.thread_class
         busy[cls] = busy.get(cls, 0) + dt
-        if th.spinning is not None:
-            th.spin_ns += dt
-            key = (th, th.spin_frame)
-        else:
+        if th.spinning is None:
             th.run_ns += dt
             rem = th.remaining - dt * core.capacity
             th.remaining = rem if rem > 0 else 0
-            multi = th.multi
-            if multi is not None:
-                self._account_parts(th, multi, dt)
-                key = None
-            else:
-                key = (th, th.frame)
-        if key is not None:
-            frame_ns = self.frame_ns
-            frame_ns[key] = frame_ns.get(key, 0) + dt
+        else:
+            th.spin_ns += dt
+        stack_ns = th.stack_ns
+        multi = th.multi
+        if multi is None:
+            stack = th.stack
+            stack_ns[stack] = stack_ns.get(stack, 0) + dt
+        elif dt == multi.ns:  # the whole step in one go: each frame gets its own ns
+            for stack, ns in multi.stack_parts:
+                stack_ns[stack] = stack_ns.get(stack, 0) + ns
+        else:
+            _account_parts(stack_ns, multi, dt)
         if th.fair:
             th.vruntime += dt * th.wmult
-
-    def _account_parts(self, th: Thread, step: Compute, dt: int) -> None:
-        """Split ``dt`` of a multi-frame step across its frames by their share of its work."""
-        frame_ns = self.frame_ns
-        parts = step.parts
-        total = step.ns
-        rest = dt
-        for frame, ns in parts[1:]:
-            share = dt * ns // total
-            key = (th, frame)
-            frame_ns[key] = frame_ns.get(key, 0) + share
-            rest -= share
-        key = (th, parts[0][0])
-        frame_ns[key] = frame_ns.get(key, 0) + rest
 
     # -- running threads ---------------------------------------------------------
     def _switch_in(self, core: Core, th: Thread) -> None:
@@ -487,18 +493,17 @@ class Scheduler(Actor):
         """Schedule the end of the current thread's compute segment (or its slice)."""
         th = core.curr
         now = self.runtime.now
-        cap = core.capacity
-        end = now - (-th.remaining // cap)
-        sliced = False
+        end = now - (-th.remaining // core.capacity)
         if th.fair and core.queue and not th.preempt_count:
-            sliced = True
+            core.sliced = True
             left = th.deadline - th.vruntime
             slice_end = now - (-left // th.wmult) if left > 0 else now
             if slice_end < end:
                 end = slice_end
-        core.sliced = sliced
-        core.gen += 1
-        self.runtime.at(end, self._segment_end, (core, core.gen))
+        else:
+            core.sliced = False
+        gen = core.gen = core.gen + 1
+        heappush(self._heap, (end, next(self._seq), self._on_segment_end, (core, gen)))
 
     def _segment_end(self, arg: tuple[Core, int]) -> None:
         core, gen = arg
@@ -538,71 +543,66 @@ class Scheduler(Actor):
         """Run the current thread's zero-time steps until one takes time or blocks."""
         th = core.curr
         program = th.program
-        rt = self.runtime
-        now = rt.now
+        now = self.runtime.now
+        locks = self.locks
         core.dispatching = True
         while True:
             step = th.pending
             if step is not None:
                 th.pending = None
-            elif th.run is not None:
-                run = th.run
-                step = run[th.run_i]
-                th.run_i += 1
-                if th.run_i == len(run):
-                    th.run = None
             else:
-                step = next(program, None)
-                if step.__class__ is tuple:  # a compiled run of steps: walk it here
-                    if not step:
-                        continue
-                    if len(step) > 1:
-                        th.run = step
-                        th.run_i = 1
-                    step = step[0]
+                run = th.run
+                step = None if run is None else next(run, None)
+                if step is None:
+                    step = next(program, None)
+                    if step.__class__ is tuple:  # a compiled run of steps: walk it here
+                        run = iter(step)
+                        step = next(run, None)
+                        if step is None:
+                            continue
+                    else:
+                        run = None
+                    th.run = run
             cls = step.__class__
-            if th.debt and cls is not Compute and cls is not Lock:
-                self._pay_debt(core, th, step)
-                return
-            if step is None:
-                core.dispatching = False
-                self._end_program(th, core, interrupted=False)
-                return
             if cls is Compute:
                 if step.touch:
                     self._touch(core, th, step)
-                if not step.ns:
+                ns = step.ns
+                if not ns:
                     continue
-                th.step_user = step.user
-                if step.user and th.kill_pending:
+                user = th.step_user = step.user
+                if user and th.kill_pending:
                     core.dispatching = False
                     self._end_program(th, core, interrupted=True)
                     return
-                th.remaining = (step.ns + th.debt) << SCHED_CAPACITY_SHIFT
-                th.debt = 0
-                th.frame = step.frame
+                if th.debt:
+                    ns += th.debt
+                    th.debt = 0
+                th.remaining = ns << SCHED_CAPACITY_SHIFT
+                th.stack = step.stack
                 th.multi = step if step.parts else None
                 core.dispatching = False
-                if core.need_resched or (th.fair and core.queue and th.vruntime >= th.deadline):
-                    if not th.preempt_count:
-                        self._resched(core)
-                        return
-                self._arm(core)
+                if (core.need_resched or (th.fair and core.queue and th.vruntime >= th.deadline)
+                        ) and not th.preempt_count:
+                    self._resched(core)
+                else:
+                    self._arm(core)
                 return
             if cls is Lock:
-                lock = self.locks.get(step.name)
+                lock = locks.get(step.name)
                 if lock is None:
                     raise SchedulerError(f"{th.name}: lock {step.name!r} was never declared")
-                write = step.mode == "write" and lock.kind != "line"
                 if lock in th.held:
                     raise SchedulerError(f"{th.name}: recursive acquisition of {step.name!r} (AA deadlock)")
-                if lock.grantable(write):
+                write = step.write and lock.exclusive
+                if lock.owner is None and (not lock.readers if write else (not lock.waiters or lock.grantable(False))):
                     self._grant(lock, th, write)
-                    extra = self._transfer(lock, core, step.count)
-                    if extra:
-                        # paid with the next compute step (or before anything else)
-                        th.debt += extra
-                        th.debt_frame = step.frame
+                    if lock.last_cpu != core.cid:
+                        extra = self._transfer(lock, core, step.count)
+                        if extra:
+                            # paid with the next compute step (or before anything else)
+                            th.debt += extra
+                            th.debt_stack = step.stack
                     continue
                 if th.debt:
                     self._pay_debt(core, th, step)
@@ -622,7 +622,8 @@ class Scheduler(Actor):
                 if lock.spins:
                     th.spinning = lock
                     th.spin_since = now
-                    th.spin_frame = step.frame + (SPIN_FRAME,)
+                    th.stack = f"{step.stack};{SPIN_FRAME}" if step.stack else SPIN_FRAME
+                    th.multi = None
                     th.preempt_count += 1
                     lock.waiters.append((th, write, step))
                     core.gen += 1
@@ -633,6 +634,9 @@ class Scheduler(Actor):
                 th.spin_since = now
                 lock.waiters.append((th, write, step))
                 self._block(core, th)
+                return
+            if th.debt:  # transfer time is burnt before anything but CPU work and locks
+                self._pay_debt(core, th, step)
                 return
             if cls is Unlock:
                 self._unlock(th, step.name)
@@ -656,7 +660,7 @@ class Scheduler(Actor):
                     raise SchedulerError(f"{th.name}: sleeping while atomic (holding a spinlock)")
                 core.dispatching = False
                 th.sleep_gen += 1
-                rt.at(wake_at, self._timer_wake, (th, th.sleep_gen))
+                self.runtime.at(wake_at, self._timer_wake, (th, th.sleep_gen))
                 self._block(core, th)
                 return
             if cls is Marker:
@@ -664,6 +668,10 @@ class Scheduler(Actor):
                 if hook is not None:
                     hook(th, step.label, step.data)
                 continue
+            if step is None:
+                core.dispatching = False
+                self._end_program(th, core, interrupted=False)
+                return
             raise SchedulerError(f"{th.name}: not a work step: {step!r}")
 
     def _touch(self, core: Core, th: Thread, step: Compute) -> None:
@@ -676,13 +684,13 @@ class Scheduler(Actor):
             extra = self._transfer(lock, core, count)
             if extra:
                 th.debt += extra
-                th.debt_frame = step.frame
+                th.debt_stack = step.stack
 
     def _pay_debt(self, core: Core, th: Thread, step: Step | None) -> None:
         """Burn pending cache-line transfer time now, then resume at ``step``."""
         th.pending = step
         th.remaining = th.debt << SCHED_CAPACITY_SHIFT
-        th.frame = th.debt_frame
+        th.stack = th.debt_stack
         th.multi = None
         th.debt = 0
         core.dispatching = False
@@ -739,7 +747,7 @@ class Scheduler(Actor):
                 extra = self._transfer(lock, core, step.count)
                 if extra:
                     waiter.remaining = extra << SCHED_CAPACITY_SHIFT
-                    waiter.frame = step.frame
+                    waiter.stack = step.stack
                     waiter.multi = None
                     self._arm(core)
                 else:

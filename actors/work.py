@@ -16,6 +16,15 @@ from attrs import field, frozen
 Frame = tuple[str, ...]
 
 
+def folded(frame: Frame) -> str:
+    """A frame as a folded-stack line's stack: ``outer;inner``."""
+    return ";".join(frame)
+
+
+def unfolded(stack: str) -> Frame:
+    return tuple(stack.split(";")) if stack else ()
+
+
 def _non_negative(_inst: Any, attribute: Any, value: int) -> None:
     if value < 0:
         raise ValueError(f"{attribute.name} must be >= 0, got {value}")
@@ -40,6 +49,13 @@ class Compute:
     user: bool = False
     parts: tuple[tuple[Frame, int], ...] = ()
     touch: tuple[tuple[str, int], ...] = ()
+    #: ``frame`` and ``parts`` as folded-stack strings, the scheduler's accounting keys (a str caches its hash)
+    stack: str = field(init=False, eq=False, repr=False)
+    stack_parts: tuple[tuple[str, int], ...] = field(init=False, eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "stack", folded(self.frame))
+        object.__setattr__(self, "stack_parts", tuple((folded(f), ns) for f, ns in self.parts))
 
 
 def _positive(_inst: Any, attribute: Any, value: int) -> None:
@@ -60,6 +76,13 @@ class Lock:
     frame: Frame = ()
     mode: Literal["read", "write"] = "write"
     count: int = field(default=1, validator=_positive)
+    #: the folded stack of ``frame``, where a cache-line transfer at this acquisition is charged
+    stack: str = field(init=False, eq=False, repr=False)
+    write: bool = field(init=False, eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "stack", folded(self.frame))
+        object.__setattr__(self, "write", self.mode == "write")
 
 
 @frozen

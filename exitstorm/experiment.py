@@ -134,10 +134,10 @@ def kill_log(world: World) -> list[dict[str, Any]]:
 def exit_profile(world: World) -> dict[str, dict[str, float]]:
     """Inclusive CPU time per function under do_exit, summed over exiting tasks (like function_graph)."""
     inclusive: dict[str, int] = {}
-    for (_th, stack), ns in world.scheduler.frame_ns.items():
-        if not stack or stack[0] != "do_exit":
+    for (_th, frame), ns in world.scheduler.frame_ns.items():
+        if not frame or frame[0] != "do_exit":
             continue
-        for fn in dict.fromkeys(stack):
+        for fn in dict.fromkeys(frame):
             inclusive[fn] = inclusive.get(fn, 0) + ns
     total = inclusive.get("do_exit", 0)
     return {
@@ -149,9 +149,10 @@ def exit_profile(world: World) -> dict[str, dict[str, float]]:
 def folded_profile(world: World) -> str:
     """Folded stacks (flamegraph.pl, inferno, speedscope): ``frame;frame;frame ns`` per line."""
     stacks: dict[str, int] = {}
-    for (th, stack), ns in world.scheduler.frame_ns.items():
-        key = ";".join(stack) if stack else th.thread_class
-        stacks[key] = stacks.get(key, 0) + ns
+    for th in world.scheduler.threads:
+        for stack, ns in th.stack_ns.items():
+            key = stack or th.thread_class
+            stacks[key] = stacks.get(key, 0) + ns
     return "".join(f"{key} {ns}\n" for key, ns in sorted(stacks.items()))
 
 

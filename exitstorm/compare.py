@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import gc
 import json
 import os
 from pathlib import Path
@@ -106,6 +107,7 @@ def _load(config: str, sets: list[str], variant: Variant) -> Experiment:
 def _run_one(config: str, sets: list[str], variant: Variant, seed: int, out: Path) -> dict[str, Any]:
     exp = _load(config, sets, variant)
     summary = run_experiment(exp.with_seed(seed), out)
+    gc.collect()  # a run's world is a web of cycles (actors <-> runtime): free it before the next run
     return {key: read(summary) for key, (_label, _unit, read, _p) in METRICS.items()}
 
 

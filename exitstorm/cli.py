@@ -11,11 +11,15 @@ from typing import Any, Sequence
 from actors.memory import MemoryAccountingError
 from actors.runtime import ActorFailed
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from exitstorm.calibrate import calibrate
 from exitstorm.compare import compare, parse_variant, table
 from exitstorm.config import load_experiment
 from exitstorm.experiment import run_experiment
 from exitstorm.schema import ConfigError
+from exitstorm.victims import ExitTiming
+from exitstorm.zram import HostError
 
 EXIT_BAD_INPUT = 2
 EXIT_MODEL_FAILURE = 1
@@ -45,6 +49,12 @@ def _parser() -> argparse.ArgumentParser:
     cmp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override a config key in every variant (repeatable)")
     cmp.add_argument("--force", action="store_true", help="replace an existing results directory")
+    cal = sub.add_parser("calibrate", help="fit a device profile to process kills on this machine's kernel "
+                                           "(root, Linux, ZRAM)")
+    cal.add_argument("--out", type=Path, required=True, help="the profile to write (PROFILE.toml; raw "
+                                                             "measurements go to PROFILE.measurements.json)")
+    cal.add_argument("--quick", action="store_true", help="fewer sizes and repeats (under a minute)")
+    cal.add_argument("--force", action="store_true", help="replace existing files")
     return p
 
 
@@ -99,11 +109,28 @@ def _compare(args: argparse.Namespace) -> None:
     console.print(f"{runs} runs in {time.monotonic() - started:.1f} s wall; results: {out}/compare.json")
 
 
+def _calibrate(args: argparse.Namespace) -> None:
+    console = Console(highlight=False)
+    with Progress(TextColumn("calibrating: {task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console, transient=True) as progress:
+        task = progress.add_task("setting up ZRAM swap", total=None)
+
+        def on_kill(done: int, total: int, timing: ExitTiming) -> None:
+            progress.update(task, completed=done, total=total,
+                            description=f"{timing.swapped_mb} MB swapped + {timing.resident_mb} MB resident: "
+                                        f"{timing.kill_to_reap_ns / 1e6:.1f} ms")
+
+        fit = calibrate(args.out, args.quick, args.force, on_kill)
+    console.print(f"kill -> reap = {fit.fixed_ms:.3f} ms + {fit.ms_per_mb_swapped:.4f} ms/MB swapped + "
+                  f"{fit.ms_per_mb_resident:.4f} ms/MB resident (max error {fit.max_relative_error:.1%})")
+    console.print(f"profile: {args.out}; raw measurements: {args.out.with_suffix('.measurements.json')}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        {"run": _run, "compare": _compare}[args.command](args)
-    except ConfigError as exc:
+        {"run": _run, "compare": _compare, "calibrate": _calibrate}[args.command](args)
+    except (ConfigError, HostError, FileExistsError) as exc:
         print(f"exitstorm: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except (ActorFailed, MemoryAccountingError) as exc:

@@ -105,7 +105,7 @@ class KLock:
     """
 
     __slots__ = (
-        "name", "kind", "spins", "exclusive", "transfer_ns", "owner", "readers", "waiters", "last_cpu",
+        "name", "kind", "spins", "transfer_ns", "owner", "readers", "waiters", "last_cpu",
         "hold_since", "acquired", "contended", "held_ns", "wait_ns", "transfers",
     )  # fmt: skip
 
@@ -113,7 +113,6 @@ class KLock:
         self.name = name
         self.kind = kind
         self.spins = kind in ("spin", "rwlock", "line")
-        self.exclusive = kind != "line"  # a writer excludes others (a cache line excludes nobody)
         self.transfer_ns = transfer_ns
         self.owner: Thread | None = None
         self.readers = 0
@@ -448,9 +447,6 @@ class Scheduler(Actor):
         if multi is None:
             stack = th.stack
             stack_ns[stack] = stack_ns.get(stack, 0) + dt
-        elif dt == multi.ns:  # the whole step in one go: each frame gets its own ns
-            for stack, ns in multi.stack_parts:
-                stack_ns[stack] = stack_ns.get(stack, 0) + ns
         else:
             _account_parts(stack_ns, multi, dt)
         if th.fair:
@@ -594,15 +590,14 @@ class Scheduler(Actor):
                     raise SchedulerError(f"{th.name}: lock {step.name!r} was never declared")
                 if lock in th.held:
                     raise SchedulerError(f"{th.name}: recursive acquisition of {step.name!r} (AA deadlock)")
-                write = step.write and lock.exclusive
-                if lock.owner is None and (not lock.readers if write else (not lock.waiters or lock.grantable(False))):
+                write = step.mode == "write" and lock.kind != "line"
+                if lock.grantable(write):
                     self._grant(lock, th, write)
-                    if lock.last_cpu != core.cid:
-                        extra = self._transfer(lock, core, step.count)
-                        if extra:
-                            # paid with the next compute step (or before anything else)
-                            th.debt += extra
-                            th.debt_stack = step.stack
+                    extra = self._transfer(lock, core, step.count)
+                    if extra:
+                        # paid with the next compute step (or before anything else)
+                        th.debt += extra
+                        th.debt_stack = step.stack
                     continue
                 if th.debt:
                     self._pay_debt(core, th, step)

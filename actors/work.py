@@ -1,7 +1,8 @@
 """Steps of a work program, and the result of running one.
 
 An actor hands the CPU scheduler a *work program* for one of its threads: an
-iterable (possibly an endless generator) of the steps below. The scheduler
+iterable (possibly an endless generator) of the steps below, or of tuples of
+them (a compiled run the scheduler walks itself). The scheduler
 executes it analytically, computing when each step ends, and wakes the actor
 only when the whole program is done. Frames are kernel/user function names,
 outermost first, so CPU time can be folded into a flame graph.
@@ -78,11 +79,9 @@ class Lock:
     count: int = field(default=1, validator=_positive)
     #: the folded stack of ``frame``, where a cache-line transfer at this acquisition is charged
     stack: str = field(init=False, eq=False, repr=False)
-    write: bool = field(init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         object.__setattr__(self, "stack", folded(self.frame))
-        object.__setattr__(self, "write", self.mode == "write")
 
 
 @frozen
@@ -115,8 +114,6 @@ class Marker:
 
 
 Step = Compute | Lock | Unlock | Sleep | SleepUntil | Marker
-#: what a work program yields: a step, or a tuple of steps (a compiled run the scheduler walks itself)
-ProgramItem = Step | tuple[Step, ...]
 
 
 @frozen

@@ -28,8 +28,9 @@ from typing import Any, Callable, Iterable, Iterator, Protocol
 from attrs import field, frozen
 
 from actors.kernel import Kernel
+from actors.memory import mb_to_pages
 from actors.process import Process
-from actors.runtime import Actor
+from actors.runtime import NS_PER_MS, NS_PER_US, Actor
 from actors.scheduler import Thread
 from actors.validators import InvalidValue, in_range, non_negative, positive
 from actors.work import Compute, Lock, Step, Unlock
@@ -127,10 +128,10 @@ def psi_kill_decision(state: MemoryState, props: LmkdProps, *, critical: bool, a
     return None
 
 
-def minfree_kill_decision(state: MemoryState, levels: list[MinfreeLevel], pages_per_mb: int) -> tuple[str, int] | None:
+def minfree_kill_decision(state: MemoryState, levels: list[MinfreeLevel]) -> tuple[str, int] | None:
     """Legacy mode: the first (lowest) level whose minfree both free memory and file cache are under."""
     for level in levels:
-        minfree = round(level.mb * pages_per_mb)
+        minfree = mb_to_pages(level.mb)
         if state.free < minfree and state.file_cache < minfree:
             return "minfree", level.adj
     return None
@@ -170,7 +171,7 @@ class LmkdReaper(Actor):
         self.thread: Thread = kernel.scheduler.spawn(name, self, **thread_kw)
         self.kill_method = kill_method
         frame = ("set_process_group_and_prio",)
-        self.set_prio = (Lock(CGROUP_MUTEX, frame), Compute(round(costs.set_prio_us * 1000), frame),
+        self.set_prio = (Lock(CGROUP_MUTEX, frame), Compute(round(costs.set_prio_us * NS_PER_US), frame),
                          Unlock(CGROUP_MUTEX))
         self.victim_cpus = victim_cpus
         self.victim_nice = victim_nice
@@ -210,7 +211,7 @@ class Lmkd(Actor):
     """lmkd's main thread. ``on_kill(victim, reason, min_adj, via)`` reports each kill decision."""
 
     def __init__(self, name: str, kernel: Kernel, apps: list[Process], *, props: LmkdProps, costs: LmkdCosts,
-                 thread_kw: dict[str, Any], kill_method: KillMethod, reapers: list[LmkdReaper], pages_per_mb: int,
+                 thread_kw: dict[str, Any], kill_method: KillMethod, reapers: list[LmkdReaper],
                  on_kill: Callable[[Process, str, int, str], None] | None = None) -> None:
         super().__init__(name)
         self.kernel = kernel
@@ -218,16 +219,14 @@ class Lmkd(Actor):
         self.props = props
         self.thread: Thread = kernel.scheduler.spawn(name, self, **thread_kw)
         self.reapers = reapers
-        self.pages_per_mb = pages_per_mb
         self.on_kill = on_kill
-        ms = 1_000_000
-        self.cycle_ns = round(costs.cycle_us * 1000)
-        self.kill_ns = round(costs.kill_us * 1000)
+        self.cycle_ns = round(costs.cycle_us * NS_PER_US)
+        self.kill_ns = round(costs.kill_us * NS_PER_US)
         self.kill_method = kill_method
-        self.window_ns = round(props.psi_window_ms * ms)
-        self.short_ns = round(props.poll_period_short_ms * ms)
-        self.long_ns = round(props.poll_period_long_ms * ms)
-        self.kill_timeout_ns = round(props.kill_timeout_ms * ms)
+        self.window_ns = round(props.psi_window_ms * NS_PER_MS)
+        self.short_ns = round(props.poll_period_short_ms * NS_PER_MS)
+        self.long_ns = round(props.poll_period_long_ms * NS_PER_MS)
+        self.kill_timeout_ns = round(props.kill_timeout_ms * NS_PER_MS)
         self._token = 0
         self._critical = False
         self.cycles = 0
@@ -273,7 +272,7 @@ class Lmkd(Actor):
         await sched.execute(self.thread, [Compute(self.cycle_ns, ("lmkd", "mp_event_psi"))])
         state = self._state()
         if self.props.use_minfree_levels:
-            decision = minfree_kill_decision(state, self.props.minfree_levels, self.pages_per_mb)
+            decision = minfree_kill_decision(state, self.props.minfree_levels)
         else:
             decision = psi_kill_decision(state, self.props, critical=self._critical, after_kill=after_kill)
         self._critical = False

@@ -17,7 +17,6 @@ freed it is done.
 from __future__ import annotations
 
 import math
-from math import ceil
 from typing import Callable, Iterator
 
 from actors.scheduler import Scheduler
@@ -140,7 +139,6 @@ class Memory:
         self.scheduler = scheduler
         self.on_low: Callable[[], None] | None = None
         self.min_free = self.free
-        self.direct_reclaim_ns = 0
         #: direct-reclaim time by the stalled thread's class, and a hook per stall (class, ns)
         self.direct_reclaim_by_class: dict[str, int] = {}
         self.on_stall: Callable[[str, int], None] | None = None
@@ -174,6 +172,11 @@ class Memory:
             self.min_free = self.free
         if self.free < self.wmark_low and self.on_low is not None:
             self.on_low()
+
+    @property
+    def direct_reclaim_ns(self) -> int:
+        """Time threads spent in direct reclaim, all classes."""
+        return sum(self.direct_reclaim_by_class.values())
 
     @property
     def zpool(self) -> int:
@@ -247,10 +250,10 @@ class Memory:
 
     def compress(self, mm: MM, n: int) -> None:
         """Swap out ``n`` anon pages of ``mm`` into ZRAM."""
-        swap = mm.swap
-        grown = ceil((swap + n) / mm.ratio) - ceil(swap / mm.ratio)  # zram_pages(after) - zram_pages(before)
+        before = zram_pages(mm.swap, mm.ratio)
         mm.anon -= n
-        mm.swap = swap + n
+        mm.swap += n
+        grown = zram_pages(mm.swap, mm.ratio) - before
         mm.zpool += grown
         self.swap_used += n
         self.free += n - grown
@@ -335,7 +338,6 @@ def allocation(memory: Memory, mm: MM, pages: int, batch: int, reclaim_batch: in
             yield reclaim(k, victim)
             memory.swap_out(victim, k)
             stall = memory.scheduler.runtime.now - started
-            memory.direct_reclaim_ns += stall
             memory.direct_reclaim_by_class[who] = memory.direct_reclaim_by_class.get(who, 0) + stall
             memory.psi.leave()
             if memory.on_stall is not None:

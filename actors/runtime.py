@@ -35,6 +35,11 @@ from trio.lowlevel import Abort, current_task, reschedule, wait_task_rescheduled
 
 from actors.events import EventLog
 
+#: virtual time is integer ns; configs give µs, ms and s
+NS_PER_US = 1_000
+NS_PER_MS = 1_000_000
+NS_PER_S = 1_000_000_000
+
 
 class ActorFailed(Exception):
     """An actor (or an event callback it owns) raised; names it and the virtual time."""

@@ -17,11 +17,12 @@ from pathlib import Path
 from hdrh.histogram import HdrHistogram
 from hdrh.log import HistogramLogWriter
 
+from actors.runtime import NS_PER_MS
+
 #: Histogram range and precision: 1 µs .. 1 hour, 3 significant digits.
 LOWEST_NS = 1_000
 HIGHEST_NS = 3_600_000_000_000
 SIGNIFICANT_FIGURES = 3
-NS_PER_MS = 1_000_000
 
 
 def _new() -> HdrHistogram:

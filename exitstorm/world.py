@@ -19,7 +19,7 @@ from actors.memory import MM, PAGES_PER_MB, Memory, mb_to_pages, zram_pages
 from actors.periodic import PeriodicThread
 from actors.process import Process, SimultaneousKill
 from actors.psi_monitor import PsiMonitor, PsiTrigger
-from actors.runtime import Runtime, stream_seed
+from actors.runtime import NS_PER_MS, NS_PER_S, NS_PER_US, Runtime, stream_seed
 from actors.sampler import Sampler
 from actors.scheduler import CoreSpec, Scheduler, SchedTunables, Thread
 from exitstorm.config import AppBand, Apps, Device, Experiment, SystemMemory, ThreadSpec, Uniform
@@ -28,10 +28,6 @@ from policies import kill_method, reap_policy, swap_release_policy
 
 #: pid ranges by kind of process, so that pids say what a process is
 SYSTEM_PID, STORM_PID, APP_PID, CAMERA_PID = 100, 1000, 2000, 5000
-
-NS_PER_US = 1_000
-NS_PER_MS = 1_000_000
-NS_PER_S = 1_000_000_000
 
 
 def band_sizes(count: int, bands: list[AppBand]) -> list[int]:
@@ -191,7 +187,7 @@ class World:
     def _add_storm(self, exp: Experiment) -> None:
         storm = exp.config.storm
         for i in range(storm.count):
-            pid = 1000 + i
+            pid = STORM_PID + i
             mm = MM(pid, f"victim{i}", storm.compression_ratio)
             self.kernel.add_mm(mm, anon=mb_to_pages(storm.resident_mb), file=mb_to_pages(storm.file_mb),
                                swap=mb_to_pages(storm.swapped_mb))
@@ -275,7 +271,6 @@ class World:
         lmkd = self.runtime.add(Lmkd(
             "lmkd", self.kernel, list(self.processes), props=cfg.props, costs=cfg.costs,
             thread_kw=thread_kw(cfg.main_thread, dev), kill_method=killer, reapers=reapers,
-            pages_per_mb=PAGES_PER_MB,
             on_kill=lambda victim, reason, min_adj, via: self.kill_reasons.__setitem__(
                 victim.pid, (reason, min_adj, via, self.runtime.now))))
         props = cfg.props

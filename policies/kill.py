@@ -8,6 +8,7 @@ from attrs import field, frozen
 
 from actors.lmkd import CGROUP_MUTEX
 from actors.process import Process
+from actors.runtime import NS_PER_US
 from actors.validators import non_negative
 from actors.work import Compute, Lock, Step, Unlock
 
@@ -39,7 +40,7 @@ class CgroupKill:
     """
 
     def __init__(self, params: CgroupKillParams) -> None:
-        self.kill_ns = round(params.kill_us * 1000)
+        self.kill_ns = round(params.kill_us * NS_PER_US)
 
     def steps(self, victim: Process) -> Iterator[Step]:
         yield Lock(CGROUP_MUTEX, ("cgroup_kill_write", "cgroup_kn_lock_live"))

@@ -7,7 +7,7 @@ from attrs import field, frozen
 from actors.kernel import Kernel
 from actors.oom_reaper import OomReaper
 from actors.process import Process
-from actors.runtime import Runtime
+from actors.runtime import NS_PER_MS, Runtime
 from actors.validators import in_range, non_negative
 
 
@@ -47,7 +47,7 @@ class OomReaperReap(Reap):
 
     def install(self, runtime: Runtime, kernel: Kernel, apps: list[Process]) -> None:
         reaper = self.reaper = runtime.add(OomReaper(
-            "oom_reaper", kernel, threads=self.threads, delay_ns=round(self.params.delay_ms * 1_000_000),
+            "oom_reaper", kernel, threads=self.threads, delay_ns=round(self.params.delay_ms * NS_PER_MS),
             thread_kw={"policy": "fair", "nice": self.params.nice, "thread_class": "oom_reaper"}))
         for app in apps:
             app.watch_kill(reaper.queue)

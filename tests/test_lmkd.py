@@ -41,11 +41,11 @@ def test_the_psi_ladder() -> None:
 def test_minfree_levels_pick_the_lowest_level_both_free_and_cache_are_under() -> None:
     mb = PAGES_PER_MB
     levels = PROPS.minfree_levels
-    assert minfree_kill_decision(state(200 * mb, cache=0), levels, mb) is None
-    assert minfree_kill_decision(state(150 * mb, cache=0), levels, mb) == ("minfree", 950)
-    assert minfree_kill_decision(state(100 * mb, cache=0), levels, mb) == ("minfree", 200)
-    assert minfree_kill_decision(state(100 * mb, cache=500 * mb), levels, mb) is None
-    assert minfree_kill_decision(state(10 * mb, cache=80 * mb), levels, mb) == ("minfree", 100)
+    assert minfree_kill_decision(state(200 * mb, cache=0), levels) is None
+    assert minfree_kill_decision(state(150 * mb, cache=0), levels) == ("minfree", 950)
+    assert minfree_kill_decision(state(100 * mb, cache=0), levels) == ("minfree", 200)
+    assert minfree_kill_decision(state(100 * mb, cache=500 * mb), levels) is None
+    assert minfree_kill_decision(state(10 * mb, cache=80 * mb), levels) == ("minfree", 100)
 
 
 def test_victims_highest_adj_first_then_oldest_or_heaviest() -> None:
@@ -81,7 +81,7 @@ def paced_world(exit_fixed_ms: float, reapers: int = 0, set_prio_ms: float = 0):
                          costs=LmkdCosts(cycle_us=1000, kill_us=500, signal_us=0, set_prio_us=0),
                          thread_kw={"policy": "fifo", "prio": 1, "thread_class": "lmkd"}, kill_method=SigKill(0),
                          reapers=rs,
-                         pages_per_mb=PAGES_PER_MB, on_kill=lambda v, reason, adj, via: kills.append((v.pid, reason))))
+                         on_kill=lambda v, reason, adj, via: kills.append((v.pid, reason))))
     w.rt.at(0, lambda _: lmkd.psi_event("medium"))
     return w, apps, lmkd, kills
 

@@ -7,7 +7,8 @@ resident pages x present_page_free_ns`` of CPU, and alone on a core its
 latency is that cost, so a least-squares line through the median kill →
 reap of each size gives the three costs (one shared intercept). The
 victims' MADV_PAGEOUT gives ``compress_page_ns``. The other costs are not
-measured here and are written as the estimates they are.
+measured here: they come from a base device profile (``--base``), as the
+estimates they are there, and so do the cpuset names.
 """
 
 from __future__ import annotations
@@ -18,28 +19,25 @@ import platform
 import statistics
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 from attrs import asdict, frozen
 
+from actors.memory import PAGES_PER_MB
+from exitstorm.config import Device, load_device
 from exitstorm.schema import ConfigError
 from exitstorm.victims import ExitTiming, Victims, VictimSpec
-from exitstorm.zram import PAGE_SIZE, ZRAM_SYS, ZramSwap, comp_algorithm
-
-PAGES_PER_MB = (1 << 20) // PAGE_SIZE
+from exitstorm.zram import ZramSwap, comp_algorithm, disksize_mb
 
 #: victim sizes (MB) and kills per size: the full plan takes a few minutes, --quick under one
 FULL_SIZES_MB = (50, 100, 200, 400, 800)
 FULL_REPEATS = 5
 QUICK_SIZES_MB = (50, 100, 200)
 QUICK_REPEATS = 3
-
-#: costs calibration does not measure: estimates for an x86-64 VM (DESIGN §10, DOMAIN.md)
-ESTIMATED_COSTS = {
-    "file_page_unmap_ns": (40, "PTE clear + rmap only"),
-    "alloc_page_ns": (600, "fault + clear_page of 4 KiB on x86-64"),
-    "cacheline_transfer_ns": (60, "core-to-core cache-line transfer on x86, 40-100 ns"),
-}
+#: the device whose unmeasured costs and cpuset names a calibrated profile starts from
+DEFAULT_BASE = Path("configs/devices/vm_2core.toml")
+#: costs calibration does not measure: taken from the base profile
+UNMEASURED_COSTS = ("file_page_unmap_ns", "alloc_page_ns", "cacheline_transfer_ns")
 
 
 @frozen
@@ -108,16 +106,6 @@ def compress_page_ns(timings: Iterable[ExitTiming]) -> int:
     return round(statistics.median(per_page))
 
 
-def _toml(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
-    return json.dumps(str(value))
-
-
 def _meminfo_mb(field: str) -> int:
     for line in Path("/proc/meminfo").read_text().splitlines():
         if line.startswith(field + ":"):
@@ -126,8 +114,11 @@ def _meminfo_mb(field: str) -> int:
 
 
 def profile_toml(name: str, fit: ExitFit, measured: dict[str, int], cores: int, memory: dict[str, int],
-                 points: Sequence[tuple[float, float, float]], source: str) -> str:
-    """The device profile, in the form of configs/devices/*.toml, saying where each figure comes from."""
+                 points: Sequence[tuple[float, float, float]], source: str, base: Device, base_path: Path) -> str:
+    """The device profile, in the form of configs/devices/*.toml, saying where each figure comes from.
+
+    Strings and lists of ints are written as JSON, which is also TOML.
+    """
     costs = {**costs_from_fit(fit), **measured}
     lines = [
         f"# Calibrated by `exitstorm calibrate` on {source}.",
@@ -136,8 +127,8 @@ def profile_toml(name: str, fit: ExitFit, measured: dict[str, int], cores: int, 
         f"# t = {fit.fixed_ms:.3f} ms + {fit.ms_per_mb_swapped:.4f} ms/MB swapped + "
         f"{fit.ms_per_mb_resident:.4f} ms/MB resident; max relative error {fit.max_relative_error:.1%}.",
         "# Raw measurements: the .measurements.json file beside this one.",
-        f"name = {_toml(name)}",
-        f"description = {_toml(f'{cores} cores of {source}, calibrated')}",
+        f"name = {json.dumps(name)}",
+        f"description = {json.dumps(f'{cores} cores of {source}, calibrated')}",
         "",
         "[[clusters]]",
         'name = "cpu"',
@@ -156,12 +147,12 @@ def profile_toml(name: str, fit: ExitFit, measured: dict[str, int], cores: int, 
         f"exit_fixed_ns = {costs['exit_fixed_ns']}          # fitted (intercept)",
         f"compress_page_ns = {costs['compress_page_ns']}        # measured: MADV_PAGEOUT per page, median",
     ]
-    lines += [f"{key} = {value}    # estimate, not measured: {why}" for key, (value, why) in ESTIMATED_COSTS.items()]
-    every = list(range(cores))
-    lines += ["", "# No Android cpusets on this machine; these names let Android-shaped scenarios run on it.",
+    lines += [f"{key} = {getattr(base.costs, key):g}    # not measured: as in {base_path}"
+              for key in UNMEASURED_COSTS]
+    every = json.dumps(list(range(cores)))
+    lines += ["", f"# The cpuset names of {base_path}, each with every core, so that its scenarios run here.",
               "[cpusets]"]
-    lines += [f"{name} = {_toml(every)}" for name in
-              ("all", "top-app", "foreground", "camera-daemon", "background", "system-background", "restricted")]
+    lines += [f"{json.dumps(cpuset)} = {every}" for cpuset in base.cpusets]
     return "\n".join(lines) + "\n"
 
 
@@ -171,20 +162,22 @@ def plan(quick: bool) -> list[VictimSpec]:
     return [spec for _ in range(repeats) for mb in sizes for spec in (VictimSpec(mb), VictimSpec(0, mb))]
 
 
-def write_new(path: Path, text: str, force: bool) -> None:
-    """Write ``path`` whole (temp file + rename); an existing file is replaced only with ``force``."""
-    if path.exists() and not force:
-        raise FileExistsError(f"{path} exists (use --force to replace it)")
+def write_whole(path: Path, text: str) -> None:
+    """Write ``path`` whole: a reader sees the old file or the new one (temp file + rename)."""
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
 
 
-def calibrate(out: Path, quick: bool, force: bool = False,
+def calibrate(out: Path, quick: bool, force: bool = False, base_path: Path = DEFAULT_BASE,
               on_kill: Callable[[int, int, ExitTiming], None] | None = None) -> ExitFit:
-    """Measure, fit, and write ``out`` (the profile) and ``out``.measurements.json."""
+    """Measure, fit, and write ``out`` (the profile) and ``out``.measurements.json.
+
+    Bad arguments and existing files are refused before anything is measured.
+    """
     if out.suffix != ".toml":
         raise ConfigError(f"--out {out}: expected a .toml file name")
+    base = load_device(base_path)
     raw_path = out.with_suffix(".measurements.json")
     for path in (out, raw_path):
         if path.exists() and not force:
@@ -193,7 +186,7 @@ def calibrate(out: Path, quick: bool, force: bool = False,
     timings: list[ExitTiming] = []
     with ZramSwap(disksize_mb=max(1024, _meminfo_mb("MemTotal") // 2)):
         algorithm = comp_algorithm()
-        disksize_mb = int(ZRAM_SYS.joinpath("disksize").read_text()) >> 20
+        zram_mb = disksize_mb()
         with Victims() as victims:
             for i, spec in enumerate(specs):
                 timings.append(victims.kill_and_time(spec))
@@ -206,10 +199,10 @@ def calibrate(out: Path, quick: bool, force: bool = False,
         "total_mb": _meminfo_mb("MemTotal"),
         "kernel_mb": _meminfo_mb("MemTotal") - _meminfo_mb("MemAvailable"),
         "watermark_scale_factor": int(Path("/proc/sys/vm/watermark_scale_factor").read_text()),
-        "zram_disksize_mb": disksize_mb,
+        "zram_disksize_mb": zram_mb,
     }
     text = profile_toml(out.stem, fit, {"compress_page_ns": compress_page_ns(timings)}, os.cpu_count() or 1,
-                        memory, points, source)
+                        memory, points, source, base, base_path)
     raw = {
         "source": source,
         "quick": quick,
@@ -217,6 +210,6 @@ def calibrate(out: Path, quick: bool, force: bool = False,
         "medians_ms": [{"swapped_mb": s, "resident_mb": r, "kill_to_reap_ms": t} for s, r, t in points],
         "kills": [asdict(t) for t in timings],
     }
-    write_new(raw_path, json.dumps(raw, indent=2) + "\n", force)
-    write_new(out, text, force)
+    write_whole(raw_path, json.dumps(raw, indent=2) + "\n")
+    write_whole(out, text)
     return fit

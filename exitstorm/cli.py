@@ -13,7 +13,7 @@ from actors.runtime import ActorFailed
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from exitstorm.calibrate import calibrate
+from exitstorm.calibrate import DEFAULT_BASE, calibrate
 from exitstorm.compare import compare, parse_variant, table
 from exitstorm.config import load_experiment
 from exitstorm.experiment import run_experiment
@@ -54,6 +54,8 @@ def _parser() -> argparse.ArgumentParser:
     cal.add_argument("--out", type=Path, required=True, help="the profile to write (PROFILE.toml; raw "
                                                              "measurements go to PROFILE.measurements.json)")
     cal.add_argument("--quick", action="store_true", help="fewer sizes and repeats (under a minute)")
+    cal.add_argument("--base", type=Path, default=DEFAULT_BASE,
+                     help=f"device profile giving the costs not measured and the cpuset names (default {DEFAULT_BASE})")
     cal.add_argument("--force", action="store_true", help="replace existing files")
     return p
 
@@ -120,7 +122,7 @@ def _calibrate(args: argparse.Namespace) -> None:
                             description=f"{timing.swapped_mb} MB swapped + {timing.resident_mb} MB resident: "
                                         f"{timing.kill_to_reap_ns / 1e6:.1f} ms")
 
-        fit = calibrate(args.out, args.quick, args.force, on_kill)
+        fit = calibrate(args.out, args.quick, args.force, args.base, on_kill)
     console.print(f"kill -> reap = {fit.fixed_ms:.3f} ms + {fit.ms_per_mb_swapped:.4f} ms/MB swapped + "
                   f"{fit.ms_per_mb_resident:.4f} ms/MB resident (max error {fit.max_relative_error:.1%})")
     console.print(f"profile: {args.out}; raw measurements: {args.out.with_suffix('.measurements.json')}")

@@ -359,6 +359,11 @@ class Experiment:
         return evolve(self, config=evolve(self.config, scenario=scenario), raw=raw)
 
 
+def load_device(path: Path) -> Device:
+    """A device profile file, validated."""
+    return structure(_read_toml(path), Device, str(path))
+
+
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as fh:

@@ -140,8 +140,8 @@ class Victims:
             pass
         self._live.discard(pid)
 
-    def spawn(self, spec: VictimSpec) -> tuple[int, int, int]:
-        """Start a victim and wait until its memory is in place: (pid, pageout ns, its ZRAM pool KiB)."""
+    def spawn(self, spec: VictimSpec) -> tuple[int, int, int, int]:
+        """Start a victim and wait until its memory is in place: (pid, pageout ns, VmSwap KiB, ZRAM pool KiB)."""
         pool_before = mm_stat()["mem_used_total"]
         read_fd, write_fd = os.pipe()
         parent = os.getpid()
@@ -168,12 +168,11 @@ class Victims:
             self._reap(pid)
             raise HostError(f"MADV_PAGEOUT moved only {swap_kb // 1024} of {spec.swapped_mb} MB to swap "
                             f"(is /dev/zram0 the active swap, and vm.swappiness > 0?)")
-        return pid, int(line), max(0, mm_stat()["mem_used_total"] - pool_before) // 1024
+        return pid, int(line), swap_kb, max(0, mm_stat()["mem_used_total"] - pool_before) // 1024
 
     def kill_and_time(self, spec: VictimSpec, sample_s: float = 0.0005, settle_s: float = 5.0) -> ExitTiming:
         """Spawn a victim, SIGKILL it, and time its reap and the return of its memory."""
-        pid, pageout_ns, pool_kb = self.spawn(spec)
-        swap_kb = _status_kb(pid, "VmSwap") or 0
+        pid, pageout_ns, swap_kb, pool_kb = self.spawn(spec)
         pool_target = mm_stat()["mem_used_total"] - RETURNED_SHARE * pool_kb * 1024
         pool_back: list[int] = []
         stop = threading.Event()

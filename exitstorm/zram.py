@@ -51,6 +51,10 @@ def mm_stat() -> dict[str, int]:
     return {name: int(value) for name, value in zip(names, fields)}
 
 
+def disksize_mb() -> int:
+    return int(ZRAM_SYS.joinpath("disksize").read_text()) >> 20
+
+
 def comp_algorithm() -> str:
     """The compressor in use: the bracketed entry of comp_algorithm."""
     text = ZRAM_SYS.joinpath("comp_algorithm").read_text()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from exitstorm import calibrate as cal
-from exitstorm.config import load_experiment
+from exitstorm.config import load_device, load_experiment
 from exitstorm.victims import ExitTiming
 from exitstorm.zram import HostError, active_swaps, require_host
 from tests.conftest import ROOT, exitstorm
@@ -64,7 +64,9 @@ def test_profile_loads_as_a_device_and_the_model_reproduces_the_fit(tmp_path: Pa
     fit = cal.fit_exit_costs(points)
     memory = {"total_mb": 24576, "kernel_mb": 512, "watermark_scale_factor": 10, "zram_disksize_mb": 8192}
     path = tmp_path / "fitted.toml"
-    path.write_text(cal.profile_toml("fitted", fit, {"compress_page_ns": 3000}, 2, memory, points, "a test"))
+    base = ROOT / "configs" / "devices" / "vm_2core.toml"
+    path.write_text(cal.profile_toml("fitted", fit, {"compress_page_ns": 3000}, 2, memory, points, "a test",
+                                     load_device(base), base))
     exp = load_experiment(VM_STORM, [f'device="{path}"', "storm.swapped_mb=400"])
     assert exp.device.name == "fitted" and exp.device.costs.swap_entry_free_ns == 388
     out = tmp_path / "run"

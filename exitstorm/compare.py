@@ -150,7 +150,10 @@ def compare(config: str, variants: list[Variant] | None, seeds: int, out: Path, 
                 if workers == 1:
                     done = (((v[0], seed), _run_one(*args(v, seed))) for v, seed in jobs)
                 else:
-                    pool = stack.enter_context(concurrent.futures.ProcessPoolExecutor(max_workers=workers))
+                    # gc.freeze: what a worker inherits (modules, loaded configs) is never garbage, so the
+                    # collection after each run walks only that run's objects
+                    pool = stack.enter_context(concurrent.futures.ProcessPoolExecutor(max_workers=workers,
+                                                                                      initializer=gc.freeze))
                     futures = {pool.submit(_run_one, *args(v, seed)): (v[0], seed) for v, seed in jobs}
                     done = ((futures[f], f.result()) for f in concurrent.futures.as_completed(futures))
                 for (name, seed), figures in done:

@@ -29,7 +29,7 @@ from attrs import field, frozen
 
 from actors.kernel import Kernel
 from actors.memory import mb_to_pages
-from actors.process import Process
+from actors.process import Process, process_mrelease
 from actors.runtime import NS_PER_MS, NS_PER_US, Actor
 from actors.scheduler import Thread
 from actors.validators import InvalidValue, in_range, non_negative, positive
@@ -185,14 +185,10 @@ class LmkdReaper(Actor):
         self.send(self, victim)
 
     def _process_mrelease(self, victim: Process) -> Iterator[Step]:
-        zap = victim.zap
-        if zap.mm_detached:
+        if (yield from process_mrelease(self.kernel, victim, self.log)):
+            self.reaps += 1
+        else:
             self.esrch += 1
-            self.log("process_mrelease", pid=victim.pid, result="ESRCH")
-            return
-        self.reaps += 1
-        yield from self.kernel.reap_program(zap, "process_mrelease")
-        self.log("process_mrelease", pid=victim.pid, result="ok", anon_pages=zap.reaped[0], swap_pages=zap.reaped[1])
 
     async def main(self) -> None:
         sched = self.kernel.scheduler

@@ -8,7 +8,8 @@ scheduling class.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+import collections
+from typing import Any, Callable, Generator, Iterator
 
 from actors.exit_path import ZapWork
 from actors.kernel import Kernel
@@ -16,6 +17,21 @@ from actors.memory import MM
 from actors.runtime import Actor
 from actors.scheduler import Thread
 from actors.work import Step
+
+
+def process_mrelease(kernel: Kernel, victim: "Process", log: Callable[..., None]) -> Generator[Step, None, bool]:
+    """process_mrelease(pidfd) from the caller's thread: reap the killed victim's mm alongside its exit.
+
+    Fails with ESRCH (no work) once the exit has taken the mm (exit_mm). ``log``
+    is the caller's event log.
+    """
+    zap = victim.zap
+    if zap.mm_detached:
+        log("process_mrelease", pid=victim.pid, result="ESRCH")
+        return False
+    yield from kernel.reap_program(zap, "process_mrelease")
+    log("process_mrelease", pid=victim.pid, result="ok", anon_pages=zap.reaped[0], swap_pages=zap.reaped[1])
+    return True
 
 
 class Process(Actor):
@@ -129,3 +145,37 @@ class SimultaneousKill(Actor):
     def _fire(self, _arg: object) -> None:
         for proc in self.targets:
             proc.kill()
+
+
+class MreleaseReapers(Actor):
+    """Threads that call process_mrelease() on killed processes, each taking the next in kill order.
+
+    A storm's stand-in for lmkd's reaper threads: what a harness does with a
+    pidfd per victim after it has sent the SIGKILLs.
+    """
+
+    passive = True
+
+    def __init__(self, name: str, kernel: Kernel, count: int, thread_kw: dict[str, Any]) -> None:
+        super().__init__(name)
+        self.kernel = kernel
+        self.threads: list[Thread] = [kernel.scheduler.spawn(f"{name}{i}", self, **thread_kw) for i in range(count)]
+        self._idle = list(self.threads)
+        self._queue: collections.deque[Process] = collections.deque()
+        self.reaps = 0
+        self.esrch = 0
+
+    def hand(self, victim: Process) -> None:
+        """Queue a just-killed victim; an idle reaper thread starts on the queue."""
+        self._queue.append(victim)
+        if self._idle:
+            th = self._idle.pop(0)
+            self.kernel.scheduler.submit(th, self._work(), lambda _done, th=th: self._idle.append(th))
+
+    def _work(self) -> Iterator[Step]:
+        while self._queue:
+            reaped = yield from process_mrelease(self.kernel, self._queue.popleft(), self.log)
+            if reaped:
+                self.reaps += 1
+            else:
+                self.esrch += 1

@@ -118,7 +118,12 @@ class Kernel:
 
 @frozen
 class Storm:
-    """``count`` identical processes SIGKILLed together at ``kill_at_ms``."""
+    """``count`` identical processes SIGKILLed together at ``kill_at_ms``.
+
+    ``reapers`` threads (as lmkd's reaper threads, on ``reaper_thread``) then
+    call process_mrelease() on the victims, each taking the next one in
+    kill order.
+    """
 
     count: int = field(validator=in_range(1, 100_000))
     swapped_mb: float = field(validator=non_negative)
@@ -127,6 +132,12 @@ class Storm:
     compression_ratio: float = field(validator=ratio)
     kill_at_ms: float = field(validator=non_negative)
     thread: "ThreadSpec"
+    reapers: int = field(default=0, validator=in_range(0, 64))
+    reaper_thread: "ThreadSpec | None" = None
+
+    def __attrs_post_init__(self) -> None:
+        if self.reapers and self.reaper_thread is None:
+            raise InvalidValue("reaper_thread", "a thread table for the reapers (storm.reapers > 0)", None)
 
 
 @frozen
@@ -339,6 +350,11 @@ class ScenarioConfig:
     device_overrides: dict[str, Any] = {}
     kernel_overrides: dict[str, Any] = {}
 
+    def __attrs_post_init__(self) -> None:
+        if self.storm is not None and self.storm.reapers and self.policies.reap != "process_mrelease":
+            raise InvalidValue("storm.reapers", f"0 with policies.reap = {self.policies.reap!r} (the storm's "
+                                                "reapers call process_mrelease)", self.storm.reapers)
+
 
 @frozen
 class Experiment:
@@ -531,6 +547,8 @@ def _cpusets(sc: ScenarioConfig) -> Iterator[tuple[str, str]]:
         yield f"load[{i}].thread.cpuset", spec.thread.cpuset
     if sc.storm is not None:
         yield "storm.thread.cpuset", sc.storm.thread.cpuset
+        if sc.storm.reaper_thread is not None:
+            yield "storm.reaper_thread.cpuset", sc.storm.reaper_thread.cpuset
     if sc.apps is not None:
         for i, band in enumerate(sc.apps.bands):
             yield f"apps.bands[{i}].thread.cpuset", band.thread.cpuset

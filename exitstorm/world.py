@@ -17,7 +17,7 @@ from actors.kernel import Kernel, Kswapd
 from actors.lmkd import CGROUP_MUTEX, Lmkd, LmkdReaper
 from actors.memory import MM, PAGES_PER_MB, Memory, mb_to_pages, zram_pages
 from actors.periodic import PeriodicThread
-from actors.process import Process, SimultaneousKill
+from actors.process import MreleaseReapers, Process, SimultaneousKill
 from actors.psi_monitor import PsiMonitor, PsiTrigger
 from actors.runtime import NS_PER_MS, NS_PER_S, NS_PER_US, Runtime, stream_seed
 from actors.sampler import Sampler
@@ -193,6 +193,11 @@ class World:
                                swap=mb_to_pages(storm.swapped_mb))
             proc = Process(f"victim{i}", self.kernel, mm, thread_kw(storm.thread, exp.device))
             self._add_process(proc)
+        if storm.reapers:
+            reapers = self.runtime.add(MreleaseReapers("storm_reaper", self.kernel, storm.reapers,
+                                                       thread_kw(storm.reaper_thread, exp.device)))
+            for proc in self.processes:
+                proc.watch_kill(reapers.hand)
         self.runtime.add(SimultaneousKill("storm", self.processes, round(storm.kill_at_ms * NS_PER_MS)))
 
     def _add_process(self, proc: Process) -> None:

@@ -26,8 +26,8 @@ from attrs import asdict, frozen
 from actors.memory import PAGES_PER_MB
 from exitstorm.config import Device, load_device
 from exitstorm.schema import ConfigError
-from exitstorm.victims import ExitTiming, Victims, VictimSpec
-from exitstorm.zram import ZramSwap, comp_algorithm, disksize_mb
+from exitstorm.victims import DEFAULT_RANDOM_BYTES, ExitTiming, Victims, VictimSpec, check_random_bytes
+from exitstorm.zram import ZramSwap, comp_algorithm, disksize_mb, meminfo_mb
 
 #: victim sizes (MB) and kills per size: the full plan takes a few minutes, --quick under one
 FULL_SIZES_MB = (50, 100, 200, 400, 800)
@@ -106,13 +106,6 @@ def compress_page_ns(timings: Iterable[ExitTiming]) -> int:
     return round(statistics.median(per_page))
 
 
-def _meminfo_mb(field: str) -> int:
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) // 1024
-    raise KeyError(field)
-
-
 def profile_toml(name: str, fit: ExitFit, measured: dict[str, int], cores: int, memory: dict[str, int],
                  points: Sequence[tuple[float, float, float]], source: str, base: Device, base_path: Path) -> str:
     """The device profile, in the form of configs/devices/*.toml, saying where each figure comes from.
@@ -156,10 +149,11 @@ def profile_toml(name: str, fit: ExitFit, measured: dict[str, int], cores: int, 
     return "\n".join(lines) + "\n"
 
 
-def plan(quick: bool) -> list[VictimSpec]:
+def plan(quick: bool, random_bytes: int = DEFAULT_RANDOM_BYTES) -> list[VictimSpec]:
     """The kills to measure, sizes interleaved so that drift spreads over all of them."""
     sizes, repeats = (QUICK_SIZES_MB, QUICK_REPEATS) if quick else (FULL_SIZES_MB, FULL_REPEATS)
-    return [spec for _ in range(repeats) for mb in sizes for spec in (VictimSpec(mb), VictimSpec(0, mb))]
+    return [spec for _ in range(repeats) for mb in sizes
+            for spec in (VictimSpec(mb, 0, random_bytes), VictimSpec(0, mb, random_bytes))]
 
 
 def write_whole(path: Path, text: str) -> None:
@@ -170,21 +164,23 @@ def write_whole(path: Path, text: str) -> None:
 
 
 def calibrate(out: Path, quick: bool, force: bool = False, base_path: Path = DEFAULT_BASE,
-              on_kill: Callable[[int, int, ExitTiming], None] | None = None) -> ExitFit:
+              on_kill: Callable[[int, int, ExitTiming], None] | None = None,
+              random_bytes: int = DEFAULT_RANDOM_BYTES) -> ExitFit:
     """Measure, fit, and write ``out`` (the profile) and ``out``.measurements.json.
 
     Bad arguments and existing files are refused before anything is measured.
     """
     if out.suffix != ".toml":
         raise ConfigError(f"--out {out}: expected a .toml file name")
+    check_random_bytes(random_bytes)
     base = load_device(base_path)
     raw_path = out.with_suffix(".measurements.json")
     for path in (out, raw_path):
         if path.exists() and not force:
             raise FileExistsError(f"{path} exists (use --force to replace it)")
-    specs = plan(quick)
+    specs = plan(quick, random_bytes)
     timings: list[ExitTiming] = []
-    with ZramSwap(disksize_mb=max(1024, _meminfo_mb("MemTotal") // 2)):
+    with ZramSwap():
         algorithm = comp_algorithm()
         zram_mb = disksize_mb()
         with Victims() as victims:
@@ -196,8 +192,8 @@ def calibrate(out: Path, quick: bool, force: bool = False, base_path: Path = DEF
     fit = fit_exit_costs(points)
     source = f"Linux {platform.release()} ({platform.machine()}), ZRAM {algorithm}"
     memory = {
-        "total_mb": _meminfo_mb("MemTotal"),
-        "kernel_mb": _meminfo_mb("MemTotal") - _meminfo_mb("MemAvailable"),
+        "total_mb": meminfo_mb("MemTotal"),
+        "kernel_mb": meminfo_mb("MemTotal") - meminfo_mb("MemAvailable"),
         "watermark_scale_factor": int(Path("/proc/sys/vm/watermark_scale_factor").read_text()),
         "zram_disksize_mb": zram_mb,
     }
@@ -206,6 +202,7 @@ def calibrate(out: Path, quick: bool, force: bool = False, base_path: Path = DEF
     raw = {
         "source": source,
         "quick": quick,
+        "random_bytes": random_bytes,
         "fit": asdict(fit),
         "medians_ms": [{"swapped_mb": s, "resident_mb": r, "kill_to_reap_ms": t} for s, r, t in points],
         "kills": [asdict(t) for t in timings],

@@ -21,6 +21,7 @@ mm at exit_mm, before the teardown.
 from __future__ import annotations
 
 import ctypes
+import errno
 import mmap
 import os
 import select
@@ -32,13 +33,26 @@ from types import TracebackType
 
 from attrs import frozen
 
+from exitstorm.schema import ConfigError
 from exitstorm.zram import PAGE_SIZE, HostError, mm_stat
 
 MADV_PAGEOUT = 21  # include/uapi/asm-generic/mman-common.h (Linux 5.4+)
+SYS_PROCESS_MRELEASE = 448  # arch/x86/entry/syscalls/syscall_64.tbl (Linux 5.15+)
+#: lmkd's reaper threads run at ANDROID_PRIORITY_HIGHEST
+REAPER_NICE = -20
 PR_SET_PDEATHSIG = 1  # include/uapi/linux/prctl.h
 MB = 1 << 20
 #: share of the victim's ZRAM pool memory that must be back for "memory returned"
 RETURNED_SHARE = 0.9
+
+
+#: 1 KiB random + 3 KiB zeros per page: lz4 compresses it about 3.9 times (DESIGN §10)
+DEFAULT_RANDOM_BYTES = 1024
+
+
+def check_random_bytes(random_bytes: int) -> None:
+    if not 1 <= random_bytes <= PAGE_SIZE:
+        raise ConfigError(f"--random-bytes: expected random bytes per 4 KiB page, 1..{PAGE_SIZE}, got {random_bytes}")
 
 
 @frozen
@@ -46,7 +60,7 @@ class VictimSpec:
     swapped_mb: int
     resident_mb: int = 0
     #: random bytes in each 4 KiB page (the rest are zeros): the content's compressibility
-    random_bytes: int = 1024
+    random_bytes: int = DEFAULT_RANDOM_BYTES
 
 
 @frozen
@@ -61,6 +75,102 @@ class ExitTiming:
     pageout_ns: int
     kill_to_reap_ns: int
     kill_to_returned_ns: int | None
+
+
+@frozen
+class Storm:
+    """Victims spawned together, ready to be killed together."""
+
+    spec: VictimSpec
+    pids: list[int]
+    #: their share of the ZRAM pool (mm_stat mem_used_total), bytes
+    pool_bytes: int
+    #: orig_data_size / compr_data_size of what they put in ZRAM
+    compression_ratio: float
+
+
+@frozen
+class StormTiming:
+    """Victims SIGKILLed together, measured."""
+
+    count: int
+    swapped_mb: int
+    mrelease: bool
+    pool_kb: int
+    compression_ratio: float
+    #: per victim, in kill order: its SIGKILL → its reap (pidfd readable: exit_notify has run)
+    exit_ns: list[int]
+    #: the first SIGKILL → 90% of the storm's ZRAM pool share back
+    returned_ns: int | None
+    #: per victim, what the reaper's process_mrelease returned ("ok" or an errno name); empty without reaper
+    mrelease_results: list[str]
+
+
+class _PoolWatch:
+    """A thread sampling mm_stat until ``mem_used_total`` falls to ``target`` bytes."""
+
+    def __init__(self, target: float, sample_s: float) -> None:
+        self.target = target
+        self.sample_s = sample_s
+        self._back: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            if mm_stat()["mem_used_total"] <= self.target:
+                self._back.append(time.monotonic_ns())
+                return
+            time.sleep(self.sample_s)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, settle_s: float) -> int | None:
+        """Wait up to ``settle_s`` for the target; the monotonic ns it was seen at, or None."""
+        self._thread.join(settle_s)
+        self._stop.set()
+        self._thread.join()
+        return self._back[0] if self._back else None
+
+
+def _kill_all(pidfds: list[int], kill_ns: list[int]) -> None:
+    """pidfd_send_signal(SIGKILL) to each, back to back, noting when each was sent."""
+    for fd in pidfds:
+        kill_ns.append(time.monotonic_ns())
+        signal.pidfd_send_signal(fd, signal.SIGKILL)
+
+
+def _reaper(pidfds: list[int], kill_ns: list[int], sent: threading.Event, results: list[str]) -> None:
+    """An lmkd-like reaper thread (nice -20): the SIGKILLs, then process_mrelease(pidfd, 0) on each victim."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), REAPER_NICE)
+    try:
+        _kill_all(pidfds, kill_ns)
+    finally:
+        sent.set()
+    for fd in pidfds:
+        ok = libc.syscall(SYS_PROCESS_MRELEASE, fd, 0) == 0
+        results.append("ok" if ok else errno.errorcode.get(ctypes.get_errno(), str(ctypes.get_errno())))
+
+
+def _wait_exits(pidfds: list[int], timeout_s: float) -> list[int]:
+    """Monotonic ns at which each pidfd became readable (its process exited), in pidfd order."""
+    poll = select.poll()
+    for fd in pidfds:
+        poll.register(fd, select.POLLIN)
+    seen: dict[int, int] = {}
+    deadline = time.monotonic() + timeout_s
+    while len(seen) < len(pidfds):
+        left_ms = (deadline - time.monotonic()) * 1000
+        if left_ms <= 0:
+            raise HostError(f"{len(pidfds) - len(seen)} killed victims had not exited after {timeout_s:.0f} s")
+        events = poll.poll(left_ms)
+        now = time.monotonic_ns()
+        for fd, _mask in events:
+            seen[fd] = now
+            poll.unregister(fd)
+    return [seen[fd] for fd in pidfds]
 
 
 def _status_kb(pid: int | str, field: str) -> int | None:
@@ -140,9 +250,8 @@ class Victims:
             pass
         self._live.discard(pid)
 
-    def spawn(self, spec: VictimSpec) -> tuple[int, int, int, int]:
-        """Start a victim and wait until its memory is in place: (pid, pageout ns, VmSwap KiB, ZRAM pool KiB)."""
-        pool_before = mm_stat()["mem_used_total"]
+    def _start(self, spec: VictimSpec) -> tuple[int, int]:
+        """Fork a victim: (pid, the read end of its ready pipe)."""
         read_fd, write_fd = os.pipe()
         parent = os.getpid()
         pid = os.fork()
@@ -154,8 +263,12 @@ class Victims:
                 os._exit(1)
         self._live.add(pid)
         os.close(write_fd)
+        return pid, read_fd
+
+    def _ready(self, spec: VictimSpec, pid: int, read_fd: int, deadline: float) -> tuple[int, int]:
+        """Wait for a started victim: (pageout ns, VmSwap KiB), or a HostError."""
         try:
-            ready, _, _ = select.select([read_fd], [], [], self.ready_timeout_s)
+            ready, _, _ = select.select([read_fd], [], [], max(0.0, deadline - time.monotonic()))
             line = os.read(read_fd, 64).decode().strip() if ready else ""
         finally:
             os.close(read_fd)
@@ -168,34 +281,78 @@ class Victims:
             self._reap(pid)
             raise HostError(f"MADV_PAGEOUT moved only {swap_kb // 1024} of {spec.swapped_mb} MB to swap "
                             f"(is /dev/zram0 the active swap, and vm.swappiness > 0?)")
-        return pid, int(line), swap_kb, max(0, mm_stat()["mem_used_total"] - pool_before) // 1024
+        return int(line), swap_kb
+
+    def spawn(self, spec: VictimSpec) -> tuple[int, int, int, int]:
+        """Start a victim and wait until its memory is in place: (pid, pageout ns, VmSwap KiB, ZRAM pool KiB)."""
+        pool_before = mm_stat()["mem_used_total"]
+        pid, read_fd = self._start(spec)
+        pageout_ns, swap_kb = self._ready(spec, pid, read_fd, time.monotonic() + self.ready_timeout_s)
+        return pid, pageout_ns, swap_kb, max(0, mm_stat()["mem_used_total"] - pool_before) // 1024
+
+    def spawn_storm(self, spec: VictimSpec, count: int) -> Storm:
+        """``count`` victims of ``spec``, filled in parallel, all with their memory in place."""
+        before = mm_stat()
+        started = [self._start(spec) for _ in range(count)]
+        deadline = time.monotonic() + self.ready_timeout_s
+        for pid, read_fd in started:
+            self._ready(spec, pid, read_fd, deadline)
+        after = mm_stat()
+        orig = after["orig_data_size"] - before["orig_data_size"]
+        compr = after["compr_data_size"] - before["compr_data_size"]
+        return Storm(spec, [pid for pid, _ in started], max(0, after["mem_used_total"] - before["mem_used_total"]),
+                     orig / compr if orig > 0 and compr > 0 else 1.0)
+
+    def kill_storm(self, storm: Storm, mrelease: bool, sample_s: float = 0.0005, settle_s: float = 10.0
+                   ) -> StormTiming:
+        """SIGKILL the storm's victims back to back and time every reap.
+
+        With ``mrelease``, an lmkd-like reaper thread sends the SIGKILLs and then
+        calls process_mrelease on each victim in kill order, as lmkd's reaper
+        does after its kill; without, the harness's main thread sends them.
+        """
+        pidfds = [os.pidfd_open(pid) for pid in storm.pids]
+        try:
+            watch = _PoolWatch(mm_stat()["mem_used_total"] - RETURNED_SHARE * storm.pool_bytes, sample_s)
+            kill_ns: list[int] = []
+            results: list[str] = []
+            sent = threading.Event()
+            reaper = threading.Thread(target=_reaper, args=(pidfds, kill_ns, sent, results), daemon=True)
+            watch.start()
+            if mrelease:
+                reaper.start()
+                sent.wait()
+            else:
+                _kill_all(pidfds, kill_ns)
+            reap_ns = _wait_exits(pidfds, settle_s)
+            for pid in storm.pids:
+                os.waitpid(pid, 0)
+                self._live.discard(pid)
+            if mrelease:
+                reaper.join()
+            returned = watch.stop(settle_s)
+        finally:
+            for fd in pidfds:
+                os.close(fd)
+        return StormTiming(
+            count=len(storm.pids), swapped_mb=storm.spec.swapped_mb, mrelease=mrelease,
+            pool_kb=storm.pool_bytes // 1024, compression_ratio=round(storm.compression_ratio, 3),
+            exit_ns=[r - k for k, r in zip(kill_ns, reap_ns)],
+            returned_ns=None if returned is None else returned - kill_ns[0], mrelease_results=results)
 
     def kill_and_time(self, spec: VictimSpec, sample_s: float = 0.0005, settle_s: float = 5.0) -> ExitTiming:
         """Spawn a victim, SIGKILL it, and time its reap and the return of its memory."""
         pid, pageout_ns, swap_kb, pool_kb = self.spawn(spec)
-        pool_target = mm_stat()["mem_used_total"] - RETURNED_SHARE * pool_kb * 1024
-        pool_back: list[int] = []
-        stop = threading.Event()
-
-        def sample() -> None:
-            while not stop.is_set():
-                if mm_stat()["mem_used_total"] <= pool_target:
-                    pool_back.append(time.monotonic_ns())
-                    return
-                time.sleep(sample_s)
-
-        sampler = threading.Thread(target=sample, daemon=True)
+        watch = _PoolWatch(mm_stat()["mem_used_total"] - RETURNED_SHARE * pool_kb * 1024, sample_s)
+        watch.start()
         killed = time.monotonic_ns()
-        sampler.start()
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
         reaped = time.monotonic_ns()
         self._live.discard(pid)
-        sampler.join(settle_s)
-        stop.set()
-        sampler.join()
+        back = watch.stop(settle_s)
         returned = None
-        if pool_back:
-            returned = max(pool_back[0], reaped) if spec.resident_mb else pool_back[0]
+        if back is not None:
+            returned = max(back, reaped) if spec.resident_mb else back
         return ExitTiming(spec.swapped_mb, spec.resident_mb, swap_kb, pool_kb, pageout_ns,
                           reaped - killed, None if returned is None else returned - killed)

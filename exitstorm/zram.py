@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 ZRAM_DEV = Path("/dev/zram0")
 ZRAM_SYS = Path("/sys/block/zram0")
@@ -51,6 +53,14 @@ def mm_stat() -> dict[str, int]:
     return {name: int(value) for name, value in zip(names, fields)}
 
 
+def meminfo_mb(field: str) -> int:
+    """A /proc/meminfo figure, in MB."""
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) // 1024
+    raise KeyError(field)
+
+
 def disksize_mb() -> int:
     return int(ZRAM_SYS.joinpath("disksize").read_text()) >> 20
 
@@ -67,22 +77,29 @@ def comp_algorithm() -> str:
 class ZramSwap:
     """Context manager: /dev/zram0 is swap inside; the machine's previous state comes back after."""
 
-    def __init__(self, disksize_mb: int, algorithm: str = "lz4") -> None:
+    def __init__(self, disksize_mb: int | None = None, algorithm: str = "lz4") -> None:
+        """A device it sets up gets ``disksize_mb`` (default: half the RAM, at least 1 GB)."""
         self.disksize_mb = disksize_mb
         self.algorithm = algorithm
         self._swapped_on = False
         self._sized = False
+        self._on_term: Any = signal.SIG_DFL
 
     def __enter__(self) -> ZramSwap:
         require_host()
-        if str(ZRAM_DEV) in active_swaps():
-            return self
+        if str(ZRAM_DEV) not in active_swaps():
+            self._set_up()
+        self._on_term = signal.signal(signal.SIGTERM, _terminated)
+        return self
+
+    def _set_up(self) -> None:
         try:
             if int(ZRAM_SYS.joinpath("disksize").read_text()) == 0:
                 available = ZRAM_SYS.joinpath("comp_algorithm").read_text().replace("[", " ").replace("]", " ").split()
                 if self.algorithm in available:
                     ZRAM_SYS.joinpath("comp_algorithm").write_text(self.algorithm)
-                ZRAM_SYS.joinpath("disksize").write_text(f"{self.disksize_mb}M")
+                size = self.disksize_mb or max(1024, meminfo_mb("MemTotal") // 2)
+                ZRAM_SYS.joinpath("disksize").write_text(f"{size}M")
                 self._sized = True
             _run("mkswap", str(ZRAM_DEV))
             _run("swapon", "-p", "100", str(ZRAM_DEV))
@@ -90,11 +107,11 @@ class ZramSwap:
         except (OSError, subprocess.CalledProcessError) as exc:
             self._restore()
             raise HostError(f"could not set up {ZRAM_DEV} as swap: {exc}") from None
-        return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self._restore()
+        signal.signal(signal.SIGTERM, self._on_term)
 
     def _restore(self) -> None:
         if self._swapped_on:
@@ -103,6 +120,11 @@ class ZramSwap:
         if self._sized:
             ZRAM_SYS.joinpath("reset").write_text("1")
             self._sized = False
+
+
+def _terminated(_signum: int, _frame: Any) -> None:
+    """SIGTERM inside a measurement unwinds it like Ctrl-C, so the machine's swap is put back."""
+    raise HostError("terminated (SIGTERM); the machine's swap set-up was put back")
 
 
 def _run(*argv: str) -> None:

@@ -18,7 +18,8 @@ from exitstorm.compare import compare, parse_variant, table
 from exitstorm.config import load_experiment
 from exitstorm.experiment import run_experiment
 from exitstorm.schema import ConfigError
-from exitstorm.victims import ExitTiming
+from exitstorm.validate import DEFAULT_SCENARIO, validate, validation_table
+from exitstorm.victims import DEFAULT_RANDOM_BYTES, ExitTiming
 from exitstorm.zram import HostError
 
 EXIT_BAD_INPUT = 2
@@ -56,7 +57,21 @@ def _parser() -> argparse.ArgumentParser:
     cal.add_argument("--quick", action="store_true", help="fewer sizes and repeats (under a minute)")
     cal.add_argument("--base", type=Path, default=DEFAULT_BASE,
                      help=f"device profile giving the costs not measured and the cpuset names (default {DEFAULT_BASE})")
+    cal.add_argument("--random-bytes", type=int, default=DEFAULT_RANDOM_BYTES, metavar="N",
+                     help=f"random bytes in each 4 KiB page of the victims, the rest zeros: their compressibility "
+                          f"(default {DEFAULT_RANDOM_BYTES}, lz4 ratio about 3.9)")
     cal.add_argument("--force", action="store_true", help="replace existing files")
+    val = sub.add_parser("validate", help="kill several processes together on this machine's kernel and in the "
+                                          "simulator with PROFILE, and compare (root, Linux, ZRAM)")
+    val.add_argument("profile", type=Path, help="a device profile (from exitstorm calibrate)")
+    val.add_argument("--out", type=Path, help="results directory (default results/validation-<profile>)")
+    val.add_argument("--swapped-mb", type=int, default=200, help="swapped MB per victim (default 200)")
+    val.add_argument("--repeats", type=int, default=3, help="real storms per cell; figures are medians (default 3)")
+    val.add_argument("--random-bytes", type=int, default=DEFAULT_RANDOM_BYTES, metavar="N",
+                     help=f"random bytes in each 4 KiB page of the victims (default {DEFAULT_RANDOM_BYTES})")
+    val.add_argument("--scenario", type=Path, default=DEFAULT_SCENARIO,
+                     help=f"the storm scenario simulated (default {DEFAULT_SCENARIO})")
+    val.add_argument("--force", action="store_true", help="replace an existing results directory")
     return p
 
 
@@ -122,16 +137,32 @@ def _calibrate(args: argparse.Namespace) -> None:
                             description=f"{timing.swapped_mb} MB swapped + {timing.resident_mb} MB resident: "
                                         f"{timing.kill_to_reap_ns / 1e6:.1f} ms")
 
-        fit = calibrate(args.out, args.quick, args.force, args.base, on_kill)
+        fit = calibrate(args.out, args.quick, args.force, args.base, on_kill, args.random_bytes)
     console.print(f"kill -> reap = {fit.fixed_ms:.3f} ms + {fit.ms_per_mb_swapped:.4f} ms/MB swapped + "
                   f"{fit.ms_per_mb_resident:.4f} ms/MB resident (max error {fit.max_relative_error:.1%})")
     console.print(f"profile: {args.out}; raw measurements: {args.out.with_suffix('.measurements.json')}")
 
 
+def _validate(args: argparse.Namespace) -> None:
+    console = Console(highlight=False)
+    out = args.out or Path("results") / f"validation-{args.profile.stem}"
+    with Progress(TextColumn("validating: {task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console, transient=True) as progress:
+        task = progress.add_task("setting up", total=None)
+
+        def on_step(what: str, done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total, description=what)
+
+        report = validate(args.profile, out, swapped_mb=args.swapped_mb, random_bytes=args.random_bytes,
+                          repeats=args.repeats, scenario=args.scenario, force=args.force, on_step=on_step)
+    console.print(validation_table(report))
+    console.print(f"results: {out}/validation.json, {out}/validation.png")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        {"run": _run, "compare": _compare, "calibrate": _calibrate}[args.command](args)
+        {"run": _run, "compare": _compare, "calibrate": _calibrate, "validate": _validate}[args.command](args)
     except (ConfigError, HostError, FileExistsError) as exc:
         print(f"exitstorm: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -1,0 +1,119 @@
+"""A periodic SCHED_FIFO "preview" process on the real machine, timing its frames while victims exit.
+
+The shape of a camera preview thread, as the simulator's periodic threads
+have it: frame ``k`` is released at ``start + k x period``, burns a fixed
+budget of CPU time (a busy loop on the thread's CPU clock, so preemption
+does not eat into it) and is due one period after its release; a frame that
+overruns delays the next (none is skipped). It runs in its own process, so
+that the harness's Python threads never hold it up, and dies with its parent.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import select
+import signal
+import time
+from types import TracebackType
+
+from exitstorm.victims import PR_SET_PDEATHSIG
+from exitstorm.zram import HostError
+
+#: (k, release ns, done ns) on CLOCK_MONOTONIC
+Frame = tuple[int, int, int]
+
+
+def _frames(period_ns: int, budget_ns: int, count: int, start_ns: int) -> list[Frame]:
+    done = []
+    for k in range(count):
+        release = start_ns + k * period_ns
+        wait = release - time.monotonic_ns()
+        if wait > 0:
+            time.sleep(wait / 1e9)
+        until = time.thread_time_ns() + budget_ns
+        while time.thread_time_ns() < until:
+            pass
+        done.append((k, release, time.monotonic_ns()))
+    return done
+
+
+def _child(period_ns: int, budget_ns: int, count: int, start_ns: int, prio: int, parent: int, out_fd: int) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:
+        return
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(prio))
+    except OSError as exc:
+        os.write(out_fd, json.dumps({"error": f"sched_setscheduler(SCHED_FIFO, {prio}): {exc}"}).encode())
+        return
+    data = json.dumps({"frames": _frames(period_ns, budget_ns, count, start_ns)}).encode()
+    while data:
+        data = data[os.write(out_fd, data):]
+
+
+class Preview:
+    """Context manager: a preview process releasing ``count`` frames from ``start_ns``; :meth:`frames` waits for
+    them. It is killed on every way out."""
+
+    def __init__(self, period_ns: int, budget_ns: int, count: int, start_ns: int, prio: int) -> None:
+        self.period_ns = period_ns
+        self.budget_ns = budget_ns
+        self.count = count
+        self.start_ns = start_ns
+        self.prio = prio
+        self._pid: int | None = None
+        self._fd: int | None = None
+
+    def __enter__(self) -> Preview:
+        read_fd, write_fd = os.pipe()
+        parent = os.getpid()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.close(read_fd)
+                _child(self.period_ns, self.budget_ns, self.count, self.start_ns, self.prio, parent, write_fd)
+            finally:
+                os._exit(0)
+        os.close(write_fd)
+        self._pid, self._fd = pid, read_fd
+        return self
+
+    def frames(self, timeout_s: float) -> list[Frame]:
+        """Every frame, once the last one is done (a HostError if the process failed or is late)."""
+        chunks = []
+        deadline = time.monotonic() + timeout_s
+        while True:
+            ready, _, _ = select.select([self._fd], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                raise HostError(f"the preview process did not finish its {self.count} frames in {timeout_s:.0f} s")
+            chunk = os.read(self._fd, 1 << 16)
+            if not chunk:
+                break
+            chunks.append(chunk)
+        self._close()
+        try:
+            result = json.loads(b"".join(chunks) or b"{}")
+        except ValueError:
+            result = {}
+        if "frames" not in result:
+            raise HostError(f"the preview process failed: {result.get('error', 'no frames reported')}")
+        return [tuple(f) for f in result["frames"]]
+
+    def _close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        if self._pid is not None:
+            try:
+                os.kill(self._pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            os.waitpid(self._pid, 0)
+            self._pid = None
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._close()

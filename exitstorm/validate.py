@@ -1,0 +1,303 @@
+"""``exitstorm validate``: multi-process storms on the real kernel and in the simulator, side by side.
+
+A calibrated profile is fitted to single-process kills only; this checks
+what it predicts for what it was not fitted on. Each cell kills ``count``
+equal victims (all swapped, in ZRAM) together: without a reaper, or with an
+lmkd-like reaper thread calling process_mrelease on each in kill order. The
+preview cell adds a SCHED_FIFO thread with a fixed CPU budget every 16.7 ms
+while 8 victims die. The simulator runs the same cells on the storm
+scenario with the profile as its device and the compression ratio the real
+victims got. Figures per cell: per-victim kill → reap median and max, kill →
+90% of the storm's ZRAM memory back, and the preview's lateness p99, missed
+deadlines and response p99.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import trio
+from attrs import asdict, frozen
+from rich.table import Table
+
+from actors.runtime import NS_PER_MS
+from actors.sampler import Sampler
+from exitstorm.config import load_experiment
+from exitstorm.preview import Frame, Preview
+from exitstorm.results import atomic_directory
+from exitstorm.schema import ConfigError
+from exitstorm.victims import RETURNED_SHARE, StormTiming, Victims, VictimSpec, check_random_bytes
+from exitstorm.world import FrameStats, World
+from exitstorm.zram import PAGE_SIZE, ZramSwap, require_host
+
+#: the storm scenario the simulated side runs (its device is replaced by the profile)
+DEFAULT_SCENARIO = Path("configs/vm_storm.toml")
+COUNTS = (1, 2, 4, 8)
+PREVIEW_COUNT = 8
+#: the preview: 60 fps, a fixed CPU budget per frame, SCHED_FIFO (as sys.use_fifo_ui devices run it)
+PREVIEW_PERIOD_NS = 16_666_667
+PREVIEW_BUDGET_NS = 4_000_000
+PREVIEW_PRIO = 2
+PREVIEW_FRAMES = 60
+#: the storm's SIGKILLs come this long after the preview's first release (in both worlds)
+KILL_AFTER_NS = 100 * NS_PER_MS
+#: the simulated ZRAM pool is sampled as often as the real one
+SAMPLE_NS = 500_000
+
+
+@frozen
+class Cell:
+    count: int
+    mrelease: bool
+    preview: bool = False
+
+    @property
+    def name(self) -> str:
+        return f"N={self.count}" + (" mrelease" if self.mrelease else "") + (" preview" if self.preview else "")
+
+
+def cells() -> list[Cell]:
+    return [Cell(n, mrelease) for mrelease in (False, True) for n in COUNTS] + [Cell(PREVIEW_COUNT, False, True)]
+
+
+#: figure key → (label, unit)
+FIGURES: dict[str, tuple[str, str]] = {
+    "exit_median_ms": ("kill→reap median", "ms"),
+    "exit_max_ms": ("kill→reap max", "ms"),
+    "returned_ms": ("kill→90% returned", "ms"),
+    "preview_lateness_p99_ms": ("preview late p99", "ms"),
+    "preview_misses": ("preview misses", "frames"),
+    "preview_response_p99_ms": ("preview resp. p99", "ms"),
+}
+
+
+def storm_figures(exit_ns: list[int], returned_ns: int | None) -> dict[str, float | None]:
+    return {
+        "exit_median_ms": statistics.median(exit_ns) / NS_PER_MS,
+        "exit_max_ms": max(exit_ns) / NS_PER_MS,
+        "returned_ms": None if returned_ns is None else returned_ns / NS_PER_MS,
+    }
+
+
+def frame_figures(stats: FrameStats) -> dict[str, float | None]:
+    """The preview's figures, from the same recorder the simulator's runs use."""
+    return {
+        "preview_lateness_p99_ms": stats.lateness.percentiles_ms().get("p99"),
+        "preview_misses": stats.janky,
+        "preview_response_p99_ms": stats.response.percentiles_ms().get("p99"),
+    }
+
+
+def real_frame_stats(frames: list[Frame]) -> FrameStats:
+    stats = FrameStats("preview", PREVIEW_PERIOD_NS, NS_PER_MS * 1000, lambda *_a, **_k: None)
+    start = frames[0][1] if frames else 0
+    for k, release, done in frames:
+        stats.on_frame(k, release - start, done - start)
+    return stats
+
+
+def returned_at(samples: list[tuple[int, int]], kill_ns: int) -> int | None:
+    """When (after ``kill_ns``) the sampled pool was down by 90% of its size at the kill; None if never."""
+    at_kill = next((v for t, v in reversed(samples) if t <= kill_ns), None)
+    if at_kill is None:
+        return None
+    target = at_kill - RETURNED_SHARE * at_kill
+    return next((t - kill_ns for t, v in samples if t > kill_ns and v <= target), None)
+
+
+def relative_error(sim: float | None, real: float | None) -> float | None:
+    """(sim - real) / real; None where it is undefined (a figure missing, or real = 0)."""
+    if sim is None or real is None or real == 0:
+        return None
+    return (sim - real) / real
+
+
+def median_figures(runs: list[dict[str, float | None]]) -> dict[str, float | None]:
+    """Per figure, the median over repeats of the values measured."""
+    keys = [k for k in FIGURES if any(k in r for r in runs)]
+    out: dict[str, float | None] = {}
+    for key in keys:
+        values = [r[key] for r in runs if r.get(key) is not None]
+        out[key] = statistics.median(values) if values else None
+    return out
+
+
+def sim_overrides(profile: Path, cell: Cell, swapped_mb: int, ratio: float) -> list[str]:
+    """``--set`` overrides turning the storm scenario into ``cell`` on ``profile``."""
+    kill_ms = KILL_AFTER_NS / NS_PER_MS
+    sets = [
+        f"device={json.dumps(str(profile.resolve()))}",
+        f"storm.count={cell.count}",
+        f"storm.swapped_mb={swapped_mb}",
+        "storm.resident_mb=0",
+        "storm.file_mb=0",
+        f"storm.compression_ratio={ratio!r}",
+        f"storm.kill_at_ms={kill_ms!r}",
+        f"storm.reapers={1 if cell.mrelease else 0}",
+        'policies.reap="process_mrelease"',
+        "scenario.events=[]",
+    ]
+    if cell.preview:
+        period_us = PREVIEW_PERIOD_NS / 1000
+        sets += [
+            f"scenario.duration_s={PREVIEW_FRAMES * PREVIEW_PERIOD_NS / 1e9!r}",
+            f'periodic=[{{name = "preview", period_us = {period_us!r}, budget_us = {PREVIEW_BUDGET_NS / 1000!r}, '
+            f'start_ms = 0, thread = {{policy = "fifo", prio = {PREVIEW_PRIO}, cpuset = "all", '
+            f'thread_class = "preview"}}}}]',
+        ]
+    return sets
+
+
+def simulate(scenario: Path, profile: Path, cell: Cell, swapped_mb: int, ratio: float) -> dict[str, float | None]:
+    """The cell in the simulator: its figures."""
+    exp = load_experiment(scenario, sim_overrides(profile, cell, swapped_mb, ratio))
+    try:
+        world = World(exp, None)
+    except ValueError as exc:
+        raise ConfigError(f"{exp.source}: impossible combination: {exc}") from None
+    pool = world.runtime.add(Sampler("zpool_sampler", SAMPLE_NS, lambda: world.memory.zpool))
+    trio.run(world.runtime.run)
+    unfinished = [p.name for p in world.processes if p.exited_at is None]
+    if unfinished:
+        raise ConfigError(f"{exp.source}: scenario.duration_s: expected long enough for every exit to finish "
+                          f"({len(unfinished)} victims still exiting at the end)")
+    kill_ns = world.processes[0].killed_at
+    figures = storm_figures([p.exited_at - p.killed_at for p in world.processes], returned_at(pool.samples, kill_ns))
+    if cell.preview:
+        figures.update(frame_figures(world.frames["preview"]))
+    return figures
+
+
+def measure(victims: Victims, cell: Cell, spec: VictimSpec) -> tuple[dict[str, float | None], StormTiming]:
+    """The cell on the real kernel, once: its figures and the raw timing."""
+    storm = victims.spawn_storm(spec, cell.count)
+    time.sleep(0.1)  # let the pageout's aftermath (kswapd, zram writes) settle
+    if not cell.preview:
+        timing = victims.kill_storm(storm, cell.mrelease)
+        return storm_figures(timing.exit_ns, timing.returned_ns), timing
+    start = time.monotonic_ns() + 20 * NS_PER_MS
+    with Preview(PREVIEW_PERIOD_NS, PREVIEW_BUDGET_NS, PREVIEW_FRAMES, start, PREVIEW_PRIO) as preview:
+        time.sleep(max(0, start + KILL_AFTER_NS - time.monotonic_ns()) / 1e9)
+        timing = victims.kill_storm(storm, cell.mrelease)
+        frames = preview.frames(timeout_s=PREVIEW_FRAMES * PREVIEW_PERIOD_NS / 1e9 + 30)
+    figures = storm_figures(timing.exit_ns, timing.returned_ns)
+    figures.update(frame_figures(real_frame_stats(frames)))
+    return figures, timing
+
+
+def validate(profile: Path, out: Path, *, swapped_mb: int, random_bytes: int, repeats: int,
+             scenario: Path = DEFAULT_SCENARIO, force: bool = False,
+             on_step: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
+    """Measure every cell ``repeats`` times, simulate it, and write ``out`` (validation.json, validation.png)."""
+    for option, value in (("--swapped-mb", swapped_mb), ("--repeats", repeats)):
+        if value < 1:
+            raise ConfigError(f"{option}: expected an integer >= 1, got {value}")
+    check_random_bytes(random_bytes)
+    require_host()
+    spec = VictimSpec(swapped_mb, 0, random_bytes)
+    todo = cells()
+    for cell in todo:  # the profile and scenario are valid before anything is measured
+        load_experiment(scenario, sim_overrides(profile, cell, swapped_mb, PAGE_SIZE / random_bytes))
+    steps = len(todo) * repeats + len(todo)
+    done = 0
+    real: dict[Cell, list[dict[str, float | None]]] = {cell: [] for cell in todo}
+    raw: dict[Cell, list[dict[str, Any]]] = {cell: [] for cell in todo}
+    with atomic_directory(out, force) as tmp:
+        with ZramSwap(), Victims() as victims:
+            for _ in range(repeats):
+                for cell in todo:
+                    if on_step is not None:
+                        on_step(f"real: {cell.name}", done, steps)
+                    figures, timing = measure(victims, cell, spec)
+                    real[cell].append(figures)
+                    raw[cell].append(asdict(timing))
+                    done += 1
+        ratio = statistics.median(t["compression_ratio"] for runs in raw.values() for t in runs)
+        rows = []
+        for cell in todo:
+            if on_step is not None:
+                on_step(f"simulated: {cell.name}", done, steps)
+            measured = median_figures(real[cell])
+            simulated = simulate(scenario, profile, cell, swapped_mb, ratio)
+            rows.append({
+                "cell": asdict(cell) | {"name": cell.name},
+                "real": measured,
+                "simulated": simulated,
+                "relative_error": {k: relative_error(simulated.get(k), v) for k, v in measured.items()},
+                "real_runs": raw[cell],
+            })
+            done += 1
+        report = {
+            "profile": str(profile),
+            "scenario": str(scenario),
+            "swapped_mb": swapped_mb,
+            "random_bytes": random_bytes,
+            "compression_ratio": ratio,
+            "repeats": repeats,
+            "preview": {"period_ms": PREVIEW_PERIOD_NS / NS_PER_MS, "budget_ms": PREVIEW_BUDGET_NS / NS_PER_MS,
+                        "prio": PREVIEW_PRIO, "frames": PREVIEW_FRAMES, "kill_after_ms": KILL_AFTER_NS / NS_PER_MS},
+            "figures": {k: {"label": label, "unit": unit} for k, (label, unit) in FIGURES.items()},
+            "cells": rows,
+        }
+        (tmp / "validation.json").write_text(json.dumps(report, indent=2) + "\n")
+        plot(report, tmp / "validation.png")
+    return report
+
+
+def _value(value: float | None, unit: str) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.0f}" if unit == "frames" else f"{value:.2f}"
+
+
+def validation_table(report: dict[str, Any]) -> Table:
+    """Real vs simulated per cell and figure, with the relative error."""
+    t = Table(title=f"{report['profile']}: N victims of {report['swapped_mb']} MB swapped killed together; "
+                    f"real = median of {report['repeats']}; error = (sim - real) / real")
+    for column, justify in (("cell", "left"), ("figure", "left"), ("real", "right"), ("simulated", "right"),
+                            ("error", "right")):
+        t.add_column(column, justify=justify, no_wrap=True)
+    for row in report["cells"]:
+        first = True
+        for key, real in row["real"].items():
+            label, unit = report["figures"][key]["label"], report["figures"][key]["unit"]
+            err = row["relative_error"][key]
+            t.add_row(row["cell"]["name"] if first else "", f"{label} ({unit})", _value(real, unit),
+                      _value(row["simulated"].get(key), unit), "—" if err is None else f"{err:+.0%}",
+                      end_section=key == list(row["real"])[-1])
+            first = False
+    return t
+
+
+def plot(report: dict[str, Any], path: Path) -> None:
+    """Real (solid) vs simulated (dashed) against the number of victims, without and with the reaper."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = ("exit_median_ms", "exit_max_ms", "returned_ms")
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.6), constrained_layout=True)
+    for ax, key in zip(axes, keys):
+        for mrelease, color in ((False, "tab:blue"), (True, "tab:orange")):
+            rows = [r for r in report["cells"] if r["cell"]["mrelease"] == mrelease and not r["cell"]["preview"]]
+            counts = [r["cell"]["count"] for r in rows]
+            label = "process_mrelease" if mrelease else "no reaper"
+            ax.plot(counts, [r["real"][key] for r in rows], "o-", color=color, label=f"real, {label}")
+            ax.plot(counts, [r["simulated"][key] for r in rows], "s--", color=color, label=f"simulated, {label}")
+        label, unit = report["figures"][key]["label"], report["figures"][key]["unit"]
+        ax.set_title(label)
+        ax.set_xlabel("victims killed together")
+        ax.set_ylabel(unit)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(list(COUNTS), [str(c) for c in COUNTS])
+        ax.grid(True, alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"{report['profile']}: {report['swapped_mb']} MB swapped per victim, "
+                 f"median of {report['repeats']}", fontsize=9)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -19,7 +19,7 @@ from exitstorm.config import load_experiment
 from exitstorm.experiment import run_experiment
 from exitstorm.schema import ConfigError
 from exitstorm.validate import DEFAULT_SCENARIO, validate, validation_table
-from exitstorm.victims import DEFAULT_RANDOM_BYTES, ExitTiming
+from exitstorm.victims import DEFAULT_RANDOM_BYTES
 from exitstorm.zram import HostError
 
 EXIT_BAD_INPUT = 2
@@ -132,14 +132,19 @@ def _calibrate(args: argparse.Namespace) -> None:
                   TimeElapsedColumn(), console=console, transient=True) as progress:
         task = progress.add_task("setting up ZRAM swap", total=None)
 
-        def on_kill(done: int, total: int, timing: ExitTiming) -> None:
-            progress.update(task, completed=done, total=total,
-                            description=f"{timing.swapped_mb} MB swapped + {timing.resident_mb} MB resident: "
-                                        f"{timing.kill_to_reap_ns / 1e6:.1f} ms")
+        def on_kill(done: int, total: int, what: str) -> None:
+            progress.update(task, completed=done, total=total, description=what)
 
-        fit = calibrate(args.out, args.quick, args.force, args.base, on_kill, args.random_bytes)
+        fit, transfer = calibrate(args.out, args.quick, args.force, args.base, on_kill, args.random_bytes)
     console.print(f"kill -> reap = {fit.fixed_ms:.3f} ms + {fit.ms_per_mb_swapped:.4f} ms/MB swapped + "
                   f"{fit.ms_per_mb_resident:.4f} ms/MB resident (max error {fit.max_relative_error:.1%})")
+    if transfer is None:
+        console.print("cacheline_transfer_ns: not fitted (no reaper got a victim's mm before its exit did)")
+    else:
+        console.print(f"cacheline_transfer_ns = {transfer.transfer_ns}; exit with process_mrelease / exit alone:")
+        for r in transfer.sizes:
+            console.print(f"  {r.swapped_mb} MB: {r.measured_ratio:.3f} measured ({r.reaped_ok} of {r.reaped} "
+                          f"reapers got the mm), {r.model_ratio:.3f} modelled")
     console.print(f"profile: {args.out}; raw measurements: {args.out.with_suffix('.measurements.json')}")
 
 

@@ -126,6 +126,16 @@ def median_figures(runs: list[dict[str, float | None]]) -> dict[str, float | Non
     return out
 
 
+def figure_ranges(runs: list[dict[str, float | None]]) -> dict[str, list[float] | None]:
+    """Per figure, [lowest, highest] over repeats: how much the real machine varies from one storm to the next."""
+    keys = [k for k in FIGURES if any(k in r for r in runs)]
+    out: dict[str, list[float] | None] = {}
+    for key in keys:
+        values = [r[key] for r in runs if r.get(key) is not None]
+        out[key] = [min(values), max(values)] if values else None
+    return out
+
+
 def sim_overrides(profile: Path, cell: Cell, swapped_mb: int, ratio: float) -> list[str]:
     """``--set`` overrides turning the storm scenario into ``cell`` on ``profile``."""
     kill_ms = KILL_AFTER_NS / NS_PER_MS
@@ -226,6 +236,7 @@ def validate(profile: Path, out: Path, *, swapped_mb: int, random_bytes: int, re
             rows.append({
                 "cell": asdict(cell) | {"name": cell.name},
                 "real": measured,
+                "real_range": figure_ranges(real[cell]),
                 "simulated": simulated,
                 "relative_error": {k: relative_error(simulated.get(k), v) for k, v in measured.items()},
                 "real_runs": raw[cell],
@@ -251,22 +262,24 @@ def validate(profile: Path, out: Path, *, swapped_mb: int, random_bytes: int, re
 def _value(value: float | None, unit: str) -> str:
     if value is None:
         return "—"
-    return f"{value:.0f}" if unit == "frames" else f"{value:.2f}"
+    return f"{value:.0f}" if unit == "frames" or value >= 100 else f"{value:.1f}"
 
 
 def validation_table(report: dict[str, Any]) -> Table:
     """Real vs simulated per cell and figure, with the relative error."""
     t = Table(title=f"{report['profile']}: N victims of {report['swapped_mb']} MB swapped killed together; "
                     f"real = median of {report['repeats']}; error = (sim - real) / real")
-    for column, justify in (("cell", "left"), ("figure", "left"), ("real", "right"), ("simulated", "right"),
-                            ("error", "right")):
+    for column, justify in (("cell", "left"), ("figure", "left"), ("real", "right"), ("real range", "right"),
+                            ("simulated", "right"), ("error", "right")):
         t.add_column(column, justify=justify, no_wrap=True)
     for row in report["cells"]:
         first = True
         for key, real in row["real"].items():
             label, unit = report["figures"][key]["label"], report["figures"][key]["unit"]
             err = row["relative_error"][key]
+            span = row["real_range"][key]
             t.add_row(row["cell"]["name"] if first else "", f"{label} ({unit})", _value(real, unit),
+                      "—" if span is None else f"{_value(span[0], unit)}–{_value(span[1], unit)}",
                       _value(row["simulated"].get(key), unit), "—" if err is None else f"{err:+.0%}",
                       end_section=key == list(row["real"])[-1])
             first = False

@@ -19,6 +19,7 @@ from actors.scheduler import CoreSpec, Scheduler, SchedTunables, Thread
 from actors.work import Step
 from exitstorm.config import Kernel as KernelConfig
 from exitstorm.schema import structure
+from exitstorm.zram import HostError, require_host
 
 MS = 1_000_000
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,6 +34,18 @@ def exitstorm(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     """Run the ``exitstorm`` command in a separate process, as a user would."""
     return subprocess.run([sys.executable, "-m", "exitstorm.cli", *args], cwd=cwd,
                           capture_output=True, text=True, timeout=300)
+
+
+def _host_problem() -> str | None:
+    try:
+        require_host()
+    except HostError as exc:
+        return str(exc)
+    return None
+
+
+#: why this machine cannot run the real-kernel harness (root, Linux, ZRAM), or None when it can
+HOST_PROBLEM = _host_problem()
 
 
 class Bench:

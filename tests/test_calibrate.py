@@ -12,7 +12,7 @@ from exitstorm import calibrate as cal
 from exitstorm.config import load_device, load_experiment
 from exitstorm.victims import ExitTiming, StormTiming
 from exitstorm.zram import HostError, active_swaps, require_host
-from tests.conftest import ROOT, exitstorm
+from tests.conftest import HOST_PROBLEM, ROOT, exitstorm
 
 VM_STORM = ROOT / "configs" / "vm_storm.toml"
 
@@ -158,15 +158,7 @@ def test_without_root_the_command_says_so(monkeypatch: pytest.MonkeyPatch) -> No
         require_host()
 
 
-def _host_problem() -> str | None:
-    try:
-        require_host()
-    except HostError as exc:
-        return str(exc)
-    return None
-
-
-@pytest.mark.skipif(_host_problem() is not None, reason=f"no real-kernel harness here: {_host_problem()}")
+@pytest.mark.skipif(HOST_PROBLEM is not None, reason=f"no real-kernel harness here: {HOST_PROBLEM}")
 def test_quick_calibration_on_this_kernel(tmp_path: Path) -> None:
     swaps_before = active_swaps()
     out = tmp_path / "vm.toml"

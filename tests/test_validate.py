@@ -11,8 +11,8 @@ import trio
 from exitstorm import validate as val
 from exitstorm.config import load_experiment
 from exitstorm.world import World
-from exitstorm.zram import HostError, active_swaps, require_host
-from tests.conftest import ROOT, exitstorm
+from exitstorm.zram import active_swaps
+from tests.conftest import HOST_PROBLEM, ROOT, exitstorm
 
 VM_STORM = ROOT / "configs" / "vm_storm.toml"
 VM_2CORE = ROOT / "configs" / "devices" / "vm_2core.toml"
@@ -35,6 +35,7 @@ def test_relative_error_and_medians() -> None:
     runs = [{"exit_median_ms": 3.0, "returned_ms": None}, {"exit_median_ms": 1.0, "returned_ms": 4.0},
             {"exit_median_ms": 2.0, "returned_ms": 6.0}]
     assert val.median_figures(runs) == {"exit_median_ms": 2.0, "returned_ms": 5.0}
+    assert val.figure_ranges(runs) == {"exit_median_ms": [1.0, 3.0], "returned_ms": [4.0, 6.0]}
 
 
 def test_real_frames_go_through_the_simulators_frame_accounting() -> None:
@@ -110,21 +111,13 @@ def test_bad_arguments_are_one_line_and_status_2(tmp_path: Path) -> None:
     assert not (tmp_path / "v").exists()
 
 
-def _host_problem() -> str | None:
-    try:
-        require_host()
-    except HostError as exc:
-        return str(exc)
-    return None
-
-
-@pytest.mark.skipif(_host_problem() is None, reason="this machine can run the real-kernel harness")
+@pytest.mark.skipif(HOST_PROBLEM is None, reason="this machine can run the real-kernel harness")
 def test_without_the_host_validate_says_what_is_missing(tmp_path: Path) -> None:
     proc = exitstorm("validate", str(VM_2CORE), "--out", str(tmp_path / "v"))
-    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and _host_problem() in proc.stderr
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and HOST_PROBLEM in proc.stderr
 
 
-@pytest.mark.skipif(_host_problem() is not None, reason=f"no real-kernel harness here: {_host_problem()}")
+@pytest.mark.skipif(HOST_PROBLEM is not None, reason=f"no real-kernel harness here: {HOST_PROBLEM}")
 def test_validation_on_this_kernel(tmp_path: Path) -> None:
     swaps_before = active_swaps()
     out = tmp_path / "v"

@@ -45,6 +45,9 @@ QUICK_REPEATS = 3
 DEFAULT_BASE = Path("configs/devices/vm_2core.toml")
 #: costs calibration does not measure: taken from the base profile
 UNMEASURED_COSTS = ("file_page_unmap_ns", "alloc_page_ns")
+#: kills with a concurrent process_mrelease per swapped size and repeat (the reaper often loses the race to
+#: exit_mm, and only the kills it wins measure the sharing)
+REAPED_PER_SIZE = 2
 #: the search range of the fitted cache-line transfer cost, ns
 MAX_TRANSFER_NS = 1000
 
@@ -225,9 +228,9 @@ def plan(quick: bool, random_bytes: int = DEFAULT_RANDOM_BYTES) -> list[tuple[Vi
     """The kills to measure, ``(victim, with a concurrent process_mrelease)``; sizes and kinds interleaved so
     that drift spreads over all of them."""
     sizes, repeats = (QUICK_SIZES_MB, QUICK_REPEATS) if quick else (FULL_SIZES_MB, FULL_REPEATS)
-    return [kill for _ in range(repeats) for mb in sizes
-            for kill in ((VictimSpec(mb, 0, random_bytes), False), (VictimSpec(0, mb, random_bytes), False),
-                         (VictimSpec(mb, 0, random_bytes), True))]
+    per_size = [((VictimSpec(mb, 0, random_bytes), False), (VictimSpec(0, mb, random_bytes), False))
+                + ((VictimSpec(mb, 0, random_bytes), True),) * REAPED_PER_SIZE for mb in sizes]
+    return [kill for _ in range(repeats) for kills in per_size for kill in kills]
 
 
 def fit_transfer(profile: Callable[[int], str], sizes: list[ReapedSize], compression_ratio: float) -> TransferFit:

@@ -88,9 +88,9 @@ def test_profile_loads_as_a_device_and_the_model_reproduces_the_fit(tmp_path: Pa
 
 def test_plan_interleaves_sizes_and_kinds() -> None:
     quick = cal.plan(quick=True)
-    assert len(quick) == 3 * len(cal.QUICK_SIZES_MB) * cal.QUICK_REPEATS
-    assert [(s.swapped_mb, s.resident_mb, reaped) for s, reaped in quick[:4]] == [
-        (50, 0, False), (0, 50, False), (50, 0, True), (100, 0, False)]
+    assert len(quick) == (2 + cal.REAPED_PER_SIZE) * len(cal.QUICK_SIZES_MB) * cal.QUICK_REPEATS
+    assert [(s.swapped_mb, s.resident_mb, reaped) for s, reaped in quick[:5]] == [
+        (50, 0, False), (0, 50, False), (50, 0, True), (50, 0, True), (100, 0, False)]
     assert {s.random_bytes for s, _ in cal.plan(quick=True, random_bytes=512)} == {512}
 
 

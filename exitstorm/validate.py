@@ -300,7 +300,10 @@ def plot(report: dict[str, Any], path: Path) -> None:
             rows = [r for r in report["cells"] if r["cell"]["mrelease"] == mrelease and not r["cell"]["preview"]]
             counts = [r["cell"]["count"] for r in rows]
             label = "process_mrelease" if mrelease else "no reaper"
-            ax.plot(counts, [r["real"][key] for r in rows], "o-", color=color, label=f"real, {label}")
+            real = [r["real"][key] for r in rows]
+            spread = [[v - r["real_range"][key][0] for v, r in zip(real, rows)],
+                      [r["real_range"][key][1] - v for v, r in zip(real, rows)]]
+            ax.errorbar(counts, real, yerr=spread, fmt="o-", color=color, capsize=3, label=f"real, {label} (range)")
             ax.plot(counts, [r["simulated"][key] for r in rows], "s--", color=color, label=f"simulated, {label}")
         label, unit = report["figures"][key]["label"], report["figures"][key]["unit"]
         ax.set_title(label)

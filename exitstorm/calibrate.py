@@ -204,7 +204,8 @@ def profile_toml(name: str, fit: ExitFit, measured: dict[str, int], cores: int, 
         "[costs]",
         f"swap_entry_free_ns = {costs['swap_entry_free_ns']}       # fitted",
         f"present_page_free_ns = {costs['present_page_free_ns']}     # fitted",
-        f"exit_fixed_ns = {costs['exit_fixed_ns']}          # fitted (intercept)",
+        f"exit_fixed_ns = {costs['exit_fixed_ns']}          # fitted (intercept"
+        + ("; the best plane's was negative, so the fit is through 0)" if not fit.fixed_ms else ")"),
         f"compress_page_ns = {costs['compress_page_ns']}        # measured: MADV_PAGEOUT per page, median",
     ]
     lines += [f"{key} = {getattr(base.costs, key):g}    # not measured: as in {base_path}"

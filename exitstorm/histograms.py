@@ -70,8 +70,7 @@ class LatencyRecorder:
                 h = self._intervals.get(k)
                 if h is None:
                     h = self._intervals[k] = _new()
-                for unit, count in collections.Counter(units).items():
-                    h.record_value(unit << _UNIT_SHIFT, count)
+                record_counts(h, {unit << _UNIT_SHIFT: count for unit, count in collections.Counter(units).items()})
             self._pending = {}
             self._total = None
         return self._intervals
@@ -129,21 +128,51 @@ class LatencyRecorder:
         (directory / f"{self.name}.hgrm").write_text(percentile_distribution(self.total, NS_PER_MS))
 
 
-def nonzero_cells(h: HdrHistogram) -> list[tuple[int, int]]:
-    """``(value at index, count)`` for every non-empty counts slot, ascending (filtered in C)."""
-    at = h.get_value_from_index
+def record_counts(h: HdrHistogram, counts: dict[int, int]) -> None:
+    """``h.record_value(value, count)`` for each item, with hdrh's index arithmetic inlined (values in range)."""
+    um = h.unit_magnitude
+    shm = h.sub_bucket_half_count_magnitude
+    half = h.sub_bucket_half_count
+    mask = h.sub_bucket_mask
+    slots = h.counts
+    for value, count in counts.items():
+        bucket = (value | mask).bit_length() - um - (shm + 1)
+        slots[((bucket + 1) << shm) + (value >> (bucket + um)) - half] += count
+    h.total_count += sum(counts.values())
+    h.min_value = min(h.min_value, min(counts))
+    h.max_value = max(h.max_value, max(counts))
+
+
+def nonzero_cells(h: HdrHistogram) -> list[tuple[int, int, int]]:
+    """``(lowest, highest equivalent value, count)`` of every non-empty counts slot, ascending.
+
+    The non-empty slots are found in C; each slot's value range is hdrh's
+    get_value_from_index / get_highest_equivalent_value, computed from the index.
+    """
+    um = h.unit_magnitude
+    shm = h.sub_bucket_half_count_magnitude
+    half = h.sub_bucket_half_count
     counts = memoryview(h.counts).cast("B").cast("Q").tolist()
-    return [(at(i), counts[i]) for i in itertools.compress(range(len(counts)), counts)]
+    cells = []
+    for i in itertools.compress(range(len(counts)), counts):
+        bucket = (i >> shm) - 1
+        sub = (i & (half - 1)) + half
+        if bucket < 0:
+            sub -= half
+            bucket = 0
+        low = sub << (bucket + um)
+        cells.append((low, low + (1 << (bucket + um)) - 1, counts[i]))
+    return cells
 
 
-def value_at_percentile(h: HdrHistogram, cells: list[tuple[int, int]], percentile: float) -> int:
+def value_at_percentile(h: HdrHistogram, cells: list[tuple[int, int, int]], percentile: float) -> int:
     """HdrHistogram getValueAtPercentile(): highest equivalent value reaching the target count."""
     target = max(1, int(min(percentile, 100.0) * h.get_total_count() / 100 + 0.5))
     cumulative = 0
-    for value, count in cells:
+    for _low, high, count in cells:
         cumulative += count
         if cumulative >= target:
-            return h.get_highest_equivalent_value(value)
+            return high
     return 0
 
 
@@ -166,9 +195,8 @@ def percentile_distribution(h: HdrHistogram, unit_ratio: float, ticks_per_half_d
     level = 0.0
     cumulative = 0
     last = 0
-    for value, count in cells:
+    for _low, last, count in cells:
         cumulative += count
-        last = h.get_highest_equivalent_value(value)
         while 100.0 * cumulative / total >= level:
             out.append(f"{last / unit_ratio:12.{sig}f} {level / 100:2.12f} {cumulative:10d} {1 / (1 - level / 100):14.2f}\n")
             level = _next_level(level, ticks_per_half_distance)
@@ -180,9 +208,9 @@ def percentile_distribution(h: HdrHistogram, unit_ratio: float, ticks_per_half_d
         out.append(f"{last / unit_ratio:12.{sig}f} {1.0:2.12f} {total:10d}\n")
     mean = stddev = 0.0
     if total:
-        medians = [(h.get_lowest_equivalent_value(v) + h.get_highest_equivalent_value(v) + 1) // 2 for v, _ in cells]
-        mean = sum(m * c for m, (_, c) in zip(medians, cells)) / total
-        stddev = math.sqrt(sum((m - mean) ** 2 * c for m, (_, c) in zip(medians, cells)) / total)
+        medians = [((low + high + 1) // 2, count) for low, high, count in cells]
+        mean = sum(m * c for m, c in medians) / total
+        stddev = math.sqrt(sum((m - mean) ** 2 * c for m, c in medians) / total)
     out.append(f"#[Mean    = {mean / unit_ratio:12.{sig}f}, StdDeviation   = {stddev / unit_ratio:12.{sig}f}]\n")
     out.append(f"#[Max     = {h.get_max_value() / unit_ratio:12.{sig}f}, Total count    = {total:12d}]\n")
     out.append(f"#[Buckets = {h.bucket_count:12d}, SubBuckets     = {h.sub_bucket_count:12d}]\n")

@@ -6,8 +6,10 @@ from pathlib import Path
 
 from hdrh.histogram import HdrHistogram
 from hdrh.log import HistogramLogReader
+from hypothesis import given, strategies as st
 
-from exitstorm.histograms import HIGHEST_NS, LOWEST_NS, LatencyRecorder, percentile_distribution
+from exitstorm.histograms import (HIGHEST_NS, LOWEST_NS, LatencyRecorder, nonzero_cells, percentile_distribution,
+                                  record_counts)
 
 MS = 1_000_000
 
@@ -27,6 +29,22 @@ def test_hgrm_ticks_follow_the_java_reference_levels() -> None:
     mean, std = (float(x.split("=")[1]) for x in mean_line.strip("#[]").split(","))
     assert abs(mean - 1.25) < 0.002 and abs(std - 0.433) < 0.002
     assert max_line.endswith("Total count    =            4]")
+
+
+@given(st.dictionaries(st.integers(0, HIGHEST_NS), st.integers(1, 1000), min_size=1, max_size=40))
+def test_inlined_index_arithmetic_is_hdrhs(values: dict[int, int]) -> None:
+    ours, theirs = HdrHistogram(LOWEST_NS, HIGHEST_NS, 3), HdrHistogram(LOWEST_NS, HIGHEST_NS, 3)
+    record_counts(ours, values)
+    for value, count in values.items():
+        theirs.record_value(value, count)
+    assert ours.encode() == theirs.encode()
+    assert (ours.get_total_count(), ours.get_min_value(), ours.get_max_value()) == (
+        theirs.get_total_count(), theirs.get_min_value(), theirs.get_max_value())
+    cells = nonzero_cells(ours)
+    assert [count for _, _, count in cells] == [c for c in (theirs.get_count_at_index(i)
+                                                            for i in range(theirs.counts_len)) if c]
+    for low, high, _count in cells:
+        assert (theirs.get_lowest_equivalent_value(low), theirs.get_highest_equivalent_value(low)) == (low, high)
 
 
 def test_recorder_percentiles_clamp_to_max_and_intervals_sum_to_total(tmp_path: Path) -> None:

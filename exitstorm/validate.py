@@ -268,9 +268,9 @@ def _value(value: float | None, unit: str) -> str:
 def validation_table(report: dict[str, Any]) -> Table:
     """Real vs simulated per cell and figure, with the relative error."""
     t = Table(title=f"{report['profile']}: N victims of {report['swapped_mb']} MB swapped killed together; "
-                    f"real = median of {report['repeats']}; error = (sim - real) / real")
-    for column, justify in (("cell", "left"), ("figure", "left"), ("real", "right"), ("real range", "right"),
-                            ("simulated", "right"), ("error", "right")):
+                    f"real = median (range) of {report['repeats']}; error = (sim - real) / real")
+    for column, justify in (("cell", "left"), ("figure", "left"), ("real", "right"), ("range", "right"),
+                            ("sim", "right"), ("error", "right")):
         t.add_column(column, justify=justify, no_wrap=True)
     for row in report["cells"]:
         first = True

@@ -10,15 +10,13 @@ that the harness's Python threads never hold it up, and dies with its parent.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import select
-import signal
 import time
 from types import TracebackType
 
-from exitstorm.victims import PR_SET_PDEATHSIG
+from exitstorm.victims import fork_child, kill_and_wait
 from exitstorm.zram import HostError
 
 #: (k, release ns, done ns) on CLOCK_MONOTONIC
@@ -39,11 +37,7 @@ def _frames(period_ns: int, budget_ns: int, count: int, start_ns: int) -> list[F
     return done
 
 
-def _child(period_ns: int, budget_ns: int, count: int, start_ns: int, prio: int, parent: int, out_fd: int) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent:
-        return
+def _child(period_ns: int, budget_ns: int, count: int, start_ns: int, prio: int, out_fd: int) -> None:
     try:
         os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(prio))
     except OSError as exc:
@@ -68,17 +62,8 @@ class Preview:
         self._fd: int | None = None
 
     def __enter__(self) -> Preview:
-        read_fd, write_fd = os.pipe()
-        parent = os.getpid()
-        pid = os.fork()
-        if pid == 0:
-            try:
-                os.close(read_fd)
-                _child(self.period_ns, self.budget_ns, self.count, self.start_ns, self.prio, parent, write_fd)
-            finally:
-                os._exit(0)
-        os.close(write_fd)
-        self._pid, self._fd = pid, read_fd
+        self._pid, self._fd = fork_child(
+            lambda out_fd: _child(self.period_ns, self.budget_ns, self.count, self.start_ns, self.prio, out_fd))
         return self
 
     def frames(self, timeout_s: float) -> list[Frame]:
@@ -107,11 +92,7 @@ class Preview:
             os.close(self._fd)
             self._fd = None
         if self._pid is not None:
-            try:
-                os.kill(self._pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            os.waitpid(self._pid, 0)
+            kill_and_wait(self._pid)
             self._pid = None
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

@@ -4,7 +4,7 @@ A victim is a forked child that maps anonymous memory, fills every 4 KiB page
 with ``random_bytes`` random bytes and zeros (so lz4 compresses it about
 4096 / random_bytes times), pushes the swapped part to ZRAM with
 madvise(MADV_PAGEOUT) and checks ``VmSwap`` before it says it is ready. It
-dies with its parent (PR_SET_PDEATHSIG) and is killed by pid on every way
+dies with its parent (PR_SET_PDEATHSIG, :func:`fork_child`) and is killed by pid on every way
 out of :class:`Victims`, so none can outlive the harness.
 
 Timing: kill → reap is SIGKILL until ``waitpid`` returns (the exit has run
@@ -30,6 +30,7 @@ import threading
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Callable
 
 from attrs import frozen
 
@@ -199,12 +200,38 @@ def _fill(buf: mmap.mmap, random_bytes: int) -> None:
         buf[off:off + MB] = b"".join(rnd[i * random_bytes:(i + 1) * random_bytes] + zeros for i in range(pages))
 
 
-def _child(spec: VictimSpec, parent: int, ready_fd: int) -> None:
-    """The victim's life: die with the parent, fill, page out, report, wait for the kill."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent:
-        return
+def fork_child(life: Callable[[int], None]) -> tuple[int, int]:
+    """Fork a child that dies with this process (PR_SET_PDEATHSIG), runs ``life(write_fd)`` and exits:
+    (its pid, the read end of its pipe). The child never returns into the harness."""
+    read_fd, write_fd = os.pipe()
+    parent = os.getpid()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(read_fd)
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+            if os.getppid() == parent:  # else the parent died before the prctl took effect
+                life(write_fd)
+        finally:
+            os._exit(0)
+    os.close(write_fd)
+    return pid, read_fd
+
+
+def kill_and_wait(pid: int) -> None:
+    """SIGKILL a child of ours, if it is still there, and reap it."""
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
+def _child(spec: VictimSpec, ready_fd: int) -> None:
+    """The victim's life: fill, page out, report, wait for the kill."""
     swapped = _anonymous(spec.swapped_mb * MB) if spec.swapped_mb else None
     resident = _anonymous(spec.resident_mb * MB) if spec.resident_mb else None
     for buf in (swapped, resident):
@@ -240,29 +267,13 @@ class Victims:
             self._reap(pid)
 
     def _reap(self, pid: int) -> None:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        try:
-            os.waitpid(pid, 0)
-        except ChildProcessError:
-            pass
+        kill_and_wait(pid)
         self._live.discard(pid)
 
     def _start(self, spec: VictimSpec) -> tuple[int, int]:
         """Fork a victim: (pid, the read end of its ready pipe)."""
-        read_fd, write_fd = os.pipe()
-        parent = os.getpid()
-        pid = os.fork()
-        if pid == 0:  # the child never returns into the harness
-            try:
-                os.close(read_fd)
-                _child(spec, parent, write_fd)
-            finally:
-                os._exit(1)
+        pid, read_fd = fork_child(lambda ready_fd: _child(spec, ready_fd))
         self._live.add(pid)
-        os.close(write_fd)
         return pid, read_fd
 
     def _ready(self, spec: VictimSpec, pid: int, read_fd: int, deadline: float) -> tuple[int, int]:

@@ -18,7 +18,7 @@ from exitstorm.compare import compare, parse_variant, table
 from exitstorm.config import load_experiment
 from exitstorm.experiment import run_experiment
 from exitstorm.schema import ConfigError
-from exitstorm.validate import DEFAULT_SCENARIO, validate, validation_table
+from exitstorm.validate import DEFAULT_PREVIEW_SCENARIO, DEFAULT_SCENARIO, validate, validation_table
 from exitstorm.victims import DEFAULT_RANDOM_BYTES
 from exitstorm.zram import HostError
 
@@ -71,6 +71,8 @@ def _parser() -> argparse.ArgumentParser:
                      help=f"random bytes in each 4 KiB page of the victims (default {DEFAULT_RANDOM_BYTES})")
     val.add_argument("--scenario", type=Path, default=DEFAULT_SCENARIO,
                      help=f"the storm scenario simulated (default {DEFAULT_SCENARIO})")
+    val.add_argument("--preview-scenario", type=Path, default=DEFAULT_PREVIEW_SCENARIO,
+                     help=f"the storm with the preview, run in both worlds (default {DEFAULT_PREVIEW_SCENARIO})")
     val.add_argument("--force", action="store_true", help="replace an existing results directory")
     return p
 
@@ -159,7 +161,8 @@ def _validate(args: argparse.Namespace) -> None:
             progress.update(task, completed=done, total=total, description=what)
 
         report = validate(args.profile, out, swapped_mb=args.swapped_mb, random_bytes=args.random_bytes,
-                          repeats=args.repeats, scenario=args.scenario, force=args.force, on_step=on_step)
+                          repeats=args.repeats, scenario=args.scenario, preview_scenario=args.preview_scenario,
+                          force=args.force, on_step=on_step)
     console.print(validation_table(report))
     console.print(f"results: {out}/validation.json, {out}/validation.png")
 

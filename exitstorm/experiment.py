@@ -12,7 +12,7 @@ import json
 import sys
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import trio
 
@@ -256,14 +256,19 @@ def summarize(world: World) -> dict[str, Any]:
     }
 
 
+def build_world(exp: Experiment, events_out: IO[str] | None) -> World:
+    """The world of ``exp``; a combination of valid values that cannot be built is bad input."""
+    try:
+        return World(exp, events_out)
+    except ValueError as exc:
+        raise ConfigError(f"{exp.source}: impossible combination: {exc}") from None
+
+
 def run_experiment(exp: Experiment, out: Path, force: bool = False) -> dict[str, Any]:
     """Run ``exp`` and atomically write its results directory at ``out``."""
     with atomic_directory(out, force) as tmp:
         with (tmp / "events.jsonl").open("w") as events_out:
-            try:
-                world = World(exp, events_out)
-            except ValueError as exc:
-                raise ConfigError(f"{exp.source}: impossible combination: {exc}") from None
+            world = build_world(exp, events_out)
             trio.run(world.runtime.run)
             world.memory.check_all("the end of the run")
         summary = summarize(world)

@@ -4,12 +4,12 @@ A calibrated profile is fitted to single-process kills only; this checks
 what it predicts for what it was not fitted on. Each cell kills ``count``
 equal victims (all swapped, in ZRAM) together: without a reaper, or with an
 lmkd-like reaper thread calling process_mrelease on each in kill order. The
-preview cell adds a SCHED_FIFO thread with a fixed CPU budget every 16.7 ms
-while 8 victims die. The simulator runs the same cells on the storm
-scenario with the profile as its device and the compression ratio the real
-victims got. Figures per cell: per-victim kill → reap median and max, kill →
-90% of the storm's ZRAM memory back, and the preview's lateness p99, missed
-deadlines and response p99.
+preview cell runs the preview scenario (a SCHED_FIFO thread with a fixed CPU
+budget every 16.7 ms while its storm dies) in both worlds. The simulator
+runs the cells on the storm scenarios with the profile as their device and
+the compression ratio the real victims got. Figures per cell: per-victim
+kill → reap median and max, kill → 90% of the storm's ZRAM memory back, and
+the preview's lateness p99, missed deadlines and response p99.
 """
 
 from __future__ import annotations
@@ -24,29 +24,26 @@ import trio
 from attrs import asdict, frozen
 from rich.table import Table
 
-from actors.runtime import NS_PER_MS
+from actors.runtime import NS_PER_MS, NS_PER_S, NS_PER_US
 from actors.sampler import Sampler
-from exitstorm.config import load_experiment
+from exitstorm.config import Experiment, load_experiment
+from exitstorm.experiment import build_world
 from exitstorm.preview import Frame, Preview
 from exitstorm.results import atomic_directory
 from exitstorm.schema import ConfigError
-from exitstorm.victims import RETURNED_SHARE, StormTiming, Victims, VictimSpec, check_random_bytes
-from exitstorm.world import FrameStats, World
+from exitstorm.victims import POOL_SAMPLE_NS, RETURNED_SHARE, StormTiming, Victims, VictimSpec, check_random_bytes
+from exitstorm.world import FrameStats
 from exitstorm.zram import PAGE_SIZE, ZramSwap, require_host
 
 #: the storm scenario the simulated side runs (its device is replaced by the profile)
 DEFAULT_SCENARIO = Path("configs/vm_storm.toml")
+#: the storm with a preview: its [[periodic]] "preview" is what the real kernel runs too
+DEFAULT_PREVIEW_SCENARIO = Path("configs/vm_storm_preview.toml")
 COUNTS = (1, 2, 4, 8)
-PREVIEW_COUNT = 8
-#: the preview: 60 fps, a fixed CPU budget per frame, SCHED_FIFO (as sys.use_fifo_ui devices run it)
-PREVIEW_PERIOD_NS = 16_666_667
-PREVIEW_BUDGET_NS = 4_000_000
-PREVIEW_PRIO = 2
-PREVIEW_FRAMES = 60
-#: the storm's SIGKILLs come this long after the preview's first release (in both worlds)
-KILL_AFTER_NS = 100 * NS_PER_MS
-#: the simulated ZRAM pool is sampled as often as the real one
-SAMPLE_NS = 500_000
+#: after the victims' pageout, before the kills: let its aftermath (kswapd, ZRAM writes) settle
+SETTLE_S = 0.1
+#: the real preview's first release comes this long after it is started (its process must be up)
+PREVIEW_LEAD_NS = 20 * NS_PER_MS
 
 
 @frozen
@@ -60,8 +57,37 @@ class Cell:
         return f"N={self.count}" + (" mrelease" if self.mrelease else "") + (" preview" if self.preview else "")
 
 
-def cells() -> list[Cell]:
-    return [Cell(n, mrelease) for mrelease in (False, True) for n in COUNTS] + [Cell(PREVIEW_COUNT, False, True)]
+def cells(preview_count: int) -> list[Cell]:
+    return [Cell(n, mrelease) for mrelease in (False, True) for n in COUNTS] + [Cell(preview_count, False, True)]
+
+
+@frozen
+class PreviewSpec:
+    """The preview scenario's preview, as the real kernel runs it."""
+
+    period_ns: int
+    budget_ns: int
+    prio: int
+    frames: int
+    #: the storm's SIGKILLs, after the preview's first release
+    kill_after_ns: int
+
+
+def preview_spec(exp: Experiment) -> PreviewSpec:
+    """The ``[[periodic]]`` named "preview" of a storm scenario (SCHED_FIFO, as the real process runs)."""
+    sc = exp.config
+    spec = next((p for p in sc.periodic if p.name == "preview"), None)
+    if spec is None or spec.thread.policy != "fifo":
+        raise ConfigError(f"{exp.source}: periodic: expected a [[periodic]] named \"preview\" with policy \"fifo\" "
+                          f"(the real kernel runs it as SCHED_FIFO)")
+    if sc.storm is None or sc.storm.kill_at_ms < spec.start_ms:
+        raise ConfigError(f"{exp.source}: storm.kill_at_ms: expected a storm killed at or after the preview's "
+                          f"start_ms ({spec.start_ms})")
+    period_ns = round(spec.period_us * NS_PER_US)
+    run_ns = round((sc.scenario.duration_s * NS_PER_S) - spec.start_ms * NS_PER_MS)
+    return PreviewSpec(period_ns, round(spec.budget_us * NS_PER_US), spec.thread.prio,
+                       -(-run_ns // period_ns),  # the frames released before the run ends
+                       round((sc.storm.kill_at_ms - spec.start_ms) * NS_PER_MS))
 
 
 #: figure key → (label, unit)
@@ -92,8 +118,8 @@ def frame_figures(stats: FrameStats) -> dict[str, float | None]:
     }
 
 
-def real_frame_stats(frames: list[Frame]) -> FrameStats:
-    stats = FrameStats("preview", PREVIEW_PERIOD_NS, NS_PER_MS * 1000, lambda *_a, **_k: None)
+def real_frame_stats(frames: list[Frame], period_ns: int) -> FrameStats:
+    stats = FrameStats("preview", period_ns, NS_PER_S, lambda *_a, **_k: None)
     start = frames[0][1] if frames else 0
     for k, release, done in frames:
         stats.on_frame(k, release - start, done - start)
@@ -116,60 +142,41 @@ def relative_error(sim: float | None, real: float | None) -> float | None:
     return (sim - real) / real
 
 
+def _by_figure(runs: list[dict[str, float | None]]) -> dict[str, list[float]]:
+    """Per figure any repeat has, the values measured."""
+    return {key: [r[key] for r in runs if r.get(key) is not None] for key in FIGURES if any(key in r for r in runs)}
+
+
 def median_figures(runs: list[dict[str, float | None]]) -> dict[str, float | None]:
     """Per figure, the median over repeats of the values measured."""
-    keys = [k for k in FIGURES if any(k in r for r in runs)]
-    out: dict[str, float | None] = {}
-    for key in keys:
-        values = [r[key] for r in runs if r.get(key) is not None]
-        out[key] = statistics.median(values) if values else None
-    return out
+    return {key: statistics.median(values) if values else None for key, values in _by_figure(runs).items()}
 
 
 def figure_ranges(runs: list[dict[str, float | None]]) -> dict[str, list[float] | None]:
     """Per figure, [lowest, highest] over repeats: how much the real machine varies from one storm to the next."""
-    keys = [k for k in FIGURES if any(k in r for r in runs)]
-    out: dict[str, list[float] | None] = {}
-    for key in keys:
-        values = [r[key] for r in runs if r.get(key) is not None]
-        out[key] = [min(values), max(values)] if values else None
-    return out
+    return {key: [min(values), max(values)] if values else None for key, values in _by_figure(runs).items()}
 
 
 def sim_overrides(profile: Path, cell: Cell, swapped_mb: int, ratio: float) -> list[str]:
-    """``--set`` overrides turning the storm scenario into ``cell`` on ``profile``."""
-    kill_ms = KILL_AFTER_NS / NS_PER_MS
-    sets = [
+    """``--set`` overrides turning a storm scenario into ``cell`` on ``profile``."""
+    return [
         f"device={json.dumps(str(profile.resolve()))}",
         f"storm.count={cell.count}",
         f"storm.swapped_mb={swapped_mb}",
         "storm.resident_mb=0",
         "storm.file_mb=0",
         f"storm.compression_ratio={ratio!r}",
-        f"storm.kill_at_ms={kill_ms!r}",
         f"storm.reapers={1 if cell.mrelease else 0}",
         'policies.reap="process_mrelease"',
         "scenario.events=[]",
     ]
-    if cell.preview:
-        period_us = PREVIEW_PERIOD_NS / 1000
-        sets += [
-            f"scenario.duration_s={PREVIEW_FRAMES * PREVIEW_PERIOD_NS / 1e9!r}",
-            f'periodic=[{{name = "preview", period_us = {period_us!r}, budget_us = {PREVIEW_BUDGET_NS / 1000!r}, '
-            f'start_ms = 0, thread = {{policy = "fifo", prio = {PREVIEW_PRIO}, cpuset = "all", '
-            f'thread_class = "preview"}}}}]',
-        ]
-    return sets
 
 
 def simulate(scenario: Path, profile: Path, cell: Cell, swapped_mb: int, ratio: float) -> dict[str, float | None]:
-    """The cell in the simulator: its figures."""
+    """The cell in the simulator (the storm ``scenario`` made into it): its figures."""
     exp = load_experiment(scenario, sim_overrides(profile, cell, swapped_mb, ratio))
-    try:
-        world = World(exp, None)
-    except ValueError as exc:
-        raise ConfigError(f"{exp.source}: impossible combination: {exc}") from None
-    pool = world.runtime.add(Sampler("zpool_sampler", SAMPLE_NS, lambda: world.memory.zpool))
+    world = build_world(exp, None)
+    pool = world.runtime.add(Sampler("zpool_sampler", POOL_SAMPLE_NS, lambda: world.memory.zpool))
     trio.run(world.runtime.run)
     unfinished = [p.name for p in world.processes if p.exited_at is None]
     if unfinished:
@@ -182,26 +189,27 @@ def simulate(scenario: Path, profile: Path, cell: Cell, swapped_mb: int, ratio: 
     return figures
 
 
-def measure(victims: Victims, cell: Cell, spec: VictimSpec) -> tuple[dict[str, float | None], StormTiming]:
+def measure(victims: Victims, cell: Cell, spec: VictimSpec, preview: PreviewSpec
+            ) -> tuple[dict[str, float | None], StormTiming]:
     """The cell on the real kernel, once: its figures and the raw timing."""
     storm = victims.spawn_storm(spec, cell.count)
-    time.sleep(0.1)  # let the pageout's aftermath (kswapd, zram writes) settle
+    time.sleep(SETTLE_S)
     if not cell.preview:
         timing = victims.kill_storm(storm, cell.mrelease)
         return storm_figures(timing.exit_ns, timing.returned_ns), timing
-    start = time.monotonic_ns() + 20 * NS_PER_MS
-    with Preview(PREVIEW_PERIOD_NS, PREVIEW_BUDGET_NS, PREVIEW_FRAMES, start, PREVIEW_PRIO) as preview:
-        time.sleep(max(0, start + KILL_AFTER_NS - time.monotonic_ns()) / 1e9)
+    start = time.monotonic_ns() + PREVIEW_LEAD_NS
+    with Preview(preview.period_ns, preview.budget_ns, preview.frames, start, preview.prio) as running:
+        time.sleep(max(0, start + preview.kill_after_ns - time.monotonic_ns()) / NS_PER_S)
         timing = victims.kill_storm(storm, cell.mrelease)
-        frames = preview.frames(timeout_s=PREVIEW_FRAMES * PREVIEW_PERIOD_NS / 1e9 + 30)
+        frames = running.frames(timeout_s=preview.frames * preview.period_ns / NS_PER_S + 30)
     figures = storm_figures(timing.exit_ns, timing.returned_ns)
-    figures.update(frame_figures(real_frame_stats(frames)))
+    figures.update(frame_figures(real_frame_stats(frames, preview.period_ns)))
     return figures, timing
 
 
 def validate(profile: Path, out: Path, *, swapped_mb: int, random_bytes: int, repeats: int,
-             scenario: Path = DEFAULT_SCENARIO, force: bool = False,
-             on_step: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
+             scenario: Path = DEFAULT_SCENARIO, preview_scenario: Path = DEFAULT_PREVIEW_SCENARIO,
+             force: bool = False, on_step: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
     """Measure every cell ``repeats`` times, simulate it, and write ``out`` (validation.json, validation.png)."""
     for option, value in (("--swapped-mb", swapped_mb), ("--repeats", repeats)):
         if value < 1:
@@ -209,9 +217,15 @@ def validate(profile: Path, out: Path, *, swapped_mb: int, random_bytes: int, re
     check_random_bytes(random_bytes)
     require_host()
     spec = VictimSpec(swapped_mb, 0, random_bytes)
-    todo = cells()
-    for cell in todo:  # the profile and scenario are valid before anything is measured
-        load_experiment(scenario, sim_overrides(profile, cell, swapped_mb, PAGE_SIZE / random_bytes))
+    preview_exp = load_experiment(preview_scenario)
+    preview = preview_spec(preview_exp)
+    todo = cells(preview_exp.config.storm.count)
+
+    def scenario_of(cell: Cell) -> Path:
+        return preview_scenario if cell.preview else scenario
+
+    for cell in todo:  # the profile and scenarios are valid before anything is measured
+        load_experiment(scenario_of(cell), sim_overrides(profile, cell, swapped_mb, PAGE_SIZE / random_bytes))
     steps = len(todo) * repeats + len(todo)
     done = 0
     real: dict[Cell, list[dict[str, float | None]]] = {cell: [] for cell in todo}
@@ -222,7 +236,7 @@ def validate(profile: Path, out: Path, *, swapped_mb: int, random_bytes: int, re
                 for cell in todo:
                     if on_step is not None:
                         on_step(f"real: {cell.name}", done, steps)
-                    figures, timing = measure(victims, cell, spec)
+                    figures, timing = measure(victims, cell, spec, preview)
                     real[cell].append(figures)
                     raw[cell].append(asdict(timing))
                     done += 1
@@ -232,7 +246,7 @@ def validate(profile: Path, out: Path, *, swapped_mb: int, random_bytes: int, re
             if on_step is not None:
                 on_step(f"simulated: {cell.name}", done, steps)
             measured = median_figures(real[cell])
-            simulated = simulate(scenario, profile, cell, swapped_mb, ratio)
+            simulated = simulate(scenario_of(cell), profile, cell, swapped_mb, ratio)
             rows.append({
                 "cell": asdict(cell) | {"name": cell.name},
                 "real": measured,
@@ -245,12 +259,14 @@ def validate(profile: Path, out: Path, *, swapped_mb: int, random_bytes: int, re
         report = {
             "profile": str(profile),
             "scenario": str(scenario),
+            "preview_scenario": str(preview_scenario),
             "swapped_mb": swapped_mb,
             "random_bytes": random_bytes,
             "compression_ratio": ratio,
             "repeats": repeats,
-            "preview": {"period_ms": PREVIEW_PERIOD_NS / NS_PER_MS, "budget_ms": PREVIEW_BUDGET_NS / NS_PER_MS,
-                        "prio": PREVIEW_PRIO, "frames": PREVIEW_FRAMES, "kill_after_ms": KILL_AFTER_NS / NS_PER_MS},
+            "preview": {"period_ms": preview.period_ns / NS_PER_MS, "budget_ms": preview.budget_ns / NS_PER_MS,
+                        "prio": preview.prio, "frames": preview.frames,
+                        "kill_after_ms": preview.kill_after_ns / NS_PER_MS},
             "figures": {k: {"label": label, "unit": unit} for k, (label, unit) in FIGURES.items()},
             "cells": rows,
         }

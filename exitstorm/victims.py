@@ -34,6 +34,7 @@ from typing import Callable
 
 from attrs import frozen
 
+from actors.runtime import NS_PER_S
 from exitstorm.schema import ConfigError
 from exitstorm.zram import PAGE_SIZE, HostError, mm_stat
 
@@ -45,6 +46,8 @@ PR_SET_PDEATHSIG = 1  # include/uapi/linux/prctl.h
 MB = 1 << 20
 #: share of the victim's ZRAM pool memory that must be back for "memory returned"
 RETURNED_SHARE = 0.9
+#: how often the ZRAM pool is sampled while memory comes back (the simulator's side samples as often)
+POOL_SAMPLE_NS = 500_000
 
 
 #: 1 KiB random + 3 KiB zeros per page: lz4 compresses it about 3.9 times (DESIGN §10)
@@ -314,8 +317,8 @@ class Victims:
         return Storm(spec, [pid for pid, _ in started], max(0, after["mem_used_total"] - before["mem_used_total"]),
                      orig / compr if orig > 0 and compr > 0 else 1.0)
 
-    def kill_storm(self, storm: Storm, mrelease: bool, sample_s: float = 0.0005, settle_s: float = 10.0
-                   ) -> StormTiming:
+    def kill_storm(self, storm: Storm, mrelease: bool, sample_s: float = POOL_SAMPLE_NS / NS_PER_S,
+                   settle_s: float = 10.0) -> StormTiming:
         """SIGKILL the storm's victims back to back and time every reap.
 
         With ``mrelease``, an lmkd-like reaper thread sends the SIGKILLs and then
@@ -351,7 +354,8 @@ class Victims:
             exit_ns=[r - k for k, r in zip(kill_ns, reap_ns)],
             returned_ns=None if returned is None else returned - kill_ns[0], mrelease_results=results)
 
-    def kill_and_time(self, spec: VictimSpec, sample_s: float = 0.0005, settle_s: float = 5.0) -> ExitTiming:
+    def kill_and_time(self, spec: VictimSpec, sample_s: float = POOL_SAMPLE_NS / NS_PER_S,
+                      settle_s: float = 5.0) -> ExitTiming:
         """Spawn a victim, SIGKILL it, and time its reap and the return of its memory."""
         pid, pageout_ns, swap_kb, pool_kb = self.spawn(spec)
         watch = _PoolWatch(mm_stat()["mem_used_total"] - RETURNED_SHARE * pool_kb * 1024, sample_s)

@@ -10,12 +10,16 @@ import trio
 
 from exitstorm import validate as val
 from exitstorm.config import load_experiment
+from exitstorm.schema import ConfigError
+from exitstorm.victims import POOL_SAMPLE_NS
 from exitstorm.world import World
 from exitstorm.zram import active_swaps
 from tests.conftest import HOST_PROBLEM, ROOT, exitstorm
 
 VM_STORM = ROOT / "configs" / "vm_storm.toml"
 VM_2CORE = ROOT / "configs" / "devices" / "vm_2core.toml"
+VM_STORM_PREVIEW = ROOT / "configs" / "vm_storm_preview.toml"
+PREVIEW = val.preview_spec(load_experiment(VM_STORM_PREVIEW))
 MS = 1_000_000
 
 
@@ -39,12 +43,12 @@ def test_relative_error_and_medians() -> None:
 
 
 def test_real_frames_go_through_the_simulators_frame_accounting() -> None:
-    period = val.PREVIEW_PERIOD_NS
+    period = PREVIEW.period_ns
     t0 = 7 * MS
     # frame 1 ends 3 ms after its deadline, frame 2 1 ms after its own (misses); frame 0 takes 4 ms
     frames = [(0, t0, t0 + 4 * MS), (1, t0 + period, t0 + 2 * period + 3 * MS),
               (2, t0 + 2 * period, t0 + 3 * period + 1 * MS)]
-    figures = val.frame_figures(val.real_frame_stats(frames))
+    figures = val.frame_figures(val.real_frame_stats(frames, period))
     assert figures["preview_misses"] == 2
     # lateness 0, 3 and 1 ms: p99 of three samples is the largest; response p99 is frame 1's period + 3 ms
     assert figures["preview_lateness_p99_ms"] == pytest.approx(3.0, rel=1e-3)
@@ -52,17 +56,29 @@ def test_real_frames_go_through_the_simulators_frame_accounting() -> None:
 
 
 def test_every_cell_is_a_valid_storm_scenario() -> None:
-    cells = val.cells()
+    cells = val.cells(load_experiment(VM_STORM_PREVIEW).config.storm.count)
     assert [(c.count, c.mrelease, c.preview) for c in cells] == [
         (1, False, False), (2, False, False), (4, False, False), (8, False, False),
         (1, True, False), (2, True, False), (4, True, False), (8, True, False), (8, False, True)]
     for cell in cells:
-        exp = load_experiment(VM_STORM, val.sim_overrides(VM_2CORE, cell, 50, 3.9))
+        exp = load_experiment(VM_STORM_PREVIEW if cell.preview else VM_STORM,
+                              val.sim_overrides(VM_2CORE, cell, 50, 3.9))
         storm = exp.config.storm
         assert (storm.count, storm.swapped_mb, storm.reapers) == (cell.count, 50, int(cell.mrelease))
         assert [p.name for p in exp.config.periodic] == (["preview"] if cell.preview else [])
-    (preview,) = load_experiment(VM_STORM, val.sim_overrides(VM_2CORE, cells[-1], 50, 3.9)).config.periodic
-    assert (preview.thread.policy, preview.thread.prio, preview.budget_us) == ("fifo", val.PREVIEW_PRIO, 4000)
+    (preview,) = load_experiment(VM_STORM_PREVIEW, val.sim_overrides(VM_2CORE, cells[-1], 50, 3.9)).config.periodic
+    assert (preview.thread.policy, preview.thread.prio, preview.budget_us) == ("fifo", 2, 4000)
+    # the real preview: 60 fps, 4 ms a frame, 60 frames, the kills 100 ms after its first release
+    assert PREVIEW == val.PreviewSpec(16_666_667, 4 * MS, 2, 60, 100 * MS)
+
+
+def test_a_preview_scenario_needs_a_fifo_preview_started_before_the_kills() -> None:
+    with pytest.raises(ConfigError, match='named "preview" with policy "fifo"'):
+        val.preview_spec(load_experiment(VM_STORM))
+    with pytest.raises(ConfigError, match="storm.kill_at_ms: expected a storm killed at or after"):
+        val.preview_spec(load_experiment(VM_STORM_PREVIEW, [
+            "storm.kill_at_ms=40", 'periodic=[{name = "preview", period_us = 16666.667, budget_us = 4000, '
+            'start_ms = 50, thread = {policy = "fifo", prio = 2, cpuset = "all", thread_class = "preview"}}]']))
 
 
 def test_simulated_cells_alone_with_preview() -> None:
@@ -70,10 +86,10 @@ def test_simulated_cells_alone_with_preview() -> None:
     # one victim alone on a core: its exit costs exit_fixed + 25 600 swap entries (vm_2core: 0.7 ms + 388 ns each)
     assert alone["exit_median_ms"] == pytest.approx(0.7 + 25_600 * 388e-6, rel=0.02)
     assert alone["exit_max_ms"] == alone["exit_median_ms"]
-    assert 0 < alone["returned_ms"] <= alone["exit_median_ms"] + val.SAMPLE_NS / MS
-    storm = val.simulate(VM_STORM, VM_2CORE, val.Cell(8, False, True), 50, 3.9)
+    assert 0 < alone["returned_ms"] <= alone["exit_median_ms"] + POOL_SAMPLE_NS / MS
+    storm = val.simulate(VM_STORM_PREVIEW, VM_2CORE, val.Cell(8, False, True), 50, 3.9)
     assert storm["exit_max_ms"] >= storm["exit_median_ms"] > 0
-    assert storm["preview_misses"] == 0 and storm["preview_response_p99_ms"] >= val.PREVIEW_BUDGET_NS / MS
+    assert storm["preview_misses"] == 0 and storm["preview_response_p99_ms"] >= PREVIEW.budget_ns / MS
 
 
 def run_cell(cell: val.Cell, swapped_mb: int) -> World:
@@ -125,7 +141,7 @@ def test_validation_on_this_kernel(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert active_swaps() == swaps_before  # ZRAM put back as it was
     report = json.loads((out / "validation.json").read_text())
-    assert len(report["cells"]) == len(val.cells()) and 3.0 < report["compression_ratio"] < 5.0
+    assert len(report["cells"]) == len(val.cells(8)) and 3.0 < report["compression_ratio"] < 5.0
     for row in report["cells"]:
         (run,) = row["real_runs"]
         count = row["cell"]["count"]
@@ -137,7 +153,7 @@ def test_validation_on_this_kernel(tmp_path: Path) -> None:
             assert row["relative_error"][key] == pytest.approx(
                 (row["simulated"][key] - row["real"][key]) / row["real"][key])
         if row["cell"]["preview"]:
-            assert row["real"]["preview_response_p99_ms"] >= val.PREVIEW_BUDGET_NS / MS
+            assert row["real"]["preview_response_p99_ms"] >= PREVIEW.budget_ns / MS
     assert (out / "validation.png").stat().st_size > 10_000
     proc = exitstorm("validate", str(VM_2CORE), "--repeats", "1", "--out", str(out))
     assert proc.returncode == 2 and "use --force" in proc.stderr

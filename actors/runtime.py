@@ -48,7 +48,7 @@ class ActorFailed(Exception):
         self.actor = actor
         self.t_ns = t_ns
         self.cause = cause if isinstance(cause, str) else repr(cause)
-        super().__init__(f"actor {actor!r} failed at t={t_ns} ns ({t_ns / 1e6:.6f} ms): {self.cause}")
+        super().__init__(f"actor {actor!r} failed at t={t_ns} ns ({t_ns / NS_PER_MS:.6f} ms): {self.cause}")
 
     def __reduce__(self) -> tuple[type, tuple[str, int, str]]:
         """Picklable (as text), so that a failure in a worker process reaches the parent."""

@@ -30,6 +30,7 @@ from typing import Callable, Iterable, Sequence
 from attrs import asdict, evolve, frozen
 
 from actors.memory import PAGES_PER_MB
+from actors.runtime import NS_PER_MS
 from exitstorm.config import Device, load_device
 from exitstorm.schema import ConfigError
 from exitstorm.validate import DEFAULT_SCENARIO, Cell, simulate
@@ -113,7 +114,7 @@ def mrelease_ratios(alone: Iterable[ExitTiming], reaped: Iterable[StormTiming]) 
     for size in sorted(by_size):
         ok = [t.exit_ns[0] for t in by_size[size] if t.mrelease_results == ["ok"]]
         if ok and size in alone_ms:
-            out.append(ReapedSize(size, len(ok), len(by_size[size]), statistics.median(ok) / 1e6 / alone_ms[size]))
+            out.append(ReapedSize(size, len(ok), len(by_size[size]), statistics.median(ok) / NS_PER_MS / alone_ms[size]))
     return out
 
 
@@ -153,15 +154,15 @@ def medians(timings: Iterable[ExitTiming]) -> list[tuple[float, float, float]]:
     groups: dict[tuple[int, int], list[int]] = {}
     for t in timings:
         groups.setdefault((t.swapped_mb, t.resident_mb), []).append(t.kill_to_reap_ns)
-    return [(s, r, statistics.median(ns) / 1e6) for (s, r), ns in groups.items()]
+    return [(s, r, statistics.median(ns) / NS_PER_MS) for (s, r), ns in groups.items()]
 
 
 def costs_from_fit(fit: ExitFit) -> dict[str, int]:
     """The model's per-item costs (ns at capacity 1.0) from a fit in ms and MB."""
     return {
-        "swap_entry_free_ns": round(fit.ms_per_mb_swapped * 1e6 / PAGES_PER_MB),
-        "present_page_free_ns": round(fit.ms_per_mb_resident * 1e6 / PAGES_PER_MB),
-        "exit_fixed_ns": round(fit.fixed_ms * 1e6),
+        "swap_entry_free_ns": round(fit.ms_per_mb_swapped * NS_PER_MS / PAGES_PER_MB),
+        "present_page_free_ns": round(fit.ms_per_mb_resident * NS_PER_MS / PAGES_PER_MB),
+        "exit_fixed_ns": round(fit.fixed_ms * NS_PER_MS),
     }
 
 
@@ -296,11 +297,11 @@ def calibrate(out: Path, quick: bool, force: bool = False, base_path: Path = DEF
                 if mrelease:
                     reaped.append(victims.kill_storm(victims.spawn_storm(spec, 1), mrelease=True))
                     what = (f"{spec.swapped_mb} MB swapped, process_mrelease {reaped[-1].mrelease_results[0]}: "
-                            f"{reaped[-1].exit_ns[0] / 1e6:.1f} ms")
+                            f"{reaped[-1].exit_ns[0] / NS_PER_MS:.1f} ms")
                 else:
                     timings.append(victims.kill_and_time(spec))
                     what = (f"{spec.swapped_mb} MB swapped + {spec.resident_mb} MB resident: "
-                            f"{timings[-1].kill_to_reap_ns / 1e6:.1f} ms")
+                            f"{timings[-1].kill_to_reap_ns / NS_PER_MS:.1f} ms")
                 if on_kill is not None:
                     on_kill(i + 1, len(kills), what)
     points = medians(timings)

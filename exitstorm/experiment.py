@@ -17,6 +17,7 @@ from typing import IO, Any
 import trio
 
 from actors.memory import PAGES_PER_MB
+from actors.runtime import NS_PER_MS
 from exitstorm.config import Experiment
 from exitstorm.results import atomic_directory
 from exitstorm.schema import ConfigError
@@ -25,7 +26,12 @@ from exitstorm.world import World
 
 def ms(ns: int | None) -> float | None:
     """Virtual ns as ms for the summary (6 decimals: ns precision); None stays None."""
-    return None if ns is None else round(ns / 1e6, 6)
+    return None if ns is None else round(ns / NS_PER_MS, 6)
+
+
+def mb(pages: int) -> float:
+    """Pages as MB for the summary (3 decimals)."""
+    return round(pages / PAGES_PER_MB, 3)
 
 
 def shares(busy: dict[str, int], capacity_ns: int) -> dict[str, float]:
@@ -109,7 +115,7 @@ def camera_metrics(world: World) -> dict[str, Any]:
         "frames": stats.lateness.count,
         "janky_frames": stats.janky,
         "stutter": stats.first_janky is not None and stats.first_janky < window,
-        "free_mb_at_preview_start": None if start is None else round(start[1] / PAGES_PER_MB, 3),
+        "free_mb_at_preview_start": None if start is None else mb(start[1]),
         "preview_start_ms": None if start is None else ms(start[0]),
     }
 
@@ -121,8 +127,8 @@ def kill_log(world: World) -> list[dict[str, Any]]:
         reason, min_adj, via, decided = world.kill_reasons[proc.pid]
         rows.append({
             "victim": proc.name, "pid": proc.pid, "adj": proc.adj, "reason": reason, "min_adj": min_adj, "via": via,
-            "resident_mb": round(proc.resident_at_kill / PAGES_PER_MB, 3),
-            "swapped_mb": round(proc.swapped_at_kill / PAGES_PER_MB, 3),
+            "resident_mb": mb(proc.resident_at_kill),
+            "swapped_mb": mb(proc.swapped_at_kill),
             "t_decision_ms": ms(decided),
             "t_kill_ms": ms(proc.killed_at),
             "t_exit_ms": ms(proc.exited_at),
@@ -141,7 +147,7 @@ def exit_profile(world: World) -> dict[str, dict[str, float]]:
             inclusive[fn] = inclusive.get(fn, 0) + ns
     total = inclusive.get("do_exit", 0)
     return {
-        fn: {"ms": round(ns / 1e6, 3), "share": round(ns / total, 4)}
+        fn: {"ms": round(ns / NS_PER_MS, 3), "share": round(ns / total, 4)}
         for fn, ns in sorted(inclusive.items(), key=lambda kv: (-kv[1], kv[0]))
     } if total else {}
 
@@ -164,8 +170,8 @@ def exits(world: World) -> list[dict[str, Any]]:
         rows.append({
             "pid": proc.pid,
             "name": proc.name,
-            "swapped_mb": round(proc.swapped_at_kill / PAGES_PER_MB, 3),
-            "resident_mb": round(proc.resident_at_kill / PAGES_PER_MB, 3),
+            "swapped_mb": mb(proc.swapped_at_kill),
+            "resident_mb": mb(proc.resident_at_kill),
             "killed_ms": ms(proc.killed_at),
             "kill_to_exit_ms": None if proc.exited_at is None else ms(proc.exited_at - proc.killed_at),
             "kill_to_freed_ms": None if proc.freed_at is None else ms(proc.freed_at - proc.killed_at),
@@ -177,14 +183,14 @@ def memory_summary(world: World) -> dict[str, Any]:
     mem = world.memory
     mem.psi.flush()
     return {
-        "total_mb": round(mem.total / PAGES_PER_MB, 3),
-        "free_mb_end": round(mem.free / PAGES_PER_MB, 3),
-        "free_mb_min": round(mem.min_free / PAGES_PER_MB, 3),
-        "zram_pool_mb_end": round(mem.zpool / PAGES_PER_MB, 3),
-        "swap_used_mb_end": round(mem.swap_used / PAGES_PER_MB, 3),
-        "watermarks_mb": {k: round(v / PAGES_PER_MB, 3) for k, v in
+        "total_mb": mb(mem.total),
+        "free_mb_end": mb(mem.free),
+        "free_mb_min": mb(mem.min_free),
+        "zram_pool_mb_end": mb(mem.zpool),
+        "swap_used_mb_end": mb(mem.swap_used),
+        "watermarks_mb": {k: mb(v) for k, v in
                           (("min", mem.wmark_min), ("low", mem.wmark_low), ("high", mem.wmark_high))},
-        "reclaimed_mb": round(mem.reclaimed / PAGES_PER_MB, 3),
+        "reclaimed_mb": mb(mem.reclaimed),
         "direct_reclaim_ms": {
             "total": ms(mem.direct_reclaim_ns),
             "by_class": {cls: ms(ns) for cls, ns in sorted(mem.direct_reclaim_by_class.items())},
@@ -222,7 +228,7 @@ def summarize(world: World) -> dict[str, Any]:
         "seed": exp.config.scenario.seed,
         "device": exp.device.name,
         "kernel": exp.kernel.name,
-        "duration_ms": world.runtime.now / 1e6,
+        "duration_ms": world.runtime.now / NS_PER_MS,
         **camera_metrics(world),
         "kills": sum(p.killed_at is not None for p in world.processes),
         "exiting_at_end": sum(p.killed_at is not None and p.exited_at is None for p in world.processes),
@@ -243,7 +249,7 @@ def summarize(world: World) -> dict[str, Any]:
         "free_memory_mb": {
             "period_ms": world.experiment.config.scenario.sample_ms,
             "t_ms": [ms(t) for t, _ in world.sampler.samples],
-            "mb": [round(free / PAGES_PER_MB, 3) for _, free in world.sampler.samples],
+            "mb": [mb(free) for _, free in world.sampler.samples],
         },
         "locks": locks_summary(world),
         "scheduler": {

@@ -17,7 +17,7 @@ from pathlib import Path
 from hdrh.histogram import HdrHistogram
 from hdrh.log import HistogramLogWriter
 
-from actors.runtime import NS_PER_MS
+from actors.runtime import NS_PER_MS, NS_PER_S
 
 #: Histogram range and precision: 1 µs .. 1 hour, 3 significant digits.
 LOWEST_NS = 1_000
@@ -123,7 +123,7 @@ class LatencyRecorder:
                 end = min(start + self.interval_ns, max(end_ns, start + 1))
                 writer.log.write(
                     "%.3f,%.3f,%.3f,%s\n"
-                    % (start / 1e9, (end - start) / 1e9, h.get_max_value() / NS_PER_MS, h.encode().decode())
+                    % (start / NS_PER_S, (end - start) / NS_PER_S, h.get_max_value() / NS_PER_MS, h.encode().decode())
                 )
         (directory / f"{self.name}.hgrm").write_text(percentile_distribution(self.total, NS_PER_MS))
 

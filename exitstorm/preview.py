@@ -16,6 +16,7 @@ import select
 import time
 from types import TracebackType
 
+from actors.runtime import NS_PER_S
 from exitstorm.victims import fork_child, kill_and_wait
 from exitstorm.zram import HostError
 
@@ -29,7 +30,7 @@ def _frames(period_ns: int, budget_ns: int, count: int, start_ns: int) -> list[F
         release = start_ns + k * period_ns
         wait = release - time.monotonic_ns()
         if wait > 0:
-            time.sleep(wait / 1e9)
+            time.sleep(wait / NS_PER_S)
         until = time.thread_time_ns() + budget_ns
         while time.thread_time_ns() < until:
             pass

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from actors.memory import MemoryAccountingError
 from actors.runtime import ActorFailed
@@ -128,15 +129,18 @@ def _compare(args: argparse.Namespace) -> None:
     console.print(f"{runs} runs in {time.monotonic() - started:.1f} s wall; results: {out}/compare.json")
 
 
+@contextlib.contextmanager
+def _progress(console: Console, doing: str, first: str) -> Iterator[Callable[[int, int, str], None]]:
+    """A transient progress bar for a measurement; yields the ``(done, total, what)`` callback that moves it."""
+    with Progress(TextColumn(f"{doing}: {{task.description}}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console, transient=True) as progress:
+        task = progress.add_task(first, total=None)
+        yield lambda done, total, what: progress.update(task, completed=done, total=total, description=what)
+
+
 def _calibrate(args: argparse.Namespace) -> None:
     console = Console(highlight=False)
-    with Progress(TextColumn("calibrating: {task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=console, transient=True) as progress:
-        task = progress.add_task("setting up ZRAM swap", total=None)
-
-        def on_kill(done: int, total: int, what: str) -> None:
-            progress.update(task, completed=done, total=total, description=what)
-
+    with _progress(console, "calibrating", "setting up ZRAM swap") as on_kill:
         fit, transfer = calibrate(args.out, args.quick, args.force, args.base, on_kill, args.random_bytes)
     console.print(f"kill -> reap = {fit.fixed_ms:.3f} ms + {fit.ms_per_mb_swapped:.4f} ms/MB swapped + "
                   f"{fit.ms_per_mb_resident:.4f} ms/MB resident (max error {fit.max_relative_error:.1%})")
@@ -153,13 +157,7 @@ def _calibrate(args: argparse.Namespace) -> None:
 def _validate(args: argparse.Namespace) -> None:
     console = Console(highlight=False)
     out = args.out or Path("results") / f"validation-{args.profile.stem}"
-    with Progress(TextColumn("validating: {task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=console, transient=True) as progress:
-        task = progress.add_task("setting up", total=None)
-
-        def on_step(what: str, done: int, total: int) -> None:
-            progress.update(task, completed=done, total=total, description=what)
-
+    with _progress(console, "validating", "setting up") as on_step:
         report = validate(args.profile, out, swapped_mb=args.swapped_mb, random_bytes=args.random_bytes,
                           repeats=args.repeats, scenario=args.scenario, preview_scenario=args.preview_scenario,
                           force=args.force, on_step=on_step)

@@ -209,8 +209,10 @@ def measure(victims: Victims, cell: Cell, spec: VictimSpec, preview: PreviewSpec
 
 def validate(profile: Path, out: Path, *, swapped_mb: int, random_bytes: int, repeats: int,
              scenario: Path = DEFAULT_SCENARIO, preview_scenario: Path = DEFAULT_PREVIEW_SCENARIO,
-             force: bool = False, on_step: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
-    """Measure every cell ``repeats`` times, simulate it, and write ``out`` (validation.json, validation.png)."""
+             force: bool = False, on_step: Callable[[int, int, str], None] | None = None) -> dict[str, Any]:
+    """Measure every cell ``repeats`` times, simulate it, and write ``out`` (validation.json, validation.png).
+
+    ``on_step(done, total, what)`` reports each step (as calibrate's ``on_kill``)."""
     for option, value in (("--swapped-mb", swapped_mb), ("--repeats", repeats)):
         if value < 1:
             raise ConfigError(f"{option}: expected an integer >= 1, got {value}")
@@ -235,7 +237,7 @@ def validate(profile: Path, out: Path, *, swapped_mb: int, random_bytes: int, re
             for _ in range(repeats):
                 for cell in todo:
                     if on_step is not None:
-                        on_step(f"real: {cell.name}", done, steps)
+                        on_step(done, steps, f"real: {cell.name}")
                     figures, timing = measure(victims, cell, spec, preview)
                     real[cell].append(figures)
                     raw[cell].append(asdict(timing))
@@ -244,7 +246,7 @@ def validate(profile: Path, out: Path, *, swapped_mb: int, random_bytes: int, re
         rows = []
         for cell in todo:
             if on_step is not None:
-                on_step(f"simulated: {cell.name}", done, steps)
+                on_step(done, steps, f"simulated: {cell.name}")
             measured = median_figures(real[cell])
             simulated = simulate(scenario_of(cell), profile, cell, swapped_mb, ratio)
             rows.append({

@@ -12,6 +12,8 @@ from typing import Any, Callable, Iterator, Sequence
 from actors.memory import MemoryAccountingError
 from actors.runtime import ActorFailed
 from rich.console import Console
+from rich.measure import Measurement
+from rich.table import Table
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from exitstorm.calibrate import DEFAULT_BASE, calibrate
@@ -113,6 +115,14 @@ def _run(args: argparse.Namespace) -> None:
     _print_summary(run_experiment(exp, out, force=args.force), out)
 
 
+def _print_whole(console: Console, table: Table) -> None:
+    """Print ``table`` at its natural width: a narrow terminal or a log file gets long lines, never cut numbers."""
+    natural = Measurement.get(console, console.options.update_width(sys.maxsize), table).maximum
+    if natural > console.width:
+        console = Console(highlight=False, width=natural)
+    console.print(table)
+
+
 def _compare(args: argparse.Namespace) -> None:
     if args.seeds < 1:
         raise ConfigError(f"--seeds: expected an integer >= 1, got {args.seeds}")
@@ -124,7 +134,7 @@ def _compare(args: argparse.Namespace) -> None:
     started = time.monotonic()
     report = compare(args.config, variants, args.seeds, out, sets=args.set, workers=args.workers, force=args.force,
                      console=console)
-    console.print(table(report))
+    _print_whole(console, table(report))
     runs = len(report["variants"]) * len(report["seeds"])
     console.print(f"{runs} runs in {time.monotonic() - started:.1f} s wall; results: {out}/compare.json")
 
@@ -161,7 +171,7 @@ def _validate(args: argparse.Namespace) -> None:
         report = validate(args.profile, out, swapped_mb=args.swapped_mb, random_bytes=args.random_bytes,
                           repeats=args.repeats, scenario=args.scenario, preview_scenario=args.preview_scenario,
                           force=args.force, on_step=on_step)
-    console.print(validation_table(report))
+    _print_whole(console, validation_table(report))
     console.print(f"results: {out}/validation.json, {out}/validation.png")
 
 

@@ -180,10 +180,13 @@ def compare(config: str, variants: list[Variant] | None, seeds: int, out: Path, 
 def _cell(stat: dict[str, Any], unit: str) -> str:
     if stat["mean"] is None:
         return "—"
+    share = unit == "P" or unit == "share"
+    fmt = ".2f" if share else ".1f" if abs(stat["mean"]) < 100 else ".0f"
+    if stat["ci95"] is None:
+        return f"{stat['mean']:{fmt}}"
     lo, hi = stat["ci95"]
-    if unit == "P" or unit == "share":
-        return f"{stat['mean']:.2f} [{lo:.2f}, {hi:.2f}]"
-    fmt = ".1f" if abs(stat["mean"]) < 100 else ".0f"
+    if share:
+        return f"{stat['mean']:{fmt}} [{lo:{fmt}}, {hi:{fmt}}]"
     return f"{stat['mean']:{fmt}} ± {(hi - lo) / 2:{fmt}}"
 
 

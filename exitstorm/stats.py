@@ -58,13 +58,13 @@ def t_quantile(p: float, df: int) -> float:
 
 
 def mean_ci(values: list[float]) -> dict[str, float | int | list[float] | None]:
-    """Mean and 95% confidence interval (Student's t) of per-seed values."""
+    """Mean and 95% confidence interval (Student's t) of per-seed values; one value has no interval."""
     n = len(values)
     if not n:
         return {"mean": None, "ci95": None, "n": 0}
     mean = statistics.fmean(values)
     if n == 1:
-        return {"mean": mean, "ci95": [mean, mean], "n": 1}
+        return {"mean": mean, "ci95": None, "n": 1}
     half = t_quantile(1 - (1 - CONFIDENCE) / 2, n - 1) * statistics.stdev(values) / math.sqrt(n)
     return {"mean": mean, "ci95": [mean - half, mean + half], "n": n}
 

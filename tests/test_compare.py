@@ -26,6 +26,7 @@ def test_student_t_and_wilson_intervals_match_the_tables() -> None:
     assert ci == pytest.approx([3 - 2.776 * 1.5811 / 5 ** 0.5, 3 + 2.776 * 1.5811 / 5 ** 0.5], abs=1e-3)
     assert proportion_ci(12, 20)["ci95"] == pytest.approx([0.3866, 0.7812], abs=1e-4)
     assert proportion_ci(0, 20)["ci95"][0] == pytest.approx(0.0, abs=1e-12) and mean_ci([])["mean"] is None
+    assert mean_ci([7.0]) == {"mean": 7.0, "ci95": None, "n": 1}  # one seed: no interval, not a zero-width one
 
 
 def test_variant_syntax() -> None:
@@ -43,6 +44,7 @@ def compared(tmp_path_factory: pytest.TempPathFactory) -> Path:
     proc = exitstorm("compare", str(CONFIG), *SMALL, "--workers", "2", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     assert "4 runs in" in proc.stdout
+    assert "…" not in proc.stdout  # the table is printed whole, even to a pipe 80 columns wide
     return out
 
 

@@ -28,7 +28,7 @@ import hashlib
 import heapq
 import itertools
 import random
-from typing import Any, AsyncIterator, Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import trio
 from trio.lowlevel import Abort, current_task, reschedule, wait_task_rescheduled
@@ -129,18 +129,6 @@ class Actor:
 
     async def sleep(self, ns: int) -> None:
         await self.sleep_until(self.runtime.now + ns)
-
-    async def periodic(self, period_ns: int, start_ns: int | None = None) -> AsyncIterator[tuple[int, int]]:
-        """Yield ``(k, release_ns)`` at ``start + k * period``; releases do not drift."""
-        if period_ns <= 0:
-            raise ValueError(f"period must be positive, got {period_ns}")
-        start = self.runtime.now if start_ns is None else start_ns
-        k = 0
-        while True:
-            release = start + k * period_ns
-            await self.sleep_until(release)
-            yield k, release
-            k += 1
 
     async def park(self) -> Any:
         """Block until something calls :meth:`Runtime.wake` for this actor; return its value."""

@@ -55,13 +55,16 @@ async def test_time_advances_only_to_due_events_and_messages_keep_send_order() -
     assert rt.now == 15  # nothing left to do: the run ends at the last event
 
 
-async def test_run_stops_at_end_time_and_periodic_releases_do_not_drift() -> None:
+async def test_run_stops_at_end_time() -> None:
     ticks: list = []
 
     class Ticker(Actor):
         async def main(self) -> None:
-            async for k, release in self.periodic(3, start_ns=1):
-                ticks.append((k, release, self.now))
+            k = 0
+            while True:
+                await self.sleep_until(1 + 3 * k)
+                ticks.append((k, 1 + 3 * k, self.now))
+                k += 1
 
     rt = Runtime(seed=0, end_ns=10)
     rt.add(Ticker("tick"))

@@ -33,7 +33,7 @@ from actors.memory import PAGES_PER_MB
 from actors.runtime import NS_PER_MS
 from exitstorm.config import Device, load_device
 from exitstorm.schema import ConfigError
-from exitstorm.validate import DEFAULT_SCENARIO, Cell, simulate
+from exitstorm.validate import DEFAULT_SCENARIO, Cell, reaper_nice, simulate
 from exitstorm.victims import DEFAULT_RANDOM_BYTES, ExitTiming, StormTiming, Victims, VictimSpec, check_random_bytes
 from exitstorm.zram import ZramSwap, comp_algorithm, disksize_mb, meminfo_mb
 
@@ -287,6 +287,7 @@ def calibrate(out: Path, quick: bool, force: bool = False, base_path: Path = DEF
         if path.exists() and not force:
             raise FileExistsError(f"{path} exists (use --force to replace it)")
     kills = plan(quick, random_bytes)
+    nice = reaper_nice(DEFAULT_SCENARIO)
     timings: list[ExitTiming] = []
     reaped: list[StormTiming] = []
     with ZramSwap():
@@ -295,7 +296,7 @@ def calibrate(out: Path, quick: bool, force: bool = False, base_path: Path = DEF
         with Victims() as victims:
             for i, (spec, mrelease) in enumerate(kills):
                 if mrelease:
-                    reaped.append(victims.kill_storm(victims.spawn_storm(spec, 1), mrelease=True))
+                    reaped.append(victims.kill_storm(victims.spawn_storm(spec, 1), nice))
                     what = (f"{spec.swapped_mb} MB swapped, process_mrelease {reaped[-1].mrelease_results[0]}: "
                             f"{reaped[-1].exit_ns[0] / NS_PER_MS:.1f} ms")
                 else:

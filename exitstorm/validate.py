@@ -172,6 +172,16 @@ def sim_overrides(profile: Path, cell: Cell, swapped_mb: int, ratio: float) -> l
     ]
 
 
+def reaper_nice(scenario: Path) -> int:
+    """The nice value of the storm scenario's ``reaper_thread``: the real harness's reaper thread runs at it too."""
+    exp = load_experiment(scenario, ["storm.reapers=1", 'policies.reap="process_mrelease"'])
+    thread = exp.config.storm.reaper_thread
+    if thread.policy != "fair":
+        raise ConfigError(f"{exp.source}: storm.reaper_thread.policy: expected \"fair\" (the real reaper thread "
+                          f"runs at its nice value), got {thread.policy!r}")
+    return thread.nice
+
+
 def simulate(scenario: Path, profile: Path, cell: Cell, swapped_mb: int, ratio: float) -> dict[str, float | None]:
     """The cell in the simulator (the storm ``scenario`` made into it): its figures."""
     exp = load_experiment(scenario, sim_overrides(profile, cell, swapped_mb, ratio))
@@ -189,18 +199,19 @@ def simulate(scenario: Path, profile: Path, cell: Cell, swapped_mb: int, ratio: 
     return figures
 
 
-def measure(victims: Victims, cell: Cell, spec: VictimSpec, preview: PreviewSpec
+def measure(victims: Victims, cell: Cell, spec: VictimSpec, preview: PreviewSpec, nice: int
             ) -> tuple[dict[str, float | None], StormTiming]:
-    """The cell on the real kernel, once: its figures and the raw timing."""
+    """The cell on the real kernel, once (its reaper, if any, at ``nice``): its figures and the raw timing."""
     storm = victims.spawn_storm(spec, cell.count)
     time.sleep(SETTLE_S)
+    reaper = nice if cell.mrelease else None
     if not cell.preview:
-        timing = victims.kill_storm(storm, cell.mrelease)
+        timing = victims.kill_storm(storm, reaper)
         return storm_figures(timing.exit_ns, timing.returned_ns), timing
     start = time.monotonic_ns() + PREVIEW_LEAD_NS
     with Preview(preview.period_ns, preview.budget_ns, preview.frames, start, preview.prio) as running:
         time.sleep(max(0, start + preview.kill_after_ns - time.monotonic_ns()) / NS_PER_S)
-        timing = victims.kill_storm(storm, cell.mrelease)
+        timing = victims.kill_storm(storm, reaper)
         frames = running.frames(timeout_s=preview.frames * preview.period_ns / NS_PER_S + 30)
     figures = storm_figures(timing.exit_ns, timing.returned_ns)
     figures.update(frame_figures(real_frame_stats(frames, preview.period_ns)))
@@ -228,6 +239,7 @@ def validate(profile: Path, out: Path, *, swapped_mb: int, random_bytes: int, re
 
     for cell in todo:  # the profile and scenarios are valid before anything is measured
         load_experiment(scenario_of(cell), sim_overrides(profile, cell, swapped_mb, PAGE_SIZE / random_bytes))
+    nice = reaper_nice(scenario)
     steps = len(todo) * repeats + len(todo)
     done = 0
     real: dict[Cell, list[dict[str, float | None]]] = {cell: [] for cell in todo}
@@ -238,7 +250,7 @@ def validate(profile: Path, out: Path, *, swapped_mb: int, random_bytes: int, re
                 for cell in todo:
                     if on_step is not None:
                         on_step(done, steps, f"real: {cell.name}")
-                    figures, timing = measure(victims, cell, spec, preview)
+                    figures, timing = measure(victims, cell, spec, preview, nice)
                     real[cell].append(figures)
                     raw[cell].append(asdict(timing))
                     done += 1

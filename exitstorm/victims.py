@@ -40,8 +40,6 @@ from exitstorm.zram import PAGE_SIZE, HostError, mm_stat
 
 MADV_PAGEOUT = 21  # include/uapi/asm-generic/mman-common.h (Linux 5.4+)
 SYS_PROCESS_MRELEASE = 448  # arch/x86/entry/syscalls/syscall_64.tbl (Linux 5.15+)
-#: lmkd's reaper threads run at ANDROID_PRIORITY_HIGHEST
-REAPER_NICE = -20
 PR_SET_PDEATHSIG = 1  # include/uapi/linux/prctl.h
 MB = 1 << 20
 #: share of the victim's ZRAM pool memory that must be back for "memory returned"
@@ -145,10 +143,10 @@ def _kill_all(pidfds: list[int], kill_ns: list[int]) -> None:
         signal.pidfd_send_signal(fd, signal.SIGKILL)
 
 
-def _reaper(pidfds: list[int], kill_ns: list[int], sent: threading.Event, results: list[str]) -> None:
-    """An lmkd-like reaper thread (nice -20): the SIGKILLs, then process_mrelease(pidfd, 0) on each victim."""
+def _reaper(pidfds: list[int], kill_ns: list[int], sent: threading.Event, results: list[str], nice: int) -> None:
+    """An lmkd-like reaper thread at ``nice``: the SIGKILLs, then process_mrelease(pidfd, 0) on each victim."""
     libc = ctypes.CDLL(None, use_errno=True)
-    os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), REAPER_NICE)
+    os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
     try:
         _kill_all(pidfds, kill_ns)
     finally:
@@ -317,39 +315,42 @@ class Victims:
         return Storm(spec, [pid for pid, _ in started], max(0, after["mem_used_total"] - before["mem_used_total"]),
                      orig / compr if orig > 0 and compr > 0 else 1.0)
 
-    def kill_storm(self, storm: Storm, mrelease: bool, sample_s: float = POOL_SAMPLE_NS / NS_PER_S,
+    def kill_storm(self, storm: Storm, reaper_nice: int | None, sample_s: float = POOL_SAMPLE_NS / NS_PER_S,
                    settle_s: float = 10.0) -> StormTiming:
         """SIGKILL the storm's victims back to back and time every reap.
 
-        With ``mrelease``, an lmkd-like reaper thread sends the SIGKILLs and then
-        calls process_mrelease on each victim in kill order, as lmkd's reaper
-        does after its kill; without, the harness's main thread sends them.
+        With a ``reaper_nice``, an lmkd-like reaper thread at that nice value
+        sends the SIGKILLs and then calls process_mrelease on each victim in
+        kill order, as lmkd's reaper does after its kill; with None, the
+        harness's main thread sends them.
         """
         pidfds = [os.pidfd_open(pid) for pid in storm.pids]
         try:
             watch = _PoolWatch(mm_stat()["mem_used_total"] - RETURNED_SHARE * storm.pool_bytes, sample_s)
             kill_ns: list[int] = []
             results: list[str] = []
-            sent = threading.Event()
-            reaper = threading.Thread(target=_reaper, args=(pidfds, kill_ns, sent, results), daemon=True)
             watch.start()
-            if mrelease:
+            reaper = None
+            if reaper_nice is None:
+                _kill_all(pidfds, kill_ns)
+            else:
+                sent = threading.Event()
+                reaper = threading.Thread(target=_reaper, args=(pidfds, kill_ns, sent, results, reaper_nice),
+                                          daemon=True)
                 reaper.start()
                 sent.wait()
-            else:
-                _kill_all(pidfds, kill_ns)
             reap_ns = _wait_exits(pidfds, settle_s)
             for pid in storm.pids:
                 os.waitpid(pid, 0)
                 self._live.discard(pid)
-            if mrelease:
+            if reaper is not None:
                 reaper.join()
             returned = watch.stop(settle_s)
         finally:
             for fd in pidfds:
                 os.close(fd)
         return StormTiming(
-            count=len(storm.pids), swapped_mb=storm.spec.swapped_mb, mrelease=mrelease,
+            count=len(storm.pids), swapped_mb=storm.spec.swapped_mb, mrelease=reaper_nice is not None,
             pool_kb=storm.pool_bytes // 1024, compression_ratio=round(storm.compression_ratio, 3),
             exit_ns=[r - k for k, r in zip(kill_ns, reap_ns)],
             returned_ns=None if returned is None else returned - kill_ns[0], mrelease_results=results)

@@ -119,6 +119,20 @@ def test_storm_reapers_need_the_process_mrelease_policy_and_a_thread() -> None:
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "storm.reaper_thread" in proc.stderr
 
 
+def test_the_real_reaper_runs_at_the_nice_of_the_scenarios_reaper_thread(tmp_path: Path) -> None:
+    assert val.reaper_nice(VM_STORM) == -20
+    fifo = tmp_path / "fifo_reaper.toml"
+    fifo.write_text("\n".join([
+        f'base = "{VM_STORM}"',
+        f'device = "{VM_2CORE}"',
+        f'kernel = "{ROOT / "configs" / "kernels" / "swap_table.toml"}"',
+        "[storm]",
+        'reaper_thread = { policy = "fifo", prio = 1, cpuset = "all", thread_class = "reaper" }',
+    ]) + "\n")
+    with pytest.raises(ConfigError, match='storm.reaper_thread.policy: expected "fair"'):
+        val.reaper_nice(fifo)
+
+
 def test_bad_arguments_are_one_line_and_status_2(tmp_path: Path) -> None:
     for args in (["--repeats", "0"], ["--swapped-mb", "-5"], ["--random-bytes", "5000"]):
         proc = exitstorm("validate", str(VM_2CORE), "--out", str(tmp_path / "v"), *args)

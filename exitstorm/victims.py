@@ -34,6 +34,7 @@ from typing import Callable
 
 from attrs import frozen
 
+from actors.memory import PAGES_PER_MB
 from actors.runtime import NS_PER_S
 from exitstorm.schema import ConfigError
 from exitstorm.zram import PAGE_SIZE, HostError, mm_stat
@@ -41,7 +42,9 @@ from exitstorm.zram import PAGE_SIZE, HostError, mm_stat
 MADV_PAGEOUT = 21  # include/uapi/asm-generic/mman-common.h (Linux 5.4+)
 SYS_PROCESS_MRELEASE = 448  # arch/x86/entry/syscalls/syscall_64.tbl (Linux 5.15+)
 PR_SET_PDEATHSIG = 1  # include/uapi/linux/prctl.h
-MB = 1 << 20
+MB = PAGE_SIZE * PAGES_PER_MB
+#: percent of a victim's swapped memory that VmSwap must show before it counts as paged out
+PAGEOUT_PERCENT = 95
 #: share of the victim's ZRAM pool memory that must be back for "memory returned"
 RETURNED_SHARE = 0.9
 #: how often the ZRAM pool is sampled while memory comes back (the simulator's side samples as often)
@@ -195,10 +198,10 @@ def _anonymous(size: int) -> mmap.mmap:
 def _fill(buf: mmap.mmap, random_bytes: int) -> None:
     """Every page: ``random_bytes`` fresh random bytes, then zeros (no two pages alike)."""
     zeros = bytes(PAGE_SIZE - random_bytes)
-    pages = MB // PAGE_SIZE
     for off in range(0, len(buf), MB):
-        rnd = os.urandom(random_bytes * pages)
-        buf[off:off + MB] = b"".join(rnd[i * random_bytes:(i + 1) * random_bytes] + zeros for i in range(pages))
+        rnd = os.urandom(random_bytes * PAGES_PER_MB)
+        buf[off:off + MB] = b"".join(rnd[i * random_bytes:(i + 1) * random_bytes] + zeros
+                                     for i in range(PAGES_PER_MB))
 
 
 def fork_child(life: Callable[[int], None]) -> tuple[int, int]:
@@ -231,6 +234,11 @@ def kill_and_wait(pid: int) -> None:
         pass
 
 
+def _paged_out_kb(spec: VictimSpec) -> int:
+    """The VmSwap (KiB) at which ``spec``'s swapped memory counts as paged out."""
+    return spec.swapped_mb * 1024 * PAGEOUT_PERCENT // 100
+
+
 def _child(spec: VictimSpec, ready_fd: int) -> None:
     """The victim's life: fill, page out, report, wait for the kill."""
     swapped = _anonymous(spec.swapped_mb * MB) if spec.swapped_mb else None
@@ -240,7 +248,7 @@ def _child(spec: VictimSpec, ready_fd: int) -> None:
             _fill(buf, spec.random_bytes)
     pageout_ns = 0
     if swapped is not None:
-        want = spec.swapped_mb * 1024 * 95 // 100
+        want = _paged_out_kb(spec)
         for _attempt in range(5):
             started = time.monotonic_ns()
             swapped.madvise(MADV_PAGEOUT)
@@ -289,7 +297,7 @@ class Victims:
             raise HostError(f"a victim of {spec.swapped_mb} MB swapped + {spec.resident_mb} MB resident "
                             f"did not get ready within {self.ready_timeout_s:.0f} s")
         swap_kb = _status_kb(pid, "VmSwap") or 0
-        if swap_kb < spec.swapped_mb * 1024 * 95 // 100:
+        if swap_kb < _paged_out_kb(spec):
             self._reap(pid)
             raise HostError(f"MADV_PAGEOUT moved only {swap_kb // 1024} of {spec.swapped_mb} MB to swap "
                             f"(is /dev/zram0 the active swap, and vm.swappiness > 0?)")

@@ -32,6 +32,7 @@ from attrs import asdict, evolve, frozen
 from actors.memory import PAGES_PER_MB
 from actors.runtime import NS_PER_MS
 from exitstorm.config import Device, load_device
+from exitstorm.results import write_whole
 from exitstorm.schema import ConfigError
 from exitstorm.validate import DEFAULT_SCENARIO, Cell, reaper_nice, simulate
 from exitstorm.victims import DEFAULT_RANDOM_BYTES, ExitTiming, StormTiming, Victims, VictimSpec, check_random_bytes
@@ -261,13 +262,6 @@ def fit_transfer(profile: Callable[[int], str], sizes: list[ReapedSize], compres
         transfer_ns = fit_transfer_ns(excess)
         return TransferFit(transfer_ns, [evolve(s, model_ratio=round(m, 4), measured_ratio=round(s.measured_ratio, 4))
                                          for s, m in zip(sizes, model(transfer_ns))])
-
-
-def write_whole(path: Path, text: str) -> None:
-    """Write ``path`` whole: a reader sees the old file or the new one (temp file + rename)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def calibrate(out: Path, quick: bool, force: bool = False, base_path: Path = DEFAULT_BASE,

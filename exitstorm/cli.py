@@ -13,8 +13,8 @@ from actors.memory import MemoryAccountingError
 from actors.runtime import ActorFailed
 from rich.console import Console
 from rich.measure import Measurement
-from rich.table import Table
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
 from exitstorm.calibrate import DEFAULT_BASE, calibrate
 from exitstorm.compare import compare, parse_variant, table

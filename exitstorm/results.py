@@ -1,8 +1,8 @@
-"""Results directories, written atomically and never silently overwritten.
+"""Results directories and files, written atomically and never silently overwritten.
 
-Everything is written into a temporary sibling directory, which is renamed
-into place only once the run has succeeded; a failed or interrupted run
-leaves nothing behind under the requested name.
+Everything is written into a temporary sibling, which is renamed into place
+only once it is complete; a failed or interrupted run leaves nothing behind
+under the requested name.
 """
 
 from __future__ import annotations
@@ -44,3 +44,10 @@ def atomic_directory(final: Path, force: bool) -> Iterator[Path]:
         shutil.rmtree(trash, ignore_errors=True)
     else:
         os.replace(tmp, final)
+
+
+def write_whole(path: Path, text: str) -> None:
+    """Write ``path`` whole: a reader sees the old file or the new one (temp file + rename)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

@@ -46,6 +46,7 @@ from attrs import frozen
 
 from actors import sched_fair
 from actors.runtime import Actor
+from actors.timeline import Timeline
 from actors.work import Compute, Frame, Lock, Marker, Sleep, SleepUntil, Step, Unlock, WorkDone, unfolded
 
 Policy = Literal["fifo", "fair"]
@@ -143,7 +144,7 @@ class Thread:
         "state", "since", "core", "last_core", "program", "pending", "on_done", "remaining", "stack", "multi",
         "debt", "debt_stack", "run",
         "step_user", "kill_pending", "spinning", "spin_since", "waiting_lock",
-        "preempt_count", "held", "sleep_gen", "rt_key", "vruntime", "deadline", "vlag",
+        "preempt_count", "held", "sleep_gen", "rt_key", "vruntime", "deadline", "vlag", "nice",
         "run_ns", "wait_ns", "spin_ns", "sleep_ns", "idle_ns", "wakeups", "preemptions", "stack_ns",
     )  # fmt: skip
 
@@ -153,7 +154,7 @@ class Thread:
 
 class Core:
     __slots__ = (
-        "cid", "capacity", "curr", "seg_start", "gen", "queue", "vclock",
+        "cid", "capacity", "curr", "seg_start", "on_since", "gen", "queue", "vclock",
         "protect", "sliced", "need_resched", "dispatching", "busy", "idle_ns",
     )  # fmt: skip
 
@@ -162,6 +163,7 @@ class Core:
         self.capacity = capacity
         self.curr: Thread | None = None
         self.seg_start = 0
+        self.on_since = 0  # when the current thread was switched in
         self.gen = 0
         self.queue: list[Thread] = []
         self.vclock = 0
@@ -184,6 +186,7 @@ class Scheduler(Actor):
         cores: Iterable[CoreSpec],
         tunables: SchedTunables,
         on_delay: Callable[[Thread, int], None] | None = None,
+        timeline: Timeline | None = None,
     ) -> None:
         super().__init__(name)
         specs = list(cores)
@@ -198,6 +201,8 @@ class Scheduler(Actor):
         self.tunables = tunables
         self.slice_ns = sched_fair.base_slice_ns(tunables.base_slice_ns, len(self.cores), tunables.tunable_scaling)
         self.on_delay = on_delay
+        #: slices and lock waits for the run's trace (off: a timeline with no room)
+        self.timeline = timeline if timeline is not None else Timeline(0)
         self.threads: list[Thread] = []
         self.locks: dict[str, KLock] = {}
         self._rtq: list[Thread] = []
@@ -320,6 +325,7 @@ class Scheduler(Actor):
             self._end_program(th, None, interrupted=True)
 
     def _set_nice(self, th: Thread, nice: int) -> None:
+        th.nice = nice
         th.weight = sched_fair.nice_to_weight(nice)
         th.wmult = sched_fair.nice_to_wmult(nice)
         th.vslice = self.slice_ns * th.wmult
@@ -410,8 +416,11 @@ class Scheduler(Actor):
 
     def on_end(self) -> None:
         now = self.runtime.now
+        tl = self.timeline
         for core in self.cores:
             self._account(core)
+            if core.curr is not None and tl.on:
+                tl.add_ran(core.on_since, now, core.cid, core.curr.tid)
         for th in self.threads:
             dt = now - th.since
             th.since = now
@@ -421,6 +430,9 @@ class Scheduler(Actor):
                 th.sleep_ns += dt
             elif th.state == IDLE:
                 th.idle_ns += dt
+            lock = th.spinning or th.waiting_lock
+            if lock is not None and tl.on:
+                tl.add_wait(th.spin_since, now, th.tid, lock.name, lock.kind)
 
     # -- accounting --------------------------------------------------------------
     def _account(self, core: Core) -> None:
@@ -457,7 +469,7 @@ class Scheduler(Actor):
         """Make ``th`` (runnable, not queued) the current thread of idle ``core``."""
         now = self.runtime.now
         core.curr = th
-        core.seg_start = now
+        core.seg_start = core.on_since = now
         th.core = core
         th.state = RUNNING
         delay = now - th.since
@@ -476,8 +488,10 @@ class Scheduler(Actor):
     def _switch_out(self, core: Core, th: Thread) -> None:
         """Put the (accounted) current thread back to runnable."""
         th.state = RUNNABLE
-        th.since = self.runtime.now
+        now = th.since = self.runtime.now
         th.preemptions += 1
+        if self.timeline.on:
+            self.timeline.add_ran(core.on_since, now, core.cid, th.tid)
         core.curr = None
         core.gen += 1
         if th.fair:
@@ -730,6 +744,8 @@ class Scheduler(Actor):
         while waiters and lock.owner is None and (not waiters[0][1] or lock.readers == 0):
             waiter, write, step = waiters.popleft()
             lock.wait_ns += now - waiter.spin_since
+            if self.timeline.on:
+                self.timeline.add_wait(waiter.spin_since, now, waiter.tid, name, lock.kind)
             if self._trace_locks:
                 self.runtime.events.emit("lock", now, self.name, "lock_handoff", lock=name, kind=lock.kind,
                                          thread=waiter.name, waited_ns=now - waiter.spin_since)
@@ -763,7 +779,9 @@ class Scheduler(Actor):
     def _detach(self, core: Core, th: Thread, state: int) -> None:
         """``th`` is no longer ``core``'s current thread; a fair one keeps its lag."""
         th.state = state
-        th.since = self.runtime.now
+        now = th.since = self.runtime.now
+        if self.timeline.on:
+            self.timeline.add_ran(core.on_since, now, core.cid, th.tid)
         core.curr = None
         core.gen += 1
         th.core = None

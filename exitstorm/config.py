@@ -154,6 +154,10 @@ class RunSettings:
     cpu_window_ms: float = field(default=100.0, validator=positive)
     #: thread classes whose CPU time is exit-related work (for the peak share)
     exit_classes: list[str] = ["exiting", "reaper", "oom_reaper", "kworker"]
+    #: the root frame of each stack in profile.folded: none, the thread's class, or its process (owning actor)
+    profile_by: Literal["stack", "thread_class", "process"] = "stack"
+    #: trace.json keeps the first this many CPU slices, lock waits and frames (0: no trace.json)
+    trace_max_events: int = field(default=400_000, validator=non_negative)
 
 
 @frozen

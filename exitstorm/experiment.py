@@ -18,9 +18,11 @@ import trio
 
 from actors.memory import PAGES_PER_MB
 from actors.runtime import NS_PER_MS
+from actors.scheduler import Thread
 from exitstorm.config import Experiment
 from exitstorm.results import atomic_directory
 from exitstorm.schema import ConfigError
+from exitstorm.trace import trace_json
 from exitstorm.world import World
 
 
@@ -152,12 +154,30 @@ def exit_profile(world: World) -> dict[str, dict[str, float]]:
     } if total else {}
 
 
+def profile_root(th: Thread, by: str) -> str:
+    """The frame a stack is filed under in ``profile.folded`` (``scenario.profile_by``); "" for none."""
+    if by == "thread_class":
+        return th.thread_class
+    if by == "process":
+        return th.owner.name if th.owner is not None else th.name
+    return ""
+
+
 def folded_profile(world: World) -> str:
-    """Folded stacks (flamegraph.pl, inferno, speedscope): ``frame;frame;frame ns`` per line."""
+    """Folded stacks (flamegraph.pl, inferno, speedscope): ``frame;frame;frame ns`` per line.
+
+    With ``scenario.profile_by`` a root frame (thread class or process) splits
+    the flame graph into one tower per class or process, as ``perf script |
+    stackcollapse-perf.pl --pid`` does for processes.
+    """
+    by = world.experiment.config.scenario.profile_by
     stacks: dict[str, int] = {}
     for th in world.scheduler.threads:
+        root = profile_root(th, by)
         for stack, ns in th.stack_ns.items():
             key = stack or th.thread_class
+            if root:
+                key = f"{root};{key}" if stack else root
             stacks[key] = stacks.get(key, 0) + ns
     return "".join(f"{key} {ns}\n" for key, ns in sorted(stacks.items()))
 
@@ -249,7 +269,7 @@ def summarize(world: World) -> dict[str, Any]:
         "free_memory_mb": {
             "period_ms": world.experiment.config.scenario.sample_ms,
             "t_ms": [ms(t) for t, _ in world.sampler.samples],
-            "mb": [mb(free) for _, free in world.sampler.samples],
+            "mb": [mb(sample.free) for _, sample in world.sampler.samples],
         },
         "locks": locks_summary(world),
         "scheduler": {
@@ -286,6 +306,8 @@ def run_experiment(exp: Experiment, out: Path, force: bool = False) -> dict[str,
         if world.direct_reclaim.count:
             recorders.append(world.direct_reclaim)
         (tmp / "profile.folded").write_text(folded_profile(world))
+        if world.timeline.max_records:
+            (tmp / "trace.json").write_text(trace_json(world))
         for rec in recorders:
             rec.write(hist_dir, world.runtime.now)
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

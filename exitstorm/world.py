@@ -7,7 +7,7 @@ the experiment runner only has to run it and read the figures.
 from __future__ import annotations
 
 import random
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 from actors.camera import CameraLaunch
 from actors.cgroup import CgroupMigrations
@@ -22,6 +22,7 @@ from actors.psi_monitor import PsiMonitor, PsiTrigger
 from actors.runtime import NS_PER_MS, NS_PER_S, NS_PER_US, Runtime, stream_seed
 from actors.sampler import Sampler
 from actors.scheduler import CoreSpec, Scheduler, SchedTunables, Thread
+from actors.timeline import Timeline
 from exitstorm.config import AppBand, Apps, Device, Experiment, SystemMemory, ThreadSpec, Uniform
 from exitstorm.histograms import LatencyRecorder
 from policies import kill_method, reap_policy, swap_release_policy
@@ -68,10 +69,20 @@ def thread_kw(spec: ThreadSpec, device: Device) -> dict[str, Any]:
     }
 
 
+class MemorySample(NamedTuple):
+    """Free pages, ZRAM pool pages and cumulative PSI memory stall times at one instant."""
+
+    free: int
+    zpool: int
+    psi_some_ns: int
+    psi_full_ns: int
+
+
 class FrameStats:
     """Per periodic thread: lateness and response-time histograms, janky count."""
 
-    def __init__(self, name: str, period_ns: int, interval_ns: int, log: Any) -> None:
+    def __init__(self, name: str, period_ns: int, interval_ns: int, log: Any,
+                 timeline: Timeline | None = None) -> None:
         self.name = name
         self.period_ns = period_ns
         self.lateness = LatencyRecorder(f"frame_lateness.{name}", interval_ns)
@@ -79,6 +90,7 @@ class FrameStats:
         self.janky = 0
         self.first_janky: int | None = None
         self._log = log
+        self._timeline = timeline if timeline is not None else Timeline(0)
 
     def on_frame(self, k: int, release_ns: int, done_ns: int) -> None:
         deadline = release_ns + self.period_ns
@@ -91,6 +103,8 @@ class FrameStats:
         self.lateness.record(done_ns, late)
         self.response.record(done_ns, done_ns - release_ns)
         self._log("metric", done_ns, self.name, "frame", k=k, release_ns=release_ns, lateness_ns=late, janky=janky)
+        if self._timeline.on:
+            self._timeline.add_frame(self.name, k, release_ns, done_ns, late, janky)
 
 
 class World:
@@ -103,10 +117,11 @@ class World:
         self.events = EventLog(events_out, sc.scenario.events)
         self.runtime = Runtime(seed=sc.scenario.seed, end_ns=self.end_ns, events=self.events)
         self.sched_delay: dict[str, LatencyRecorder] = {}
+        self.timeline = Timeline(sc.scenario.trace_max_events)
         ks = exp.kernel.sched
         tunables = SchedTunables(ks.base_slice_ns, ks.tunable_scaling, ks.run_to_parity, ks.wakeup_preemption)
         self.scheduler = self.runtime.add(
-            Scheduler("scheduler", core_specs(dev), tunables, on_delay=self._on_delay)
+            Scheduler("scheduler", core_specs(dev), tunables, on_delay=self._on_delay, timeline=self.timeline)
         )
         self.memory = Memory(
             mb_to_pages(dev.memory.total_mb), mb_to_pages(dev.memory.kernel_mb),
@@ -119,7 +134,7 @@ class World:
         self.frames: dict[str, FrameStats] = {}
         for spec in sc.periodic:
             stats = self.frames[spec.name] = FrameStats(
-                spec.name, round(spec.period_us * NS_PER_US), self.interval_ns, self.events.emit
+                spec.name, round(spec.period_us * NS_PER_US), self.interval_ns, self.events.emit, self.timeline
             )
             self.runtime.add(
                 PeriodicThread(
@@ -156,7 +171,7 @@ class World:
         self.camera: CameraLaunch | None = None
         self.preview_start: tuple[int, int] | None = None  # (t_ns, free pages)
         self.sampler = self.runtime.add(Sampler("sampler", max(1, round(sc.scenario.sample_ms * NS_PER_MS)),
-                                                lambda: self.memory.free))
+                                                self._memory_sample))
         self.cpu_sampler = self.runtime.add(Sampler(
             "cpu_sampler", max(1, round(sc.scenario.cpu_window_ms * NS_PER_MS)), self.scheduler.busy_by_class))
         if sc.storm is not None:
@@ -250,7 +265,7 @@ class World:
         self.kernel.add_mm(mm, anon=mb_to_pages(cam.resident_mb), file=0, swap=0)
         pv = cam.preview
         stats = self.frames["preview"] = FrameStats("preview", round(pv.period_us * NS_PER_US), self.interval_ns,
-                                                    self.events.emit)
+                                                    self.events.emit, self.timeline)
         preview = self.runtime.add(PeriodicThread(
             "preview", self.scheduler, period_ns=stats.period_ns, budget_ns=round(pv.budget_us * NS_PER_US),
             start_ns=None, thread_kw=thread_kw(pv.thread, dev), on_frame=stats.on_frame))
@@ -284,6 +299,11 @@ class World:
             PsiTrigger("medium", "some", round(props.psi_partial_stall_ms * NS_PER_MS), window),
             PsiTrigger("critical", "full", round(props.psi_complete_stall_ms * NS_PER_MS), window),
         ], lmkd.psi_event))
+
+    def _memory_sample(self) -> MemorySample:
+        mem = self.memory
+        mem.psi.flush()
+        return MemorySample(mem.free, mem.zpool, mem.psi.some_ns, mem.psi.full_ns)
 
     def _busy(self) -> tuple[int, dict[str, int]]:
         return self.runtime.now, self.scheduler.busy_by_class()

@@ -28,10 +28,11 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def test_same_seed_gives_identical_bytes_in_separate_processes(runs: dict[str, Path]) -> None:
-    for name in ("events.jsonl", "summary.json"):
-        assert (runs["A"] / name).read_bytes() == (runs["B"] / name).read_bytes()
-    for f in sorted((runs["A"] / "histograms").iterdir()):
-        assert f.read_bytes() == (runs["B"] / "histograms" / f.name).read_bytes()
+    files = sorted(f.relative_to(runs["A"]) for f in runs["A"].rglob("*") if f.is_file())
+    assert {"events.jsonl", "summary.json", "trace.json", "profile.folded"} <= {str(f) for f in files}
+    assert files == sorted(f.relative_to(runs["B"]) for f in runs["B"].rglob("*") if f.is_file())
+    for f in files:
+        assert (runs["A"] / f).read_bytes() == (runs["B"] / f).read_bytes(), f
     assert (runs["A"] / "events.jsonl").read_bytes() != (runs["C"] / "events.jsonl").read_bytes()
 
 

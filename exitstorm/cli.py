@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import sys
 import time
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -20,6 +21,9 @@ from exitstorm.calibrate import DEFAULT_BASE, calibrate
 from exitstorm.compare import compare, parse_variant, table
 from exitstorm.config import load_experiment
 from exitstorm.experiment import run_experiment
+from exitstorm.histograms import hdr_percentiles_ms, histogram_sources
+from exitstorm.report import write_report
+from exitstorm.logs import EventFilter, matching_lines, parse_where, readable
 from exitstorm.schema import ConfigError
 from exitstorm.validate import DEFAULT_PREVIEW_SCENARIO, DEFAULT_SCENARIO, validate, validation_table
 from exitstorm.victims import DEFAULT_RANDOM_BYTES
@@ -77,6 +81,22 @@ def _parser() -> argparse.ArgumentParser:
     val.add_argument("--preview-scenario", type=Path, default=DEFAULT_PREVIEW_SCENARIO,
                      help=f"the storm with the preview, run in both worlds (default {DEFAULT_PREVIEW_SCENARIO})")
     val.add_argument("--force", action="store_true", help="replace an existing results directory")
+    logs = sub.add_parser("logs", help="filter a run's events.jsonl (a readable table, or JSON lines)")
+    logs.add_argument("dir", type=Path, help="a run's results directory")
+    logs.add_argument("--actor", help="actor name or shell pattern (lmkd*)")
+    logs.add_argument("--event", help="event name or shell pattern (lock_*)")
+    logs.add_argument("--since", type=float, metavar="MS", help="from this virtual time (ms)")
+    logs.add_argument("--until", type=float, metavar="MS", help="up to this virtual time (ms)")
+    logs.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
+                      help="a field's value, as JSON or text (repeatable; all must hold)")
+    logs.add_argument("--json", action="store_true", help="print the matching lines as they are (JSON lines)")
+    hist = sub.add_parser("hist", help="percentile tables from the .hlog files of a run or a comparison")
+    hist.add_argument("dir", type=Path, help="a run's or a comparison's results directory (variants side by side)")
+    hist.add_argument("name", nargs="?", help="histogram name or shell pattern (exit_latency, frame_*); default all")
+    hist.add_argument("--vs", type=Path, metavar="DIR", help="another run or comparison, side by side")
+    rep = sub.add_parser("report", help="plots (PNG) and report.md for a run or a comparison, in DIR/report/")
+    rep.add_argument("dir", type=Path, help="a run's or a comparison's results directory")
+    rep.add_argument("--force", action="store_true", help="replace an existing DIR/report/")
     return p
 
 
@@ -175,10 +195,62 @@ def _validate(args: argparse.Namespace) -> None:
     console.print(f"results: {out}/validation.json, {out}/validation.png")
 
 
+def _logs(args: argparse.Namespace) -> None:
+    flt = EventFilter(args.actor, args.event, args.since, args.until, tuple(parse_where(w) for w in args.where))
+    lines = matching_lines(args.dir, flt)
+    with contextlib.suppress(BrokenPipeError):
+        for line, record in lines:
+            print(line if args.json else readable(record))
+
+
+#: the percentiles ``exitstorm hist`` prints
+HIST_PERCENTILES = (50, 90, 99, 99.9)
+
+
+def _hist(args: argparse.Namespace) -> None:
+    sources = histogram_sources(args.dir)
+    if args.vs is not None:
+        other = histogram_sources(args.vs)
+        if set(other) & set(sources):  # two comparisons of the same variants: label them by directory
+            sources = {f"{args.dir}:{label}": h for label, h in sources.items()}
+            other = {f"{args.vs}:{label}": h for label, h in other.items()}
+        sources.update(other)
+    names = sorted({name for hists in sources.values() for name in hists})
+    chosen = [n for n in names if args.name is None or fnmatchcase(n, args.name)]
+    if not chosen:
+        raise ConfigError(f"{args.dir}: no histogram {args.name!r}; there are: {', '.join(names)}")
+    console = Console(highlight=False)
+    rows = [f"p{p:g}" for p in HIST_PERCENTILES] + ["max", "count"]
+    for name in chosen:
+        figures = {label: hdr_percentiles_ms(h[name], HIST_PERCENTILES) if name in h else {}
+                   for label, h in sources.items()}
+        t = Table(title=f"{name} (ms)", min_width=len(name) + 10)
+        t.add_column("")
+        for label in figures:
+            t.add_column(label, justify="right")
+        two = len(figures) == 2
+        if two:
+            t.add_column("Δ", justify="right")
+        for row in rows:
+            values = [fig.get(row) for fig in figures.values()]
+            cells = ["—" if v is None else str(v) for v in values]
+            if two:
+                a, b = values
+                cells.append("—" if not a or b is None else f"{(b - a) / a:+.1%}")
+            t.add_row(row, *cells)
+        _print_whole(console, t)
+
+
+def _report(args: argparse.Namespace) -> None:
+    out = write_report(args.dir, args.force)
+    print(f"report: {out / 'report.md'} ({', '.join(sorted(p.name for p in out.glob('*.png')))})")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        {"run": _run, "compare": _compare, "calibrate": _calibrate, "validate": _validate}[args.command](args)
+        {"run": _run, "compare": _compare, "calibrate": _calibrate, "validate": _validate, "logs": _logs,
+         "hist": _hist, "report": _report}[args.command](args)
     except (ConfigError, HostError, FileExistsError) as exc:
         print(f"exitstorm: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -177,7 +177,7 @@ def compare(config: str, variants: list[Variant] | None, seeds: int, out: Path, 
     return report
 
 
-def _cell(stat: dict[str, Any], unit: str) -> str:
+def cell(stat: dict[str, Any], unit: str) -> str:
     if stat["mean"] is None:
         return "—"
     share = unit == "P" or unit == "share"
@@ -197,5 +197,5 @@ def table(report: dict[str, Any]) -> Table:
     for key, meta in report["metrics"].items():
         t.add_column(f"{meta['label']}\n({meta['unit']})", justify="right")
     for name, v in report["variants"].items():
-        t.add_row(name, *(_cell(v["metrics"][key], meta["unit"]) for key, meta in report["metrics"].items()))
+        t.add_row(name, *(cell(v["metrics"][key], meta["unit"]) for key, meta in report["metrics"].items()))
     return t

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import collections
 import itertools
+import json
 import math
 from pathlib import Path
 
 from hdrh.histogram import HdrHistogram
-from hdrh.log import HistogramLogWriter
+from hdrh.log import HistogramLogReader, HistogramLogWriter
 
 from actors.runtime import NS_PER_MS, NS_PER_S
+from exitstorm.schema import ConfigError
 
 #: Histogram range and precision: 1 µs .. 1 hour, 3 significant digits.
 LOWEST_NS = 1_000
@@ -25,13 +27,14 @@ HIGHEST_NS = 3_600_000_000_000
 SIGNIFICANT_FIGURES = 3
 
 
-def _new() -> HdrHistogram:
+def new_histogram() -> HdrHistogram:
+    """An empty histogram of exitstorm's range and precision (1 µs .. 1 h, 3 digits)."""
     return HdrHistogram(LOWEST_NS, HIGHEST_NS, SIGNIFICANT_FIGURES)
 
 
 #: values are kept in units of the histogram's finest resolution (2**unit_magnitude ns): flooring
 #: to it never changes a value's bucket, and equal values are recorded in one call
-_UNIT_SHIFT = _new().unit_magnitude
+_UNIT_SHIFT = new_histogram().unit_magnitude
 
 
 class LatencyRecorder:
@@ -69,7 +72,7 @@ class LatencyRecorder:
             for k, units in self._pending.items():
                 h = self._intervals.get(k)
                 if h is None:
-                    h = self._intervals[k] = _new()
+                    h = self._intervals[k] = new_histogram()
                 record_counts(h, {unit << _UNIT_SHIFT: count for unit, count in collections.Counter(units).items()})
             self._pending = {}
             self._total = None
@@ -80,7 +83,7 @@ class LatencyRecorder:
         """The whole run: the interval histograms added up."""
         intervals = self._intervals_now()
         if self._total is None:
-            self._total = _new()
+            self._total = new_histogram()
             for k in sorted(intervals):
                 self._total.add(intervals[k])
         return self._total
@@ -92,20 +95,7 @@ class LatencyRecorder:
 
     def percentiles_ms(self) -> dict[str, float | int]:
         """p50/p90/p99/max in ms (3 decimals) and the sample count."""
-        h = self.total
-        total = h.get_total_count()
-        if not total:
-            return {"count": 0}
-        cells = nonzero_cells(h)
-        top = h.get_max_value()
-        figures: dict[str, float | int] = {
-            # a percentile is its bucket's highest equivalent value, never above the max
-            f"p{p}": round(min(value_at_percentile(h, cells, p), top) / NS_PER_MS, 3)
-            for p in (50, 90, 99)
-        }
-        figures["max"] = round(top / NS_PER_MS, 3)
-        figures["count"] = total
-        return figures
+        return hdr_percentiles_ms(self.total)
 
     def write(self, directory: Path, end_ns: int) -> None:
         """Write ``NAME.hlog`` (interval log, virtual seconds from 0) and ``NAME.hgrm``."""
@@ -126,6 +116,35 @@ class LatencyRecorder:
                     % (start / NS_PER_S, (end - start) / NS_PER_S, h.get_max_value() / NS_PER_MS, h.encode().decode())
                 )
         (directory / f"{self.name}.hgrm").write_text(percentile_distribution(self.total, NS_PER_MS))
+
+
+def read_hlog(path: Path) -> HdrHistogram:
+    """The whole-run histogram of an ``.hlog`` interval log: its intervals added up."""
+    reader = HistogramLogReader(str(path), new_histogram())
+    total = new_histogram()
+    while (h := reader.get_next_interval_histogram()) is not None:
+        total.add(h)
+    reader.close()
+    return total
+
+
+def hdr_percentiles_ms(h: HdrHistogram, percentiles: tuple[float, ...] = (50, 90, 99)) -> dict[str, float | int]:
+    """``pNN`` (ms, 3 decimals) for each percentile, ``max`` and ``count``; just ``count`` when empty.
+
+    A percentile is its bucket's highest equivalent value (HdrHistogram's
+    getValueAtPercentile), never above the max.
+    """
+    total = h.get_total_count()
+    if not total:
+        return {"count": 0}
+    cells = nonzero_cells(h)
+    top = h.get_max_value()
+    figures: dict[str, float | int] = {
+        f"p{p:g}": round(min(value_at_percentile(h, cells, p), top) / NS_PER_MS, 3) for p in percentiles
+    }
+    figures["max"] = round(top / NS_PER_MS, 3)
+    figures["count"] = total
+    return figures
 
 
 def record_counts(h: HdrHistogram, counts: dict[int, int]) -> None:
@@ -181,6 +200,32 @@ def _next_level(level: float, ticks_per_half_distance: int) -> float:
     return level + 100.0 / (ticks_per_half_distance * 2**half_distances)
 
 
+def percentile_walk(h: HdrHistogram, ticks_per_half_distance: int = 5) -> list[tuple[int, float, int]]:
+    """``(value ns, percentile, cumulative count)`` at HdrHistogram's percentile ticks, ending at 100%.
+
+    The ticks get denser towards 100% (``ticks_per_half_distance`` per halving
+    of 1 - p), as in outputPercentileDistribution(); the last entry is the max
+    at 100%. Empty histograms give no points.
+    """
+    total = h.get_total_count()
+    points: list[tuple[int, float, int]] = []
+    level = 0.0
+    cumulative = 0
+    last = 0
+    for _low, last, count in nonzero_cells(h):
+        cumulative += count
+        while 100.0 * cumulative / total >= level:
+            points.append((last, level, cumulative))
+            level = _next_level(level, ticks_per_half_distance)
+            if cumulative == total:
+                break
+        if cumulative == total:
+            break
+    if total:
+        points.append((last, 100.0, total))
+    return points
+
+
 def percentile_distribution(h: HdrHistogram, unit_ratio: float, ticks_per_half_distance: int = 5) -> str:
     """The ``.hgrm`` text of HdrHistogram's outputPercentileDistribution(), as Java writes it.
 
@@ -191,23 +236,14 @@ def percentile_distribution(h: HdrHistogram, unit_ratio: float, ticks_per_half_d
     sig = h.significant_figures
     total = h.get_total_count()
     out = [f"{'Value':>12} {'Percentile':>14} {'TotalCount':>10} {'1/(1-Percentile)':>14}\n\n"]
-    cells = nonzero_cells(h)
-    level = 0.0
-    cumulative = 0
-    last = 0
-    for _low, last, count in cells:
-        cumulative += count
-        while 100.0 * cumulative / total >= level:
-            out.append(f"{last / unit_ratio:12.{sig}f} {level / 100:2.12f} {cumulative:10d} {1 / (1 - level / 100):14.2f}\n")
-            level = _next_level(level, ticks_per_half_distance)
-            if cumulative == total:
-                break
-        if cumulative == total:
-            break
-    if total:
-        out.append(f"{last / unit_ratio:12.{sig}f} {1.0:2.12f} {total:10d}\n")
+    *steps, last = percentile_walk(h, ticks_per_half_distance) or [None]
+    for value, level, cumulative in steps:
+        out.append(f"{value / unit_ratio:12.{sig}f} {level / 100:2.12f} {cumulative:10d} {1 / (1 - level / 100):14.2f}\n")
+    if last is not None:
+        out.append(f"{last[0] / unit_ratio:12.{sig}f} {1.0:2.12f} {total:10d}\n")
     mean = stddev = 0.0
     if total:
+        cells = nonzero_cells(h)
         medians = [((low + high + 1) // 2, count) for low, high, count in cells]
         mean = sum(m * c for m, c in medians) / total
         stddev = math.sqrt(sum((m - mean) ** 2 * c for m, c in medians) / total)
@@ -215,3 +251,30 @@ def percentile_distribution(h: HdrHistogram, unit_ratio: float, ticks_per_half_d
     out.append(f"#[Max     = {h.get_max_value() / unit_ratio:12.{sig}f}, Total count    = {total:12d}]\n")
     out.append(f"#[Buckets = {h.bucket_count:12d}, SubBuckets     = {h.sub_bucket_count:12d}]\n")
     return "".join(out)
+
+
+def run_histograms(run_dir: Path, names: tuple[str, ...] | None = None) -> dict[str, HdrHistogram]:
+    """The histograms of a run's results directory (``histograms/NAME.hlog``; all, or ``names``), by name."""
+    return {path.stem: read_hlog(path) for path in sorted((run_dir / "histograms").glob("*.hlog"))
+            if names is None or path.stem in names}
+
+
+def merged_histograms(run_dirs: list[Path], names: tuple[str, ...] | None = None) -> dict[str, HdrHistogram]:
+    """The histograms of several runs (a variant's seeds) added up, by name."""
+    merged: dict[str, HdrHistogram] = {}
+    for run_dir in run_dirs:
+        for name, h in run_histograms(run_dir, names).items():
+            if name not in merged:
+                merged[name] = new_histogram()
+            merged[name].add(h)
+    return merged
+
+
+def histogram_sources(path: Path) -> dict[str, dict[str, HdrHistogram]]:
+    """The histograms under ``path``: one source for a run, one per variant (seeds merged) for a comparison."""
+    if (path / "compare.json").is_file():
+        variants = json.loads((path / "compare.json").read_text())["variants"]
+        return {name: merged_histograms(sorted((path / "runs" / name).glob("seed*"))) for name in variants}
+    if (path / "histograms").is_dir():
+        return {str(path): run_histograms(path)}
+    raise ConfigError(f"{path}: not a results directory of exitstorm run or compare (no histograms/, no compare.json)")

@@ -14,6 +14,7 @@ $(STAMP): pyproject.toml
 
 run: $(STAMP)
 	$(BIN)/exitstorm compare configs/camera_launch.toml --seeds 20 --out results/camera_launch_compare --force
+	$(BIN)/exitstorm report results/camera_launch_compare
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

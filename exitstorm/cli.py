@@ -5,16 +5,17 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
+import threading
 import time
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from actors.memory import MemoryAccountingError
-from actors.runtime import ActorFailed
+from actors.runtime import NS_PER_MS, ActorFailed
 from rich.console import Console
 from rich.measure import Measurement
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from exitstorm.calibrate import DEFAULT_BASE, calibrate
@@ -22,15 +23,18 @@ from exitstorm.compare import compare, parse_variant, table
 from exitstorm.config import load_experiment
 from exitstorm.experiment import run_experiment
 from exitstorm.histograms import hdr_percentiles_ms, histogram_sources
-from exitstorm.report import write_report
 from exitstorm.logs import EventFilter, matching_lines, parse_where, readable
+from exitstorm.report import write_report
 from exitstorm.schema import ConfigError
+from exitstorm.sweep import parse_grid, sweep
 from exitstorm.validate import DEFAULT_PREVIEW_SCENARIO, DEFAULT_SCENARIO, validate, validation_table
 from exitstorm.victims import DEFAULT_RANDOM_BYTES
+from exitstorm.world import World
 from exitstorm.zram import HostError
 
 EXIT_BAD_INPUT = 2
 EXIT_MODEL_FAILURE = 1
+EXIT_INTERRUPTED = 130  # as a shell reports a command ended by SIGINT
 
 
 class _Parser(argparse.ArgumentParser):
@@ -81,6 +85,19 @@ def _parser() -> argparse.ArgumentParser:
     val.add_argument("--preview-scenario", type=Path, default=DEFAULT_PREVIEW_SCENARIO,
                      help=f"the storm with the preview, run in both worlds (default {DEFAULT_PREVIEW_SCENARIO})")
     val.add_argument("--force", action="store_true", help="replace an existing results directory")
+    swp = sub.add_parser("sweep", help="run a grid of config values x seeds (local processes or Dask)")
+    swp.add_argument("config", help="scenario TOML file")
+    swp.add_argument("--grid", action="append", required=True, metavar="KEY=V1,V2,...",
+                     help="one axis of the grid (values are TOML; repeatable: the points are the cartesian product)")
+    swp.add_argument("--seeds", type=int, default=10, help="seeds per point, from scenario.seed (default 10)")
+    swp.add_argument("--out", type=Path, required=True, help="results directory")
+    swp.add_argument("--workers", type=int, help="parallel local runs (default: all cores)")
+    swp.add_argument("--dask", metavar="ADDRESS", help="run on this dask.distributed scheduler (tcp://host:8786) "
+                                                       "instead of local processes")
+    swp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a config key at every point (repeatable)")
+    swp.add_argument("--resume", action="store_true", help="finish an interrupted sweep (OUT.partial)")
+    swp.add_argument("--force", action="store_true", help="replace an existing OUT (or OUT.partial)")
     logs = sub.add_parser("logs", help="filter a run's events.jsonl (a readable table, or JSON lines)")
     logs.add_argument("dir", type=Path, help="a run's results directory")
     logs.add_argument("--actor", help="actor name or shell pattern (lmkd*)")
@@ -132,7 +149,38 @@ def _run(args: argparse.Namespace) -> None:
         raise ConfigError(f"--seed: expected an integer >= 0, got {args.seed}")
     exp = load_experiment(args.config, args.set, seed=args.seed)
     out = args.out or Path("results") / f"{Path(args.config).stem}-seed{exp.config.scenario.seed}"
-    _print_summary(run_experiment(exp, out, force=args.force), out)
+    console = Console(highlight=False)
+    with _virtual_time_bar(console, exp.config.scenario.duration_s * 1000) as on_world:
+        summary = run_experiment(exp, out, force=args.force, on_world=on_world)
+    _print_summary(summary, out)
+
+
+@contextlib.contextmanager
+def _virtual_time_bar(console: Console, end_ms: float) -> Iterator[Callable[[World], None] | None]:
+    """On a terminal, a progress bar of the run's virtual time, polled from a thread (the run never waits
+    for it, and its outputs do not depend on it); yields the hook that hands it the world."""
+    if not console.is_terminal:
+        yield None
+        return
+    worlds: list[World] = []
+    stop = threading.Event()
+    with Progress(TextColumn("simulating"), BarColumn(), TextColumn("{task.completed:.0f} of {task.total:.0f} ms "
+                                                                    "virtual"), TimeElapsedColumn(),
+                  console=console, transient=True) as progress:
+        task = progress.add_task("run", total=end_ms)
+
+        def poll() -> None:
+            while not stop.wait(0.1):
+                if worlds:
+                    progress.update(task, completed=worlds[0].runtime.now / NS_PER_MS)
+
+        watcher = threading.Thread(target=poll, daemon=True)
+        watcher.start()
+        try:
+            yield worlds.append
+        finally:
+            stop.set()
+            watcher.join()
 
 
 def _print_whole(console: Console, table: Table) -> None:
@@ -195,6 +243,40 @@ def _validate(args: argparse.Namespace) -> None:
     console.print(f"results: {out}/validation.json, {out}/validation.png")
 
 
+def _sweep(args: argparse.Namespace) -> None:
+    if args.seeds < 1:
+        raise ConfigError(f"--seeds: expected an integer >= 1, got {args.seeds}")
+    if args.workers is not None and args.workers < 1:
+        raise ConfigError(f"--workers: expected an integer >= 1, got {args.workers}")
+    if args.dask is not None and args.workers is not None:
+        raise ConfigError("--workers and --dask: choose one (Dask's workers are the cluster's)")
+    grid = parse_grid(args.grid)
+    console = Console(highlight=False)
+    started = time.monotonic()
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("eta"), TimeRemainingColumn(), console=console, transient=True,
+                  disable=not console.is_terminal) as progress:
+        task = progress.add_task("sweep", total=None)
+
+        def on_run(done: int, total: int, kept: int) -> None:
+            label = f"sweep ({kept} runs kept from before)" if kept else "sweep"
+            progress.update(task, completed=done, total=total, description=label)
+
+        try:
+            report = sweep(args.config, grid, args.seeds, args.out, sets=args.set, workers=args.workers,
+                           dask=args.dask, resume=args.resume, force=args.force, on_run=on_run)
+        except KeyboardInterrupt:
+            done = progress.tasks[0].completed
+            console.print(f"interrupted: {done:.0f} finished runs kept in {args.out}.partial; "
+                          f"finish with the same command and --resume")
+            raise
+    points = {f"{p['point']} " + " ".join(f"{k}={v}" for k, v in p["overrides"].items()): p
+              for p in report["points"]}
+    _print_whole(console, table({**report, "variants": points}, rows="point"))
+    console.print(f"{len(report['runs'])} runs in {time.monotonic() - started:.1f} s wall; results: "
+                  f"{args.out}/sweep.json, sweep.csv, sweep_points.csv")
+
+
 def _logs(args: argparse.Namespace) -> None:
     flt = EventFilter(args.actor, args.event, args.since, args.until, tuple(parse_where(w) for w in args.where))
     lines = matching_lines(args.dir, flt)
@@ -250,13 +332,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         {"run": _run, "compare": _compare, "calibrate": _calibrate, "validate": _validate, "logs": _logs,
-         "hist": _hist, "report": _report}[args.command](args)
+         "hist": _hist, "report": _report, "sweep": _sweep}[args.command](args)
     except (ConfigError, HostError, FileExistsError) as exc:
         print(f"exitstorm: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except (ActorFailed, MemoryAccountingError) as exc:
         print(f"exitstorm: simulation failed: {exc}", file=sys.stderr)
         return EXIT_MODEL_FAILURE
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
     return 0
 
 

@@ -157,7 +157,7 @@ class RunSettings:
     #: the root frame of each stack in profile.folded: none, the thread's class, or its process (owning actor)
     profile_by: Literal["stack", "thread_class", "process"] = "stack"
     #: trace.json keeps the first this many CPU slices, lock waits and frames (0: no trace.json)
-    trace_max_events: int = field(default=400_000, validator=non_negative)
+    trace_max_events: int = field(default=200_000, validator=non_negative)
 
 
 @frozen

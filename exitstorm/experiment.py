@@ -12,7 +12,7 @@ import json
 import sys
 from importlib.metadata import version
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Callable
 
 import trio
 
@@ -290,11 +290,17 @@ def build_world(exp: Experiment, events_out: IO[str] | None) -> World:
         raise ConfigError(f"{exp.source}: impossible combination: {exc}") from None
 
 
-def run_experiment(exp: Experiment, out: Path, force: bool = False) -> dict[str, Any]:
-    """Run ``exp`` and atomically write its results directory at ``out``."""
+def run_experiment(exp: Experiment, out: Path, force: bool = False,
+                   on_world: Callable[[World], None] | None = None) -> dict[str, Any]:
+    """Run ``exp`` and atomically write its results directory at ``out``.
+
+    ``on_world`` (a progress display) gets the world before it runs.
+    """
     with atomic_directory(out, force) as tmp:
         with (tmp / "events.jsonl").open("w") as events_out:
             world = build_world(exp, events_out)
+            if on_world is not None:
+                on_world(world)
             trio.run(world.runtime.run)
             world.memory.check_all("the end of the run")
         summary = summarize(world)

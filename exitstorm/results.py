@@ -37,8 +37,13 @@ def atomic_directory(final: Path, force: bool) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    publish(tmp, final)
+
+
+def publish(tmp: Path, final: Path) -> None:
+    """Rename the complete directory ``tmp`` (a sibling of ``final``) to ``final``, replacing it if it exists."""
     if final.exists():
-        trash = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old", dir=parent))
+        trash = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old", dir=final.parent))
         os.replace(final, trash / final.name)
         os.replace(tmp, final)
         shutil.rmtree(trash, ignore_errors=True)

@@ -1,0 +1,98 @@
+"""Where the runs of a comparison or a sweep execute: this process, local worker processes, or Dask.
+
+A :class:`RunJob` is one experiment (a config, overrides, a seed) and the
+results directory it writes; every executor yields ``(job, headline
+figures)`` as runs finish, in completion order (callers key results by job,
+so the outputs do not depend on that order). Local workers ignore SIGINT:
+on Ctrl-C the parent stops handing out runs, the runs under way finish and
+are kept, and the interrupt goes on in the parent.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import gc
+import signal
+from pathlib import Path
+from typing import Any, Iterator
+
+from attrs import frozen
+
+from exitstorm.config import Experiment, load_experiment
+from exitstorm.experiment import run_experiment
+from exitstorm.figures import headline
+from exitstorm.schema import ConfigError
+
+#: a name and its dotted-key overrides (a comparison's variant, a sweep's grid point)
+Variant = tuple[str, dict[str, Any]]
+
+
+@frozen
+class RunJob:
+    config: str
+    sets: tuple[str, ...]
+    variant: Variant
+    seed: int
+    out: Path
+
+
+#: experiments already read in this process, per (config, --set overrides, variant name)
+_LOADED: dict[tuple[str, tuple[str, ...], str], Experiment] = {}
+
+
+def load_variant(config: str, sets: tuple[str, ...], variant: Variant) -> Experiment:
+    """The experiment of one variant (read once per process; bad input raises ConfigError)."""
+    key = (config, sets, variant[0])
+    exp = _LOADED.get(key)
+    if exp is None:
+        exp = _LOADED[key] = load_experiment(config, list(sets), variant=variant)
+    return exp
+
+
+def run_job(job: RunJob) -> dict[str, Any]:
+    """Run one job, write its results directory, return its headline figures."""
+    summary = run_experiment(load_variant(job.config, job.sets, job.variant).with_seed(job.seed), job.out)
+    gc.collect()  # a run's world is a web of cycles (actors <-> runtime): free it before the next run
+    return headline(summary)
+
+
+def _worker_init() -> None:
+    """gc.freeze: what a worker inherits (modules, loaded configs) is never garbage, so the collection
+    after each run walks only that run's objects. SIGINT is the parent's to handle."""
+    gc.freeze()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def run_local(jobs: list[RunJob], workers: int) -> Iterator[tuple[RunJob, dict[str, Any]]]:
+    """Run ``jobs`` in this process (one worker) or in a pool of ``workers`` processes."""
+    if workers <= 1:
+        for job in jobs:
+            yield job, run_job(job)
+        return
+    pool = concurrent.futures.ProcessPoolExecutor(max_workers=workers, initializer=_worker_init)
+    try:
+        futures = {pool.submit(run_job, job): job for job in jobs}
+        for future in concurrent.futures.as_completed(futures):
+            yield futures[future], future.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def run_dask(jobs: list[RunJob], address: str) -> Iterator[tuple[RunJob, dict[str, Any]]]:
+    """Run ``jobs`` on the Dask scheduler at ``address`` (its workers must see the same filesystem)."""
+    try:
+        from distributed import Client, as_completed
+    except ImportError:
+        raise ConfigError("--dask: dask.distributed is not installed (pip install 'exitstorm[dask]')") from None
+    try:
+        client = Client(address, timeout="10s")
+    except (OSError, ValueError, TypeError) as exc:
+        raise ConfigError(f"--dask {address}: cannot reach a Dask scheduler there ({exc})") from None
+    with client:
+        futures = client.map(run_job, jobs, pure=False)
+        job_of = {future.key: job for future, job in zip(futures, jobs)}
+        try:
+            for future, figures in as_completed(futures, with_results=True):
+                yield job_of[future.key], figures
+        finally:
+            client.cancel(futures)

@@ -154,8 +154,9 @@ def plot_headline(path: Path, report: dict[str, Any]) -> None:
     for ax, (key, meta) in zip(axes.flat, metrics.items()):
         stats = [report["variants"][v]["metrics"][key] for v in names]
         means = [s["mean"] if s["mean"] is not None else 0.0 for s in stats]
-        err = [[m - s["ci95"][0] if s["ci95"] else 0.0 for m, s in zip(means, stats)],
-               [s["ci95"][1] - m if s["ci95"] else 0.0 for m, s in zip(means, stats)]]
+        # max(0, ...): a zero-width interval may sit a rounding error off its mean
+        err = [[max(0.0, m - s["ci95"][0]) if s["ci95"] else 0.0 for m, s in zip(means, stats)],
+               [max(0.0, s["ci95"][1] - m) if s["ci95"] else 0.0 for m, s in zip(means, stats)]]
         ax.bar(range(len(names)), means, yerr=err, capsize=3, color=[f"C{i}" for i in range(len(names))])
         ax.set_xticks(range(len(names)), names, rotation=35, ha="right", fontsize="small")
         ax.set_title(f"{meta['label']} ({meta['unit']})", fontsize="medium")

@@ -106,7 +106,7 @@ def trace_events(world: World) -> list[str]:
         add(_complete(name, cls, start, end, CPUS_PID, cpu, args))
         add(_complete('"running"', "sched", start, end, pid, track, f'{{"cpu":{cpu}}}'))
     wait_text = {(lock, kind): (_js(f"wait {lock}"), _js({"lock": lock, "kind": kind}))
-                 for _s, _e, _t, lock, kind in tl.waited}
+                 for lock, kind in {(lock, kind) for _s, _e, _t, lock, kind in tl.waited}}
     for start, end, tid, lock, kind in tl.waited:
         _name, _cls, _args, pid, track = on_cpu[tid]
         name, args = wait_text[lock, kind]

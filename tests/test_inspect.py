@@ -133,3 +133,14 @@ def test_report_of_something_else_is_one_line_and_status_2(tmp_path: Path) -> No
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
 
 
+
+
+def test_headline_chart_takes_a_zero_width_interval_a_rounding_error_off_its_mean(tmp_path: Path) -> None:
+    from exitstorm.report import plot_headline
+
+    stat = {"mean": 13.0, "ci95": [13.000000000000002, 13.000000000000002], "n": 20}
+    report = {"config": "c.toml", "seeds": list(range(20)), "metrics": {"kills": {"label": "kills", "unit": "/run"}},
+              "variants": {"a": {"metrics": {"kills": stat}}, "b": {"metrics": {"kills": {**stat, "mean": 9.0,
+                                                                                           "ci95": [8.5, 9.5]}}}}}
+    plot_headline(tmp_path / "h.png", report)
+    assert _png_has_content(tmp_path / "h.png")

@@ -16,7 +16,7 @@ Ran = tuple[int, int, int, int]
 #: (start_ns, end_ns, tid, lock name, lock kind): a thread waited for a lock
 Waited = tuple[int, int, int, str, str]
 #: (periodic thread name, frame number, release_ns, done_ns, lateness_ns, janky)
-Frame = tuple[str, int, int, int, int, bool]
+FrameSpan = tuple[str, int, int, int, int, bool]
 
 
 class Timeline:
@@ -29,7 +29,7 @@ class Timeline:
         self.on = max_records > 0
         self.ran: list[Ran] = []
         self.waited: list[Waited] = []
-        self.frames: list[Frame] = []
+        self.frames: list[FrameSpan] = []
         self.count = 0
         self.truncated_at: int | None = None
 

@@ -26,7 +26,7 @@ from exitstorm.histograms import hdr_percentiles_ms, histogram_sources
 from exitstorm.logs import EventFilter, matching_lines, parse_where, readable
 from exitstorm.report import write_report
 from exitstorm.schema import ConfigError
-from exitstorm.sweep import parse_grid, sweep
+from exitstorm.sweep import kept_runs, parse_grid, sweep
 from exitstorm.validate import DEFAULT_PREVIEW_SCENARIO, DEFAULT_SCENARIO, validate, validation_table
 from exitstorm.victims import DEFAULT_RANDOM_BYTES
 from exitstorm.world import World
@@ -266,8 +266,7 @@ def _sweep(args: argparse.Namespace) -> None:
             report = sweep(args.config, grid, args.seeds, args.out, sets=args.set, workers=args.workers,
                            dask=args.dask, resume=args.resume, force=args.force, on_run=on_run)
         except KeyboardInterrupt:
-            done = progress.tasks[0].completed
-            console.print(f"interrupted: {done:.0f} finished runs kept in {args.out}.partial; "
+            console.print(f"interrupted: {kept_runs(args.out)} finished runs kept in {args.out}.partial; "
                           f"finish with the same command and --resume")
             raise
     points = {f"{p['point']} " + " ".join(f"{k}={v}" for k, v in p["overrides"].items()): p

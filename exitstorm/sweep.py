@@ -97,6 +97,11 @@ def _prepare(out: Path, plan: dict[str, Any], resume: bool, force: bool) -> Path
     return work
 
 
+def kept_runs(out: Path) -> int:
+    """How many finished runs an interrupted sweep of ``out`` has kept."""
+    return len(list(_partial_dir(out).glob("runs/*/seed*/summary.json")))
+
+
 def _finished(job: RunJob) -> dict[str, Any] | None:
     """A run already on disk (its directory appears only when complete): its headline figures."""
     summary = job.out / "summary.json"

@@ -130,6 +130,7 @@ def test_ctrl_c_ends_a_sweep_with_status_130_and_resume_finishes_it(tmp_path: Pa
     assert "--resume" in stdout and "Traceback" not in stderr
     kept = list(partial.glob("runs/*/seed*/summary.json"))
     assert 1 <= len(kept) < 16 and not list(partial.glob("runs/*/.*.tmp"))
+    assert f"interrupted: {len(kept)} finished runs kept" in stdout
     again = exitstorm(*args[3:], "--resume")
     assert again.returncode == 0, again.stderr
     assert len(json.loads((out / "sweep.json").read_text())["runs"]) == 16

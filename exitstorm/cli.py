@@ -21,6 +21,7 @@ from rich.table import Table
 from exitstorm.calibrate import DEFAULT_BASE, calibrate
 from exitstorm.compare import compare, parse_variant, table
 from exitstorm.config import load_experiment
+from exitstorm.executor import RunFailed
 from exitstorm.experiment import run_experiment
 from exitstorm.histograms import hdr_percentiles_ms, histogram_sources
 from exitstorm.logs import EventFilter, matching_lines, parse_where, readable
@@ -269,6 +270,9 @@ def _sweep(args: argparse.Namespace) -> None:
             console.print(f"interrupted: {kept_runs(args.out)} finished runs kept in {args.out}.partial; "
                           f"finish with the same command and --resume")
             raise
+        except RunFailed as exc:
+            raise RunFailed(exc.job, f"{exc.cause}; {kept_runs(args.out)} finished runs kept in "
+                                     f"{args.out}.partial") from None
     points = {f"{p['point']} " + " ".join(f"{k}={v}" for k, v in p["overrides"].items()): p
               for p in report["points"]}
     _print_whole(console, table({**report, "variants": points}, rows="point"))
@@ -335,7 +339,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, HostError, FileExistsError) as exc:
         print(f"exitstorm: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except (ActorFailed, MemoryAccountingError) as exc:
+    except (ActorFailed, MemoryAccountingError, RunFailed) as exc:
         print(f"exitstorm: simulation failed: {exc}", file=sys.stderr)
         return EXIT_MODEL_FAILURE
     except KeyboardInterrupt:

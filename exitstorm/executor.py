@@ -18,6 +18,9 @@ from typing import Any, Iterator
 
 from attrs import frozen
 
+from actors.memory import MemoryAccountingError
+from actors.runtime import ActorFailed
+
 from exitstorm.config import Experiment, load_experiment
 from exitstorm.experiment import run_experiment
 from exitstorm.figures import headline
@@ -34,6 +37,26 @@ class RunJob:
     variant: Variant
     seed: int
     out: Path
+
+    def describe(self) -> str:
+        changes = ", ".join(f"{k}={v!r}" for k, v in self.variant[1].items())
+        return f"{self.variant[0]} seed {self.seed}" + (f" ({changes})" if changes else "")
+
+
+class RunFailed(Exception):
+    """A run of a comparison or sweep failed; names the run, and the simulation's own message."""
+
+    def __init__(self, job: RunJob, cause: BaseException | str) -> None:
+        self.job = job
+        self.cause = str(cause)
+        super().__init__(f"{job.describe()}: {cause}")
+
+
+def _result(job: RunJob, future: Any) -> dict[str, Any]:
+    try:
+        return future.result()
+    except (ActorFailed, MemoryAccountingError) as exc:
+        raise RunFailed(job, exc) from None
 
 
 #: experiments already read in this process, per (config, --set overrides, variant name)
@@ -67,13 +90,17 @@ def run_local(jobs: list[RunJob], workers: int) -> Iterator[tuple[RunJob, dict[s
     """Run ``jobs`` in this process (one worker) or in a pool of ``workers`` processes."""
     if workers <= 1:
         for job in jobs:
-            yield job, run_job(job)
+            try:
+                figures = run_job(job)
+            except (ActorFailed, MemoryAccountingError) as exc:
+                raise RunFailed(job, exc) from None
+            yield job, figures
         return
     pool = concurrent.futures.ProcessPoolExecutor(max_workers=workers, initializer=_worker_init)
     try:
         futures = {pool.submit(run_job, job): job for job in jobs}
         for future in concurrent.futures.as_completed(futures):
-            yield futures[future], future.result()
+            yield futures[future], _result(futures[future], future)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
@@ -92,7 +119,8 @@ def run_dask(jobs: list[RunJob], address: str) -> Iterator[tuple[RunJob, dict[st
         futures = client.map(run_job, jobs, pure=False)
         job_of = {future.key: job for future, job in zip(futures, jobs)}
         try:
-            for future, figures in as_completed(futures, with_results=True):
-                yield job_of[future.key], figures
+            for future in as_completed(futures):
+                job = job_of[future.key]
+                yield job, _result(job, future)
         finally:
             client.cancel(futures)

@@ -144,3 +144,13 @@ def test_sweep_bad_input_is_one_line_and_status_2(tmp_path: Path) -> None:
         assert proc.returncode == 2, (extra, proc.stderr)
         assert proc.stderr.count("\n") == 1 and expected in proc.stderr
         assert not (tmp_path / "bad").exists() and not (tmp_path / "bad.partial").exists()
+
+
+def test_a_failing_run_names_its_point_and_seed_and_keeps_the_rest(tmp_path: Path) -> None:
+    # 30 apps leave ZRAM no room before LMKD's first kill: the camera's allocation finds nothing to reclaim
+    proc = exitstorm("sweep", CONFIG, "--grid", "apps.count=25,30", "--seeds", "1", "--workers", "1",
+                     "--out", str(tmp_path / "oom"), "--set", "scenario.duration_s=1")
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1
+    assert "p001 seed 1 (apps.count=30)" in proc.stderr and "nothing to reclaim" in proc.stderr
+    assert "1 finished runs kept" in proc.stderr
+    assert (tmp_path / "oom.partial" / "runs" / "p000" / "seed1" / "summary.json").is_file()

@@ -7,9 +7,9 @@ Opens in the Perfetto UI, chrome://tracing and speedscope. Layout:
 * one process per thread class, one track per thread: "running" slices (the
   CPU in args) and, nested in them or between them, lock waits ("wait
   zs_pool->lock": spinning on-CPU or asleep on a mutex);
-* process "frames": per periodic thread, one async span per frame from
-  release to done (a late frame overlaps the next), janky frames named and
-  coloured as such;
+* the frames of each periodic thread (the camera preview, SurfaceFlinger)
+  beside its track, as async spans from release to done (a late frame
+  overlaps the next), janky frames named and coloured as such;
 * global instant events for kills, exits, memory returned and the preview's
   start; counter tracks for free memory, the ZRAM pool and PSI memory
   pressure (share of each sampling period with some / all tasks stalled).
@@ -84,15 +84,12 @@ def trace_events(world: World) -> list[str]:
     threads = world.scheduler.threads
     classes = sorted({th.thread_class for th in threads})
     class_pid = {cls: i + 1 for i, cls in enumerate(classes)}
-    frames_pid = len(classes) + 1
-    memory_pid = len(classes) + 2
-    periodic = sorted({name for name, *_ in tl.frames})
+    memory_pid = len(classes) + 1
+    by_name = {th.name: th for th in threads}
 
     meta = [_meta("process_name", CPUS_PID, 0, "CPUs"), _meta("process_sort_index", CPUS_PID, 0, 0)]
     meta += [_meta("thread_name", CPUS_PID, core.cid, f"CPU {core.cid}") for core in world.scheduler.cores]
-    meta += [_meta("process_name", frames_pid, 0, "frames"), _meta("process_sort_index", frames_pid, 0, 1)]
-    meta += [_meta("thread_name", frames_pid, i, name) for i, name in enumerate(periodic)]
-    meta += [_meta("process_name", memory_pid, 0, "memory"), _meta("process_sort_index", memory_pid, 0, 2)]
+    meta += [_meta("process_name", memory_pid, 0, "memory"), _meta("process_sort_index", memory_pid, 0, 1)]
     for cls, pid in class_pid.items():
         meta += [_meta("process_name", pid, 0, cls), _meta("process_sort_index", pid, 0, 10 + pid)]
     meta += [_meta("thread_name", class_pid[th.thread_class], THREAD_TID_BASE + th.tid, th.name) for th in threads]
@@ -113,14 +110,15 @@ def trace_events(world: World) -> list[str]:
         add(_complete(name, "lock", start, end, pid, track, args))
     for name, k, release, done, late, janky in tl.frames:
         # async spans: a late frame overlaps the next one's release, which nested slices cannot show
+        th = by_name[name]
+        pid, tid = class_pid[th.thread_class], THREAD_TID_BASE + th.tid
         label = _js(f"{name} frame {k} janky" if janky else f"{name} frame {k}")
-        tid = periodic.index(name)
         head = f'{{"name":{label},"cat":"frame","id":"{name}/{k}","ph":'
         args = _js({"lateness_ms": late / NS_PER_MS, "janky": janky})
         color = '"terrible"' if janky else '"good"'
-        add((release, 0, frames_pid, tid, label,
-             f'{head}"b","ts":{us(release)},"pid":{frames_pid},"tid":{tid},"cname":{color},"args":{args}}}'))
-        add((done, 0, frames_pid, tid, label, f'{head}"e","ts":{us(done)},"pid":{frames_pid},"tid":{tid}}}'))
+        add((release, 0, pid, tid, label,
+             f'{head}"b","ts":{us(release)},"pid":{pid},"tid":{tid},"cname":{color},"args":{args}}}'))
+        add((done, 0, pid, tid, label, f'{head}"e","ts":{us(done)},"pid":{pid},"tid":{tid}}}'))
 
     marks: list[Event] = []
     for proc in world.processes:

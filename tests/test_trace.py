@@ -79,7 +79,7 @@ def test_trace_has_cores_threads_frames_locks_kills_and_counters(camera: tuple[d
     names = {(e["pid"], e["tid"]): e["args"]["name"] for e in events if e["name"] == "thread_name"}
     procs = {e["pid"]: e["args"]["name"] for e in events if e["name"] == "process_name"}
     assert [names[0, c] for c in range(8)] == [f"CPU {c}" for c in range(8)]
-    assert {"CPUs", "frames", "memory", "camera", "exiting", "lmkd", "kswapd"} <= set(procs.values())
+    assert {"CPUs", "memory", "camera", "exiting", "lmkd", "kswapd"} <= set(procs.values())
     cpu_slices = [e for e in events if e["ph"] == "X" and e["pid"] == 0]
     preview = summary["config_echo"]["camera"]["preview"]["thread"]
     assert {e["args"]["sched"] for e in cpu_slices if e["name"] == "preview"} == {f"nice {preview['nice']}"}
@@ -92,6 +92,8 @@ def test_trace_has_cores_threads_frames_locks_kills_and_counters(camera: tuple[d
     assert {e["args"]["lock"] for e in waits} >= {"zs_pool->lock"}
     frames = [e for e in events if e["ph"] == "b" and e["name"].startswith("preview frame")]
     assert len(frames) == summary["frames"]
+    preview_track = next(key for key, name in names.items() if name == "preview")
+    assert {(e["pid"], e["tid"]) for e in frames} == {preview_track} and procs[preview_track[0]] == "camera"
     assert sum(e["args"]["janky"] for e in frames) == summary["janky_frames"]
     assert all(e["name"].endswith("janky") == e["args"]["janky"] for e in frames)
     kills = [e for e in events if e["ph"] == "i" and e["name"].startswith("kill ")]

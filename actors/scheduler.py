@@ -144,7 +144,7 @@ class Thread:
         "state", "since", "core", "last_core", "program", "pending", "on_done", "remaining", "stack", "multi",
         "debt", "debt_stack", "run",
         "step_user", "kill_pending", "spinning", "spin_since", "waiting_lock",
-        "preempt_count", "held", "sleep_gen", "rt_key", "vruntime", "deadline", "vlag", "nice",
+        "preempt_count", "held", "sleep_gen", "rt_key", "vruntime", "deadline", "vlag", "nice", "born",
         "run_ns", "wait_ns", "spin_ns", "sleep_ns", "idle_ns", "wakeups", "preemptions", "stack_ns",
     )  # fmt: skip
 
@@ -257,7 +257,7 @@ class Scheduler(Actor):
         th.thread_class = thread_class
         th.on_marker = on_marker
         th.state = IDLE
-        th.since = self.runtime.now
+        th.since = th.born = self.runtime.now
         th.core = th.last_core = None
         th.program = th.on_done = th.pending = None
         th.remaining = 0

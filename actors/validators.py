@@ -35,6 +35,24 @@ def unit_share(_inst: Any, attribute: Any, value: float) -> None:
         raise InvalidValue(attribute.name, "a share in (0, 1]", value)
 
 
+def between(lo: float, hi: float):
+    """A number in [lo, hi]: bounds that keep the work of a run finite (no 1 ns periods, no year-long runs)."""
+    def check(_inst: Any, attribute: Any, value: float) -> None:
+        if not lo <= value <= hi:
+            raise InvalidValue(attribute.name, f"a number in [{lo:g}, {hi:g}]", value)
+
+    return check
+
+
+def zero_or_between(lo: float, hi: float):
+    """0 (off), or a number in [lo, hi]."""
+    def check(_inst: Any, attribute: Any, value: float) -> None:
+        if value != 0 and not lo <= value <= hi:
+            raise InvalidValue(attribute.name, f"0 or a number in [{lo:g}, {hi:g}]", value)
+
+    return check
+
+
 def in_range(lo: int, hi: int):
     def check(_inst: Any, attribute: Any, value: int) -> None:
         if not lo <= value <= hi:

@@ -11,6 +11,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+from actors.invariants import InvariantViolation
 from actors.memory import MemoryAccountingError
 from actors.runtime import NS_PER_MS, ActorFailed
 from rich.console import Console
@@ -339,7 +340,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, HostError, FileExistsError) as exc:
         print(f"exitstorm: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except (ActorFailed, MemoryAccountingError, RunFailed) as exc:
+    except (ActorFailed, MemoryAccountingError, InvariantViolation, RunFailed) as exc:
         print(f"exitstorm: simulation failed: {exc}", file=sys.stderr)
         return EXIT_MODEL_FAILURE
     except KeyboardInterrupt:

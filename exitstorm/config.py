@@ -22,7 +22,7 @@ from policies import KillName, ReapName, SwapReleaseName
 from policies.kill import CgroupKillParams
 from policies.reap import OomReaperParams
 from policies.swap_release import AsyncBatchParams, DeferredParams
-from actors.validators import InvalidValue, in_range, non_empty, non_negative, positive, ratio
+from actors.validators import InvalidValue, between, in_range, non_empty, non_negative, positive, ratio, zero_or_between
 from exitstorm.schema import ConfigError, structure
 
 Policy = Literal["fifo", "fair"]
@@ -144,14 +144,14 @@ class Storm:
 class RunSettings:
     """The ``[scenario]`` table: how long to simulate, the seed, what to log."""
 
-    duration_s: float = field(validator=positive)
+    duration_s: float = field(validator=between(0.001, 3600))
     seed: int = field(validator=non_negative)
     events: list[EventCategory]
     hist_interval_ms: float = field(validator=positive)
     #: period of the sampled free-memory timeline
-    sample_ms: float = field(default=10.0, validator=positive)
+    sample_ms: float = field(default=10.0, validator=between(0.1, 60_000))
     #: window of the CPU-share timeline (and of its peaks)
-    cpu_window_ms: float = field(default=100.0, validator=positive)
+    cpu_window_ms: float = field(default=100.0, validator=between(1, 60_000))
     #: thread classes whose CPU time is exit-related work (for the peak share)
     exit_classes: list[str] = ["exiting", "reaper", "oom_reaper", "kworker"]
     #: the root frame of each stack in profile.folded: none, the thread's class, or its process (owning actor)
@@ -181,7 +181,7 @@ class Periodic:
 
     name: str
     thread: ThreadSpec
-    period_us: float = field(validator=positive)
+    period_us: float = field(validator=between(100, 10_000_000))
     budget_us: float = field(validator=positive)
     start_ms: float = field(validator=non_negative)
 
@@ -193,8 +193,8 @@ class Load:
     name: str
     count: int = field(validator=in_range(1, 100_000))
     thread: ThreadSpec
-    burst_mean_us: float = field(validator=positive)
-    sleep_mean_us: float = field(validator=non_negative)
+    burst_mean_us: float = field(validator=between(1, 1e9))
+    sleep_mean_us: float = field(validator=zero_or_between(1, 1e9))
 
 
 @frozen
@@ -224,8 +224,8 @@ class AppBand:
     adj_max: int = field(validator=in_range(-1000, 1000))
     share: float = field(validator=positive)
     thread: ThreadSpec
-    burst_mean_us: float = field(default=0.0, validator=non_negative)
-    sleep_mean_us: float = field(default=0.0, validator=non_negative)
+    burst_mean_us: float = field(default=0.0, validator=zero_or_between(1, 1e9))
+    sleep_mean_us: float = field(default=0.0, validator=zero_or_between(1, 1e9))
 
     def __attrs_post_init__(self) -> None:
         if self.adj_max < self.adj_min:
@@ -265,7 +265,7 @@ class SystemMemory:
 class Preview:
     """The camera preview: a fixed CPU budget per frame (at capacity 1.0) every period."""
 
-    period_us: float = field(validator=positive)
+    period_us: float = field(validator=between(100, 10_000_000))
     budget_us: float = field(validator=positive)
     start_delay_ms: float = field(validator=non_negative)
     stutter_window_frames: int = field(validator=in_range(1, 1_000_000))
@@ -327,7 +327,7 @@ class CgroupMigrationLoad:
     """System threads migrating tasks between cgroups: background users of cgroup_mutex."""
 
     threads: int = field(validator=in_range(0, 1024))
-    interval_mean_us: float = field(validator=positive)
+    interval_mean_us: float = field(validator=between(1, 1e9))
     hold_mean_us: float = field(validator=positive)
     thread: ThreadSpec
 
@@ -396,6 +396,8 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: not UTF-8 text ({exc.reason})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: invalid TOML: arrays or tables nested too deeply") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
 
@@ -430,6 +432,8 @@ def parse_value(text: str) -> Any:
         return tomllib.loads(f"v = {text.strip()}")["v"]
     except tomllib.TOMLDecodeError:
         return text.strip()
+    except RecursionError:
+        raise ConfigError(f"{text[:40]}...: a value nested too deeply") from None
 
 
 def _render(path: list[str | int]) -> str:

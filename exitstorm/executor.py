@@ -18,6 +18,7 @@ from typing import Any, Iterator
 
 from attrs import frozen
 
+from actors.invariants import InvariantViolation
 from actors.memory import MemoryAccountingError
 from actors.runtime import ActorFailed
 
@@ -55,7 +56,7 @@ class RunFailed(Exception):
 def _result(job: RunJob, future: Any) -> dict[str, Any]:
     try:
         return future.result()
-    except (ActorFailed, MemoryAccountingError) as exc:
+    except (ActorFailed, MemoryAccountingError, InvariantViolation) as exc:
         raise RunFailed(job, exc) from None
 
 
@@ -92,7 +93,7 @@ def run_local(jobs: list[RunJob], workers: int) -> Iterator[tuple[RunJob, dict[s
         for job in jobs:
             try:
                 figures = run_job(job)
-            except (ActorFailed, MemoryAccountingError) as exc:
+            except (ActorFailed, MemoryAccountingError, InvariantViolation) as exc:
                 raise RunFailed(job, exc) from None
             yield job, figures
         return

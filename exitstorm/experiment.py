@@ -16,6 +16,7 @@ from typing import IO, Any, Callable
 
 import trio
 
+from actors import invariants
 from actors.memory import PAGES_PER_MB
 from actors.runtime import NS_PER_MS
 from actors.scheduler import Thread
@@ -302,7 +303,7 @@ def run_experiment(exp: Experiment, out: Path, force: bool = False,
             if on_world is not None:
                 on_world(world)
             trio.run(world.runtime.run)
-            world.memory.check_all("the end of the run")
+            invariants.check_all(world.scheduler, world.memory, world.processes, world.runtime.now)
         summary = summarize(world)
         hist_dir = tmp / "histograms"
         recorders = [rec for st in world.frames.values() for rec in (st.lateness, st.response)]

@@ -32,18 +32,24 @@ def _describe(value: Any) -> str:
     return repr(value)
 
 
+#: no quantity of a config (MB, µs, ms, ratios, counts) comes near this; beyond it, unit conversions overflow
+MAX_MAGNITUDE = 1e15
+
+
 # -- the converter --------------------------------------------------------------
 def _int(value: Any, _t: Any) -> int:
     if type(value) is not int:
         raise _Mismatch("an integer", value)
+    if abs(value) > MAX_MAGNITUDE:
+        raise _Mismatch(f"an integer of magnitude <= {MAX_MAGNITUDE:g}", value)
     return value
 
 
 def _float(value: Any, _t: Any) -> float:
     if type(value) not in (int, float):
         raise _Mismatch("a number", value)
-    if not math.isfinite(value):
-        raise _Mismatch("a finite number", value)
+    if not math.isfinite(value) or abs(value) > MAX_MAGNITUDE:
+        raise _Mismatch(f"a finite number of magnitude <= {MAX_MAGNITUDE:g}", value)
     return float(value)
 
 

@@ -115,7 +115,7 @@ BASE = CONFIG.read_text()
     [
         ("device = \n", [], "invalid TOML"),
         (BASE.replace("seed = 1", "seed = 1\nspeed = 3"), [], "scenario.speed: unknown key"),
-        (BASE.replace("duration_s = 2", "duration_s = -5"), [], "scenario.duration_s: expected a number > 0, got -5"),
+        (BASE.replace("duration_s = 2", "duration_s = -5"), [], "scenario.duration_s: expected a number in [0.001, 3600], got -5"),
         (BASE.replace("duration_s = 2", 'duration_s = "long"'), [], "scenario.duration_s: expected a number, got 'long'"),
         (BASE.replace("count = 6", "count = 6.5"), [], "load[0].count: expected an integer, got 6.5"),
         (BASE.replace('policy = "fifo", prio = 2', 'policy = "rr", prio = 2'), [],

@@ -23,7 +23,7 @@ from actors.scheduler import Thread
 from exitstorm.config import Experiment
 from exitstorm.results import atomic_directory
 from exitstorm.schema import ConfigError
-from exitstorm.trace import trace_json
+from exitstorm.trace import write_trace
 from exitstorm.world import World
 
 
@@ -314,7 +314,7 @@ def run_experiment(exp: Experiment, out: Path, force: bool = False,
             recorders.append(world.direct_reclaim)
         (tmp / "profile.folded").write_text(folded_profile(world))
         if world.timeline.max_records:
-            (tmp / "trace.json").write_text(trace_json(world))
+            write_trace(world, tmp / "trace.json")
         for rec in recorders:
             rec.write(hist_dir, world.runtime.now)
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

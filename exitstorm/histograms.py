@@ -40,8 +40,11 @@ _UNIT_SHIFT = new_histogram().unit_magnitude
 class LatencyRecorder:
     """Records ``(t_ns, value_ns)`` samples; clamps values into the histogram's range.
 
-    Samples are buffered per interval and recorded into HdrHistograms when a
-    figure or a file is asked for (recording counts of equal values at once).
+    Samples are kept per interval as integers and recorded into HdrHistograms
+    only when a figure or a file is asked for (counts of equal values at
+    once). An interval's histogram is built, written and dropped one at a
+    time: a histogram of this range holds ~100 KB of counts, so keeping one
+    per interval of a long run would cost hundreds of MB.
     """
 
     def __init__(self, name: str, interval_ns: int) -> None:
@@ -50,7 +53,6 @@ class LatencyRecorder:
         self.name = name
         self.interval_ns = interval_ns
         self._total: HdrHistogram | None = None
-        self._intervals: dict[int, HdrHistogram] = {}
         self._pending: dict[int, list[int]] = {}
         self.clamped = 0
 
@@ -65,33 +67,27 @@ class LatencyRecorder:
         if pending is None:
             pending = self._pending[k] = []
         pending.append(value_ns >> _UNIT_SHIFT)
+        self._total = None
 
-    def _intervals_now(self) -> dict[int, HdrHistogram]:
-        """The interval histograms, with every buffered sample recorded."""
-        if self._pending:
-            for k, units in self._pending.items():
-                h = self._intervals.get(k)
-                if h is None:
-                    h = self._intervals[k] = new_histogram()
-                record_counts(h, {unit << _UNIT_SHIFT: count for unit, count in collections.Counter(units).items()})
-            self._pending = {}
-            self._total = None
-        return self._intervals
+    def _histogram(self, samples: list[list[int]]) -> HdrHistogram:
+        h = new_histogram()
+        counts: collections.Counter[int] = collections.Counter()
+        for units in samples:
+            counts.update(units)
+        if counts:
+            record_counts(h, {unit << _UNIT_SHIFT: n for unit, n in counts.items()})
+        return h
 
     @property
     def total(self) -> HdrHistogram:
-        """The whole run: the interval histograms added up."""
-        intervals = self._intervals_now()
+        """The whole run."""
         if self._total is None:
-            self._total = new_histogram()
-            for k in sorted(intervals):
-                self._total.add(intervals[k])
+            self._total = self._histogram([self._pending[k] for k in sorted(self._pending)])
         return self._total
 
     @property
     def count(self) -> int:
-        return sum(len(v) for v in self._pending.values()) + sum(
-            h.get_total_count() for h in self._intervals.values())
+        return sum(len(v) for v in self._pending.values())
 
     def percentiles_ms(self) -> dict[str, float | int]:
         """p50/p90/p99/max in ms (3 decimals) and the sample count."""
@@ -106,9 +102,8 @@ class LatencyRecorder:
             writer.output_log_format_version()
             writer.output_base_time(0)
             writer.output_legend()
-            intervals = self._intervals_now()
-            for k in sorted(intervals):
-                h = intervals[k]
+            for k in sorted(self._pending):
+                h = self._histogram([self._pending[k]])
                 start = k * self.interval_ns
                 end = min(start + self.interval_ns, max(end_ns, start + 1))
                 writer.log.write(

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 from importlib.metadata import version
+from pathlib import Path
 from typing import Any
 
 from actors.memory import PAGES_PER_MB
@@ -144,8 +145,11 @@ def trace_events(world: World) -> list[str]:
     return meta + [e[5] for e in events]
 
 
-def trace_json(world: World) -> str:
-    """``trace.json``: the events one per line (greppable, diffable), then what produced them."""
+def write_trace(world: World, path: Path) -> None:
+    """Write ``trace.json``: the events one per line (greppable, diffable), then what produced them.
+
+    Lines are written as they are formatted, so the file's text is never held whole in memory.
+    """
     exp = world.experiment
     tl = world.timeline
     other = _js({
@@ -155,5 +159,11 @@ def trace_json(world: World) -> str:
         "max_events": tl.max_records,
         "truncated_at_ms": None if tl.truncated_at is None else tl.truncated_at / NS_PER_MS,
     })
-    lines = ",\n".join(trace_events(world))
-    return f'{{"traceEvents":[\n{lines}\n],"displayTimeUnit":"ms","otherData":{other}}}\n'
+    with path.open("w") as out:
+        out.write('{"traceEvents":[\n')
+        sep = ""
+        for line in trace_events(world):
+            out.write(sep)
+            out.write(line)
+            sep = ",\n"
+        out.write(f'\n],"displayTimeUnit":"ms","otherData":{other}}}\n')

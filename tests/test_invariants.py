@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 import tempfile
 from pathlib import Path
 
 import pytest
 import trio
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from actors import invariants
@@ -17,6 +18,7 @@ from actors.process import SimultaneousKill
 from actors.work import Compute, Lock, Unlock
 from exitstorm.config import load_experiment
 from exitstorm.experiment import build_world, run_experiment
+from exitstorm.sweep import parse_grid, sweep
 from tests.conftest import MS, ROOT, KernelWorld
 
 CAMERA = str(ROOT / "configs" / "camera_launch.toml")
@@ -135,3 +137,41 @@ def test_random_worlds_give_the_same_bytes_twice(choices: dict[str, object]) -> 
             run_experiment(load_experiment(CAMERA, sets), out)
             files.append({str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()})
     assert files[0] == files[1]
+
+
+@pytest.fixture(scope="module")
+def dask_cluster():
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as c:
+        yield c
+
+
+@settings(max_examples=2, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(worlds)
+def test_random_worlds_give_the_same_bytes_here_in_worker_processes_and_on_dask(dask_cluster, tmp_path_factory,
+                                                                               choices: dict[str, object]) -> None:
+    tmp = tmp_path_factory.mktemp("where")
+    grid = parse_grid([f"{k}={v}" for k, v in choices.items() if k != "scenario.seed"])
+    sets = ["scenario.duration_s=1.0", f"scenario.seed={choices['scenario.seed']}"]
+    sweep(CAMERA, grid, 2, tmp / "local", sets=sets, workers=2)
+    sweep(CAMERA, grid, 2, tmp / "dask", sets=sets, dask=dask_cluster.scheduler_address)
+    here = tmp / "here"
+    seed = choices["scenario.seed"]
+    run_experiment(load_experiment(CAMERA, [*sets, *(f"{k}={v}" for k, v in choices.items())], seed=seed + 1), here)
+
+    def files(root: Path) -> dict[str, bytes]:
+        return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+    assert files(tmp / "local") == files(tmp / "dask")
+    worker = files(tmp / "local" / "runs" / "p000" / f"seed{seed + 1}")
+    mine = files(here)
+    assert worker.keys() == mine.keys()
+    # the config's own description differs (a sweep's point is a variant); everything simulated is the same
+    for name in mine:
+        if name not in ("summary.json", "trace.json"):
+            assert worker[name] == mine[name], name
+    assert worker["trace.json"].rsplit(b"\n]", 1)[0] == mine["trace.json"].rsplit(b"\n]", 1)[0]
+    ours, theirs = json.loads(mine["summary.json"]), json.loads(worker["summary.json"])
+    for key in ("config", "config_echo"):
+        ours.pop(key), theirs.pop(key)
+    assert ours == theirs

@@ -89,8 +89,8 @@ def mutated(draw: st.DrawFn) -> dict[str, Any]:
     if action == "replace":
         parent[last] = draw(hostile)
     elif action == "remove":
-        parent.pop(last) if isinstance(parent, (dict, list)) else None
-    else:
+        del parent[last]
+    else:  # an unknown key: in the table the path names, else beside it, else at the top
         target = parent[last] if isinstance(parent[last], dict) else parent if isinstance(parent, dict) else doc
         target[draw(st.text(min_size=1, max_size=8))] = draw(hostile)
     return doc

@@ -18,8 +18,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from rich.console import Console
-
 from exitstorm.compare import compare
 
 
@@ -32,7 +30,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "compare"
         started = time.perf_counter()
-        report = compare(args.config, None, args.seeds, out, workers=args.workers, console=Console(quiet=True))
+        report = compare(args.config, None, args.seeds, out, workers=args.workers)
         wall = time.perf_counter() - started
         events = sum(json.loads(f.read_text())["scheduler"]["events"] for f in out.glob("runs/*/*/summary.json"))
     runs = len(report["variants"]) * len(report["seeds"])

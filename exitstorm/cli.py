@@ -11,9 +11,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from actors.invariants import InvariantViolation
-from actors.memory import MemoryAccountingError
-from actors.runtime import NS_PER_MS, ActorFailed
+from actors.runtime import NS_PER_MS
 from rich.console import Console
 from rich.measure import Measurement
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -22,7 +20,7 @@ from rich.table import Table
 from exitstorm.calibrate import DEFAULT_BASE, calibrate
 from exitstorm.compare import compare, parse_variant, table
 from exitstorm.config import load_experiment
-from exitstorm.executor import RunFailed
+from exitstorm.executor import MODEL_FAILURES, OnRun, RunFailed
 from exitstorm.experiment import run_experiment
 from exitstorm.histograms import hdr_percentiles_ms, histogram_sources
 from exitstorm.logs import EventFilter, matching_lines, parse_where, readable
@@ -193,17 +191,38 @@ def _print_whole(console: Console, table: Table) -> None:
     console.print(table)
 
 
-def _compare(args: argparse.Namespace) -> None:
+def _check_runs(args: argparse.Namespace) -> None:
+    """--seeds and --workers of compare and sweep."""
     if args.seeds < 1:
         raise ConfigError(f"--seeds: expected an integer >= 1, got {args.seeds}")
     if args.workers is not None and args.workers < 1:
         raise ConfigError(f"--workers: expected an integer >= 1, got {args.workers}")
+
+
+@contextlib.contextmanager
+def _runs_progress(console: Console, doing: str) -> Iterator[OnRun]:
+    """On a terminal, a transient bar of the runs done of a comparison or sweep; yields its ``on_run``."""
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("eta"), TimeRemainingColumn(), console=console, transient=True,
+                  disable=not console.is_terminal) as progress:
+        task = progress.add_task(doing, total=None)
+
+        def on_run(done: int, total: int, kept: int) -> None:
+            label = f"{doing} ({kept} runs kept from before)" if kept else doing
+            progress.update(task, completed=done, total=total, description=label)
+
+        yield on_run
+
+
+def _compare(args: argparse.Namespace) -> None:
+    _check_runs(args)
     variants = [parse_variant(text) for text in args.variant] if args.variant else None
     out = args.out or Path("results") / f"{Path(args.config).stem}-compare"
     console = Console(highlight=False)
     started = time.monotonic()
-    report = compare(args.config, variants, args.seeds, out, sets=args.set, workers=args.workers, force=args.force,
-                     console=console)
+    with _runs_progress(console, "compare") as on_run:
+        report = compare(args.config, variants, args.seeds, out, sets=args.set, workers=args.workers,
+                         force=args.force, on_run=on_run)
     _print_whole(console, table(report))
     runs = len(report["variants"]) * len(report["seeds"])
     console.print(f"{runs} runs in {time.monotonic() - started:.1f} s wall; results: {out}/compare.json")
@@ -246,24 +265,13 @@ def _validate(args: argparse.Namespace) -> None:
 
 
 def _sweep(args: argparse.Namespace) -> None:
-    if args.seeds < 1:
-        raise ConfigError(f"--seeds: expected an integer >= 1, got {args.seeds}")
-    if args.workers is not None and args.workers < 1:
-        raise ConfigError(f"--workers: expected an integer >= 1, got {args.workers}")
+    _check_runs(args)
     if args.dask is not None and args.workers is not None:
         raise ConfigError("--workers and --dask: choose one (Dask's workers are the cluster's)")
     grid = parse_grid(args.grid)
     console = Console(highlight=False)
     started = time.monotonic()
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TextColumn("eta"), TimeRemainingColumn(), console=console, transient=True,
-                  disable=not console.is_terminal) as progress:
-        task = progress.add_task("sweep", total=None)
-
-        def on_run(done: int, total: int, kept: int) -> None:
-            label = f"sweep ({kept} runs kept from before)" if kept else "sweep"
-            progress.update(task, completed=done, total=total, description=label)
-
+    with _runs_progress(console, "sweep") as on_run:
         try:
             report = sweep(args.config, grid, args.seeds, args.out, sets=args.set, workers=args.workers,
                            dask=args.dask, resume=args.resume, force=args.force, on_run=on_run)
@@ -340,7 +348,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, HostError, FileExistsError) as exc:
         print(f"exitstorm: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except (ActorFailed, MemoryAccountingError, InvariantViolation, RunFailed) as exc:
+    except (*MODEL_FAILURES, RunFailed) as exc:
         print(f"exitstorm: simulation failed: {exc}", file=sys.stderr)
         return EXIT_MODEL_FAILURE
     except KeyboardInterrupt:

@@ -11,18 +11,15 @@ of every run are aggregated into means with 95% confidence intervals in
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from exitstorm.config import load_experiment, parse_value
-from exitstorm.executor import RunJob, Variant, load_variant, run_local
+from exitstorm.executor import OnRun, RunJob, Variant, plan_seeds, run_local
 from exitstorm.figures import aggregate, metrics_meta
-from exitstorm.results import atomic_directory
+from exitstorm.results import atomic_directory, run_dir
 from exitstorm.schema import ConfigError
 
 
@@ -63,31 +60,23 @@ def parse_variant(text: str) -> Variant:
 
 
 def compare(config: str, variants: list[Variant] | None, seeds: int, out: Path, *, sets: list[str] = (),
-            workers: int | None = None, force: bool = False, console: Console | None = None) -> dict[str, Any]:
+            workers: int | None = None, force: bool = False, on_run: OnRun | None = None) -> dict[str, Any]:
     """Run every variant on the same seeds and write ``out`` (compare.json, runs/) atomically."""
-    console = console or Console(highlight=False)
     base = load_experiment(config, sets)
     if variants is None:
         variants = list(base.config.variants.items()) or [("baseline", {})]
     names = [name for name, _ in variants]
     if len(set(names)) != len(names):
         raise ConfigError(f"{config}: variants: expected unique names, got {names}")
-    for variant in variants:
-        load_variant(config, tuple(sets), variant)  # every variant is valid before anything runs (workers fork with them)
-    first = base.config.scenario.seed
-    seed_list = list(range(first, first + seeds))
-    workers = max(1, min(workers or os.cpu_count() or 1, len(variants) * len(seed_list)))
+    seed_list = plan_seeds(config, tuple(sets), variants, base.config.scenario.seed, seeds)
     results: dict[str, dict[int, dict[str, Any]]] = {name: {} for name in names}
     with atomic_directory(out, force) as tmp:
-        jobs = [RunJob(config, tuple(sets), variant, seed, tmp / "runs" / variant[0] / f"seed{seed}")
+        jobs = [RunJob(config, tuple(sets), variant, seed, run_dir(tmp, variant[0], seed))
                 for variant in variants for seed in seed_list]
-        progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                            console=console, transient=True, disable=not console.is_terminal)
-        with progress:
-            task = progress.add_task(f"{len(variants)} variants x {seeds} seeds", total=len(jobs))
-            for job, figures in run_local(jobs, workers):
-                results[job.variant[0]][job.seed] = figures
-                progress.advance(task)
+        for done, (job, figures) in enumerate(run_local(jobs, workers), 1):
+            results[job.variant[0]][job.seed] = figures
+            if on_run is not None:
+                on_run(done, len(jobs), 0)
         report = {
             "config": config,
             "sets": list(sets),

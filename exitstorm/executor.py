@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import concurrent.futures
 import gc
+import os
 import signal
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from attrs import frozen
 
@@ -29,6 +30,10 @@ from exitstorm.schema import ConfigError
 
 #: a name and its dotted-key overrides (a comparison's variant, a sweep's grid point)
 Variant = tuple[str, dict[str, Any]]
+#: called as runs finish: (runs done, runs in total, runs found already done when it started)
+OnRun = Callable[[int, int, int], None]
+#: how a run fails when the model breaks or runs out of memory (status 1), as opposed to bad input
+MODEL_FAILURES = (ActorFailed, MemoryAccountingError, InvariantViolation)
 
 
 @frozen
@@ -53,10 +58,11 @@ class RunFailed(Exception):
         super().__init__(f"{job.describe()}: {cause}")
 
 
-def _result(job: RunJob, future: Any) -> dict[str, Any]:
+def _figures(job: RunJob, result: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """``result()`` (a run, or a future's result), with a model failure named after its run."""
     try:
-        return future.result()
-    except (ActorFailed, MemoryAccountingError, InvariantViolation) as exc:
+        return result()
+    except MODEL_FAILURES as exc:
         raise RunFailed(job, exc) from None
 
 
@@ -73,6 +79,13 @@ def load_variant(config: str, sets: tuple[str, ...], variant: Variant) -> Experi
     return exp
 
 
+def plan_seeds(config: str, sets: tuple[str, ...], variants: list[Variant], first: int, seeds: int) -> list[int]:
+    """Check every variant before anything runs (workers fork with them loaded); the seeds to run."""
+    for variant in variants:
+        load_variant(config, sets, variant)
+    return list(range(first, first + seeds))
+
+
 def run_job(job: RunJob) -> dict[str, Any]:
     """Run one job, write its results directory, return its headline figures."""
     summary = run_experiment(load_variant(job.config, job.sets, job.variant).with_seed(job.seed), job.out)
@@ -87,21 +100,18 @@ def _worker_init() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def run_local(jobs: list[RunJob], workers: int) -> Iterator[tuple[RunJob, dict[str, Any]]]:
-    """Run ``jobs`` in this process (one worker) or in a pool of ``workers`` processes."""
+def run_local(jobs: list[RunJob], workers: int | None) -> Iterator[tuple[RunJob, dict[str, Any]]]:
+    """Run ``jobs`` in this process (one worker) or in a pool of ``workers`` processes (default: all cores)."""
+    workers = min(workers or os.cpu_count() or 1, len(jobs))
     if workers <= 1:
         for job in jobs:
-            try:
-                figures = run_job(job)
-            except (ActorFailed, MemoryAccountingError, InvariantViolation) as exc:
-                raise RunFailed(job, exc) from None
-            yield job, figures
+            yield job, _figures(job, lambda job=job: run_job(job))
         return
     pool = concurrent.futures.ProcessPoolExecutor(max_workers=workers, initializer=_worker_init)
     try:
         futures = {pool.submit(run_job, job): job for job in jobs}
         for future in concurrent.futures.as_completed(futures):
-            yield futures[future], _result(futures[future], future)
+            yield futures[future], _figures(futures[future], future.result)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
@@ -122,6 +132,6 @@ def run_dask(jobs: list[RunJob], address: str) -> Iterator[tuple[RunJob, dict[st
         try:
             for future in as_completed(futures):
                 job = job_of[future.key]
-                yield job, _result(job, future)
+                yield job, _figures(job, future.result)
         finally:
             client.cancel(futures)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import collections
 import itertools
-import json
 import math
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from hdrh.histogram import HdrHistogram
 from hdrh.log import HistogramLogReader, HistogramLogWriter
 
 from actors.runtime import NS_PER_MS, NS_PER_S
+from exitstorm.results import comparison_runs
 from exitstorm.schema import ConfigError
 
 #: Histogram range and precision: 1 µs .. 1 hour, 3 significant digits.
@@ -268,8 +268,7 @@ def merged_histograms(run_dirs: list[Path], names: tuple[str, ...] | None = None
 def histogram_sources(path: Path) -> dict[str, dict[str, HdrHistogram]]:
     """The histograms under ``path``: one source for a run, one per variant (seeds merged) for a comparison."""
     if (path / "compare.json").is_file():
-        variants = json.loads((path / "compare.json").read_text())["variants"]
-        return {name: merged_histograms(sorted((path / "runs" / name).glob("seed*"))) for name in variants}
+        return {name: merged_histograms(runs) for name, runs in comparison_runs(path).items()}
     if (path / "histograms").is_dir():
         return {str(path): run_histograms(path)}
     raise ConfigError(f"{path}: not a results directory of exitstorm run or compare (no histograms/, no compare.json)")

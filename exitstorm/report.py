@@ -20,7 +20,7 @@ from hdrh.histogram import HdrHistogram
 from actors.runtime import NS_PER_MS
 from exitstorm.compare import cell
 from exitstorm.histograms import merged_histograms, percentile_walk, run_histograms
-from exitstorm.results import atomic_directory
+from exitstorm.results import atomic_directory, comparison_runs
 from exitstorm.schema import ConfigError
 
 #: the latency distributions plotted, and their axis labels
@@ -216,7 +216,7 @@ def _compare_report(cmp_dir: Path, out: Path) -> str:
         for name, v in report["variants"].items()]))
     plot_headline(out / "headline.png", report)
     md.append("\n## Headline figures\n\n![headline figures](headline.png)\n")
-    runs = {name: sorted((cmp_dir / "runs" / name).glob("seed*")) for name in report["variants"]}
+    runs = comparison_runs(cmp_dir)
     sources = {name: merged_histograms(dirs, names=tuple(CURVES)) for name, dirs in runs.items()}
     if plot_percentiles(out / "latency_percentiles.png", sources, f"{title}, all seeds merged"):
         md.append("\n## Latency percentiles (all seeds merged)\n\n![latency percentiles](latency_percentiles.png)\n")

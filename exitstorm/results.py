@@ -8,6 +8,7 @@ under the requested name.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
@@ -56,3 +57,15 @@ def write_whole(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def run_dir(root: Path, name: str, seed: int) -> Path:
+    """Where a comparison's or a sweep's run of variant (or point) ``name`` on ``seed`` is written."""
+    return root / "runs" / name / f"seed{seed}"
+
+
+def comparison_runs(cmp_dir: Path) -> dict[str, list[Path]]:
+    """A comparison directory's runs, per variant in compare.json's order, by seed."""
+    variants = json.loads((cmp_dir / "compare.json").read_text())["variants"]
+    return {name: sorted((cmp_dir / "runs" / name).glob("seed*")) for name in variants}
+

@@ -19,21 +19,18 @@ import csv
 import io
 import itertools
 import json
-import os
 import shutil
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 from exitstorm.compare import split_top_level
 from exitstorm.config import load_experiment, parse_value
-from exitstorm.executor import RunJob, Variant, load_variant, run_dask, run_local
+from exitstorm.executor import OnRun, RunJob, Variant, plan_seeds, run_dask, run_local
 from exitstorm.figures import METRICS, aggregate, headline, metrics_meta
-from exitstorm.results import check_target, publish
+from exitstorm.results import check_target, publish, run_dir
 from exitstorm.schema import ConfigError
 
 Grid = list[tuple[str, list[Any]]]
-#: called as runs finish: (runs done, runs in total, runs found done when the sweep started)
-OnRun = Callable[[int, int, int], None]
 
 
 def parse_grid(texts: list[str]) -> Grid:
@@ -112,15 +109,12 @@ def sweep(config: str, grid: Grid, seeds: int, out: Path, *, sets: list[str] = (
           dask: str | None = None, resume: bool = False, force: bool = False,
           on_run: OnRun | None = None) -> dict[str, Any]:
     """Run every point of ``grid`` on ``seeds`` seeds; write ``out`` (sweep.json, sweep.csv, runs/)."""
-    base = load_experiment(config, list(sets))
     points = grid_points(grid)
-    for point in points:
-        load_variant(config, tuple(sets), point)  # every point is valid before anything runs
-    first = base.config.scenario.seed
-    seed_list = list(range(first, first + seeds))
+    seed_list = plan_seeds(config, tuple(sets), points, load_experiment(config, list(sets)).config.scenario.seed,
+                           seeds)
     plan = {"config": config, "sets": list(sets), "grid": [[k, v] for k, v in grid], "seeds": seed_list}
     work = _prepare(out, plan, resume, force)
-    jobs = [RunJob(config, tuple(sets), point, seed, work / "runs" / point[0] / f"seed{seed}")
+    jobs = [RunJob(config, tuple(sets), point, seed, run_dir(work, point[0], seed))
             for point in points for seed in seed_list]
     results: dict[tuple[str, int], dict[str, Any]] = {}
     for job in jobs:
@@ -135,7 +129,7 @@ def sweep(config: str, grid: Grid, seeds: int, out: Path, *, sets: list[str] = (
     if dask is not None:
         runs = run_dask(todo, dask)
     else:
-        runs = run_local(todo, max(1, min(workers or os.cpu_count() or 1, len(todo))))
+        runs = run_local(todo, workers)
     for job, figures in runs:
         results[job.variant[0], job.seed] = figures
         if on_run is not None:

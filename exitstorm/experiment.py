@@ -17,24 +17,14 @@ from typing import IO, Any, Callable
 import trio
 
 from actors import invariants
-from actors.memory import PAGES_PER_MB
 from actors.runtime import NS_PER_MS
 from actors.scheduler import Thread
 from exitstorm.config import Experiment
 from exitstorm.results import atomic_directory
 from exitstorm.schema import ConfigError
 from exitstorm.trace import write_trace
+from exitstorm.units import mb, ms
 from exitstorm.world import World
-
-
-def ms(ns: int | None) -> float | None:
-    """Virtual ns as ms for the summary (6 decimals: ns precision); None stays None."""
-    return None if ns is None else round(ns / NS_PER_MS, 6)
-
-
-def mb(pages: int) -> float:
-    """Pages as MB for the summary (3 decimals)."""
-    return round(pages / PAGES_PER_MB, 3)
 
 
 def shares(busy: dict[str, int], capacity_ns: int) -> dict[str, float]:

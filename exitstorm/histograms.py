@@ -37,6 +37,17 @@ def new_histogram() -> HdrHistogram:
 _UNIT_SHIFT = new_histogram().unit_magnitude
 
 
+def _histogram(samples: list[list[int]]) -> HdrHistogram:
+    """A histogram of samples kept in units of the finest resolution (counts of equal values at once)."""
+    h = new_histogram()
+    counts: collections.Counter[int] = collections.Counter()
+    for units in samples:
+        counts.update(units)
+    if counts:
+        record_counts(h, {unit << _UNIT_SHIFT: n for unit, n in counts.items()})
+    return h
+
+
 class LatencyRecorder:
     """Records ``(t_ns, value_ns)`` samples; clamps values into the histogram's range.
 
@@ -69,20 +80,11 @@ class LatencyRecorder:
         pending.append(value_ns >> _UNIT_SHIFT)
         self._total = None
 
-    def _histogram(self, samples: list[list[int]]) -> HdrHistogram:
-        h = new_histogram()
-        counts: collections.Counter[int] = collections.Counter()
-        for units in samples:
-            counts.update(units)
-        if counts:
-            record_counts(h, {unit << _UNIT_SHIFT: n for unit, n in counts.items()})
-        return h
-
     @property
     def total(self) -> HdrHistogram:
         """The whole run."""
         if self._total is None:
-            self._total = self._histogram([self._pending[k] for k in sorted(self._pending)])
+            self._total = _histogram([self._pending[k] for k in sorted(self._pending)])
         return self._total
 
     @property
@@ -103,7 +105,7 @@ class LatencyRecorder:
             writer.output_base_time(0)
             writer.output_legend()
             for k in sorted(self._pending):
-                h = self._histogram([self._pending[k]])
+                h = _histogram([self._pending[k]])
                 start = k * self.interval_ns
                 end = min(start + self.interval_ns, max(end_ns, start + 1))
                 writer.log.write(

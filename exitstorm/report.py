@@ -11,9 +11,10 @@ results directory; the report goes to ``DIR/report/``, written atomically.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from hdrh.histogram import HdrHistogram
 
@@ -43,6 +44,18 @@ def _pyplot() -> Any:
     return plt
 
 
+@contextlib.contextmanager
+def _drawn(path: Path, figsize: tuple[float, float], rows: int = 1, cols: int = 1) -> Iterator[tuple[Any, Any]]:
+    """A figure (its axes as a rows x cols array) saved to ``path`` as PNG when the block ends, then closed."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(rows, cols, figsize=figsize, constrained_layout=True, squeeze=False)
+    try:
+        yield fig, axes
+        fig.savefig(path, dpi=110)
+    finally:
+        plt.close(fig)
+
+
 def curve(h: HdrHistogram) -> tuple[list[float], list[float]]:
     """``(1/(1-p), value ms)`` at the percentile ticks below 100% (the plotter's axis has no 100%)."""
     points = [(1 / (1 - level / 100), value / NS_PER_MS) for value, level, _n in percentile_walk(h) if level < 100]
@@ -63,20 +76,17 @@ def plot_percentiles(path: Path, sources: dict[str, dict[str, HdrHistogram]], ti
     names = [n for n in CURVES if any(n in hists and hists[n].get_total_count() for hists in sources.values())]
     if not names:
         return []
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 4), constrained_layout=True, squeeze=False)
-    for ax, name in zip(axes[0], names):
-        for label, hists in sources.items():
-            h = hists.get(name)
-            if h is not None and h.get_total_count():
-                xs, ys = curve(h)
-                ax.plot(xs, ys, marker=".", markersize=3,
-                        label=f"{label} (n={h.get_total_count()}, max {h.get_max_value() / NS_PER_MS:.1f})")
-        _percentile_axis(ax, CURVES[name])
-        ax.legend(fontsize="small")
-    fig.suptitle(title)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    with _drawn(path, (5 * len(names), 4), cols=len(names)) as (fig, axes):
+        for ax, name in zip(axes[0], names):
+            for label, hists in sources.items():
+                h = hists.get(name)
+                if h is not None and h.get_total_count():
+                    xs, ys = curve(h)
+                    ax.plot(xs, ys, marker=".", markersize=3,
+                            label=f"{label} (n={h.get_total_count()}, max {h.get_max_value() / NS_PER_MS:.1f})")
+            _percentile_axis(ax, CURVES[name])
+            ax.legend(fontsize="small")
+        fig.suptitle(title)
     return names
 
 
@@ -89,83 +99,74 @@ def mean_series(series: list[tuple[list[float], list[float]]]) -> tuple[list[flo
 def plot_free_memory(path: Path, lines: dict[str, tuple[list[float], list[float]]], summary: dict[str, Any],
                      kills: list[float], title: str) -> None:
     """Free memory over time per source, the watermarks, kills (one run) and the preview's start."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(10, 4), constrained_layout=True)
-    for label, (t_ms, mb) in lines.items():
-        ax.plot(t_ms, mb, label=label, linewidth=1.2)
-    marks = summary["memory"]["watermarks_mb"]
-    for i, mb in enumerate(marks.values()):
-        ax.axhline(mb, color="grey", linestyle=":", linewidth=0.8,
-                   label=f"watermarks {', '.join(marks)}" if i == 0 else None)
-    for i, t in enumerate(kills):
-        ax.axvline(t, color="tab:red", alpha=0.5, linewidth=0.8, label="kill" if i == 0 else None)
-    if summary.get("preview_start_ms") is not None:
-        ax.axvline(summary["preview_start_ms"], color="tab:green", linestyle="--", label="preview start")
-    ax.set_xlabel("virtual time (ms)")
-    ax.set_ylabel("free memory (MB)")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize="small", loc="upper right")
-    ax.set_title(title)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    with _drawn(path, (10, 4)) as (_fig, axes):
+        ax = axes[0, 0]
+        for label, (t_ms, mb) in lines.items():
+            ax.plot(t_ms, mb, label=label, linewidth=1.2)
+        marks = summary["memory"]["watermarks_mb"]
+        for i, mb in enumerate(marks.values()):
+            ax.axhline(mb, color="grey", linestyle=":", linewidth=0.8,
+                       label=f"watermarks {', '.join(marks)}" if i == 0 else None)
+        for i, t in enumerate(kills):
+            ax.axvline(t, color="tab:red", alpha=0.5, linewidth=0.8, label="kill" if i == 0 else None)
+        if summary.get("preview_start_ms") is not None:
+            ax.axvline(summary["preview_start_ms"], color="tab:green", linestyle="--", label="preview start")
+        ax.set_xlabel("virtual time (ms)")
+        ax.set_ylabel("free memory (MB)")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize="small", loc="upper right")
+        ax.set_title(title)
 
 
 def plot_cpu_share(path: Path, timeline: dict[str, Any], title: str) -> None:
     """CPU share by thread class per window, stacked (one run)."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(10, 4), constrained_layout=True)
-    classes = sorted(timeline["share"], key=lambda c: -sum(timeline["share"][c]))
-    # the last window is drawn to its end: repeat its values there
-    t_ms = timeline["t_ms"] + [timeline["t_ms"][-1] + timeline["window_ms"]] if timeline["t_ms"] else []
-    ax.stackplot(t_ms, *(timeline["share"][c] + timeline["share"][c][-1:] for c in classes), labels=classes,
-                 step="post")
-    ax.set_ylim(0, 1)
-    ax.set_xlabel(f"virtual time (ms), windows of {timeline['window_ms']:g} ms")
-    ax.set_ylabel("share of all CPUs")
-    ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    ax.set_title(title)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    with _drawn(path, (10, 4)) as (_fig, axes):
+        ax = axes[0, 0]
+        classes = sorted(timeline["share"], key=lambda c: -sum(timeline["share"][c]))
+        # the last window is drawn to its end: repeat its values there
+        t_ms = timeline["t_ms"] + [timeline["t_ms"][-1] + timeline["window_ms"]] if timeline["t_ms"] else []
+        ax.stackplot(t_ms, *(timeline["share"][c] + timeline["share"][c][-1:] for c in classes), labels=classes,
+                     step="post")
+        ax.set_ylim(0, 1)
+        ax.set_xlabel(f"virtual time (ms), windows of {timeline['window_ms']:g} ms")
+        ax.set_ylabel("share of all CPUs")
+        ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        ax.set_title(title)
 
 
 def plot_exit_share(path: Path, lines: dict[str, tuple[list[float], list[float]]], classes: str, title: str) -> None:
     """The CPU share of exit-related work per window, one line per variant (mean over seeds)."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(10, 4), constrained_layout=True)
-    for label, (t_ms, share) in lines.items():
-        ax.step(t_ms, share, where="post", label=label, linewidth=1.2)
-    ax.set_xlabel("virtual time (ms)")
-    ax.set_ylabel(f"CPU share of exit work\n({classes})", fontsize="small")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize="small")
-    ax.set_title(title)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    with _drawn(path, (10, 4)) as (_fig, axes):
+        ax = axes[0, 0]
+        for label, (t_ms, share) in lines.items():
+            ax.step(t_ms, share, where="post", label=label, linewidth=1.2)
+        ax.set_xlabel("virtual time (ms)")
+        ax.set_ylabel(f"CPU share of exit work\n({classes})", fontsize="small")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize="small")
+        ax.set_title(title)
 
 
 def plot_headline(path: Path, report: dict[str, Any]) -> None:
     """A bar per variant for each headline figure, with its 95% confidence interval."""
-    plt = _pyplot()
     metrics = report["metrics"]
     cols = 3
     rows = -(-len(metrics) // cols)
     names = list(report["variants"])
-    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.4 * rows), constrained_layout=True, squeeze=False)
-    for ax, (key, meta) in zip(axes.flat, metrics.items()):
-        stats = [report["variants"][v]["metrics"][key] for v in names]
-        means = [s["mean"] if s["mean"] is not None else 0.0 for s in stats]
-        # max(0, ...): a zero-width interval may sit a rounding error off its mean
-        err = [[max(0.0, m - s["ci95"][0]) if s["ci95"] else 0.0 for m, s in zip(means, stats)],
-               [max(0.0, s["ci95"][1] - m) if s["ci95"] else 0.0 for m, s in zip(means, stats)]]
-        ax.bar(range(len(names)), means, yerr=err, capsize=3, color=[f"C{i}" for i in range(len(names))])
-        ax.set_xticks(range(len(names)), names, rotation=35, ha="right", fontsize="small")
-        ax.set_title(f"{meta['label']} ({meta['unit']})", fontsize="medium")
-        ax.grid(True, axis="y", alpha=0.3)
-    for ax in list(axes.flat)[len(metrics):]:
-        ax.set_visible(False)
-    fig.suptitle(f"{report['config']}: {len(report['seeds'])} seeds, mean and 95% CI")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    with _drawn(path, (5 * cols, 3.4 * rows), rows, cols) as (fig, axes):
+        for ax, (key, meta) in zip(axes.flat, metrics.items()):
+            stats = [report["variants"][v]["metrics"][key] for v in names]
+            means = [s["mean"] if s["mean"] is not None else 0.0 for s in stats]
+            # max(0, ...): a zero-width interval may sit a rounding error off its mean
+            err = [[max(0.0, m - s["ci95"][0]) if s["ci95"] else 0.0 for m, s in zip(means, stats)],
+                   [max(0.0, s["ci95"][1] - m) if s["ci95"] else 0.0 for m, s in zip(means, stats)]]
+            ax.bar(range(len(names)), means, yerr=err, capsize=3, color=[f"C{i}" for i in range(len(names))])
+            ax.set_xticks(range(len(names)), names, rotation=35, ha="right", fontsize="small")
+            ax.set_title(f"{meta['label']} ({meta['unit']})", fontsize="medium")
+            ax.grid(True, axis="y", alpha=0.3)
+        for ax in list(axes.flat)[len(metrics):]:
+            ax.set_visible(False)
+        fig.suptitle(f"{report['config']}: {len(report['seeds'])} seeds, mean and 95% CI")
 
 
 def _md_table(header: list[str], rows: list[list[str]]) -> str:

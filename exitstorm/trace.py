@@ -27,9 +27,9 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from actors.memory import PAGES_PER_MB
 from actors.runtime import NS_PER_MS, NS_PER_US
 from actors.scheduler import Thread
+from exitstorm.units import mb
 from exitstorm.world import World
 
 CPUS_PID = 0
@@ -135,8 +135,8 @@ def trace_events(world: World) -> list[str]:
         marks.append(_instant("preview start", world.preview_start[0]))
     samples = world.sampler.samples
     for (t0, s0), (t1, s1) in zip(samples, samples[1:]):
-        marks.append(_counter("free memory", t0, memory_pid, {"MB": round(s0.free / PAGES_PER_MB, 3)}))
-        marks.append(_counter("ZRAM pool", t0, memory_pid, {"MB": round(s0.zpool / PAGES_PER_MB, 3)}))
+        marks.append(_counter("free memory", t0, memory_pid, {"MB": mb(s0.free)}))
+        marks.append(_counter("ZRAM pool", t0, memory_pid, {"MB": mb(s0.zpool)}))
         marks.append(_counter("PSI memory", t0, memory_pid, {
             "some %": round(100 * (s1.psi_some_ns - s0.psi_some_ns) / (t1 - t0), 3),
             "full %": round(100 * (s1.psi_full_ns - s0.psi_full_ns) / (t1 - t0), 3)}))
@@ -148,7 +148,7 @@ def trace_events(world: World) -> list[str]:
 def write_trace(world: World, path: Path) -> None:
     """Write ``trace.json``: the events one per line (greppable, diffable), then what produced them.
 
-    Lines are written as they are formatted, so the file's text is never held whole in memory.
+    The lines go to the file one by one: the text is never joined into one string.
     """
     exp = world.experiment
     tl = world.timeline

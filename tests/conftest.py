@@ -36,6 +36,11 @@ def exitstorm(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
+def dir_bytes(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` by its relative path: two results directories compare as two dicts."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
 def _host_problem() -> str | None:
     try:
         require_host()

@@ -10,7 +10,7 @@ import pytest
 from hdrh.histogram import HdrHistogram
 from hdrh.log import HistogramLogReader
 
-from tests.conftest import ROOT, exitstorm
+from tests.conftest import ROOT, dir_bytes, exitstorm
 
 CONFIG = ROOT / "configs" / "cpu_contention.toml"
 SHORT = ["--set", "scenario.duration_s=0.3"]
@@ -28,11 +28,9 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def test_same_seed_gives_identical_bytes_in_separate_processes(runs: dict[str, Path]) -> None:
-    files = sorted(f.relative_to(runs["A"]) for f in runs["A"].rglob("*") if f.is_file())
-    assert {"events.jsonl", "summary.json", "trace.json", "profile.folded"} <= {str(f) for f in files}
-    assert files == sorted(f.relative_to(runs["B"]) for f in runs["B"].rglob("*") if f.is_file())
-    for f in files:
-        assert (runs["A"] / f).read_bytes() == (runs["B"] / f).read_bytes(), f
+    files = dir_bytes(runs["A"])
+    assert {"events.jsonl", "summary.json", "trace.json", "profile.folded"} <= set(files)
+    assert files == dir_bytes(runs["B"])
     assert (runs["A"] / "events.jsonl").read_bytes() != (runs["C"] / "events.jsonl").read_bytes()
 
 

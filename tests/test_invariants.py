@@ -19,7 +19,7 @@ from actors.work import Compute, Lock, Unlock
 from exitstorm.config import load_experiment
 from exitstorm.experiment import build_world, run_experiment
 from exitstorm.sweep import parse_grid, sweep
-from tests.conftest import MS, ROOT, KernelWorld
+from tests.conftest import MS, ROOT, KernelWorld, dir_bytes
 
 CAMERA = str(ROOT / "configs" / "camera_launch.toml")
 
@@ -82,7 +82,7 @@ async def test_a_process_killed_at_the_last_instant_counts_as_exiting() -> None:
     _check(w)
 
 
-def test_a_violation_fails_the_run_with_status_1_and_one_line(tmp_path: Path, monkeypatch) -> None:
+def test_a_violation_fails_the_run_with_status_1_and_one_line(tmp_path: Path, monkeypatch, capsys) -> None:
     from exitstorm import cli
 
     def broken(sched, memory, processes, now):
@@ -93,6 +93,8 @@ def test_a_violation_fails_the_run_with_status_1_and_one_line(tmp_path: Path, mo
     code = cli.main(["run", str(ROOT / "configs" / "cpu_contention.toml"), "--out", str(out),
                      "--set", "scenario.duration_s=0.05"])
     assert code == 1 and not out.exists()
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "invariant 'lock safety' broken by lmkd" in err
 
 
 worlds = st.fixed_dictionaries({
@@ -135,7 +137,7 @@ def test_random_worlds_give_the_same_bytes_twice(choices: dict[str, object]) -> 
         for i in range(2):
             out = Path(tmp) / f"r{i}"
             run_experiment(load_experiment(CAMERA, sets), out)
-            files.append({str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()})
+            files.append(dir_bytes(out))
     assert files[0] == files[1]
 
 
@@ -159,12 +161,9 @@ def test_random_worlds_give_the_same_bytes_here_in_worker_processes_and_on_dask(
     seed = choices["scenario.seed"]
     run_experiment(load_experiment(CAMERA, [*sets, *(f"{k}={v}" for k, v in choices.items())], seed=seed + 1), here)
 
-    def files(root: Path) -> dict[str, bytes]:
-        return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-
-    assert files(tmp / "local") == files(tmp / "dask")
-    worker = files(tmp / "local" / "runs" / "p000" / f"seed{seed + 1}")
-    mine = files(here)
+    assert dir_bytes(tmp / "local") == dir_bytes(tmp / "dask")
+    worker = dir_bytes(tmp / "local" / "runs" / "p000" / f"seed{seed + 1}")
+    mine = dir_bytes(here)
     assert worker.keys() == mine.keys()
     # the config's own description differs (a sweep's point is a variant); everything simulated is the same
     for name in mine:

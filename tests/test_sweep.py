@@ -14,7 +14,7 @@ import pytest
 
 from exitstorm.schema import ConfigError
 from exitstorm.sweep import grid_points, parse_grid, sweep
-from tests.conftest import ROOT, exitstorm
+from tests.conftest import ROOT, dir_bytes, exitstorm
 
 CONFIG = str(ROOT / "configs" / "camera_launch.toml")
 SETS = ["scenario.duration_s=1.0"]
@@ -40,10 +40,6 @@ def test_a_malformed_axis_is_refused(bad: str) -> None:
 def test_an_axis_given_twice_is_refused() -> None:
     with pytest.raises(ConfigError, match="already an axis"):
         parse_grid(["apps.count=1,2", "apps.count=3"])
-
-
-def _files(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +76,7 @@ def test_dask_runs_give_the_same_bytes_as_local_processes(local: Path, tmp_path:
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                   dashboard_address=None) as cluster:
         sweep(CONFIG, GRID, 2, out, sets=SETS, dask=cluster.scheduler_address)
-    assert _files(out) == _files(local)
+    assert dir_bytes(out) == dir_bytes(local)
 
 
 def test_an_interrupted_sweep_keeps_finished_runs_and_resume_runs_only_the_rest(local: Path, tmp_path: Path) -> None:
@@ -111,7 +107,7 @@ def test_an_interrupted_sweep_keeps_finished_runs_and_resume_runs_only_the_rest(
     runs = {p.parent.relative_to(out) for p in out.glob("runs/*/seed*/summary.json")}
     assert len(runs) == 8
     assert all((out / p.relative_to(partial) / "summary.json").stat().st_ino == ino for p, ino in inodes.items())
-    assert _files(out) == _files(local)
+    assert dir_bytes(out) == dir_bytes(local)
     assert not partial.exists()
 
 

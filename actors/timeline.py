@@ -30,12 +30,10 @@ class Timeline:
         self.ran: list[Ran] = []
         self.waited: list[Waited] = []
         self.frames: list[FrameSpan] = []
-        self.count = 0
         self.truncated_at: int | None = None
 
     def _room(self, now: int) -> bool:
-        if self.count < self.max_records:
-            self.count += 1
+        if len(self.ran) + len(self.waited) + len(self.frames) < self.max_records:
             return True
         self.on = False
         self.truncated_at = now

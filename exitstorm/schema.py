@@ -18,7 +18,15 @@ from actors.validators import InvalidValue
 
 
 class ConfigError(Exception):
-    """Bad user input; ``str()`` is the one line printed before exiting with status 2."""
+    """Bad user input; ``str()`` is the one line printed before exiting with status 2.
+
+    What the user wrote (a key, a path, a --set text) may hold a newline or
+    another control character: those are shown escaped, so the line stays one.
+    """
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
 class _Mismatch(TypeError):

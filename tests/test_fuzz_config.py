@@ -167,6 +167,7 @@ def test_a_hostile_set_is_refused_in_one_line_or_runs(key: tuple, value: Any) ->
     (b"\x00\x01\xff garbage", "invalid TOML"),
     (b"a = " + b"[" * 100_000, "nested too deeply"),
     (b"device = 'phone_1p3p4'\nkernel = 'slot_cache'\n[scenario]\nduration_s = nan\n", "duration_s"),
+    (f'base = "{CAMERA}"\n[apps]\n"a\\nkey" = 1\n'.encode(), "apps.a\\nkey: unknown key"),
 ])
 def test_the_cli_refuses_hostile_files_in_one_line_and_writes_nothing(tmp_path: Path, content: bytes,
                                                                       expected: str) -> None:

@@ -15,7 +15,7 @@ from typing import Callable, Generator, Iterator, Protocol
 
 from actors.memory import MM, Memory
 from actors.profiles import DeviceCosts, ItemPath, KernelProfile
-from actors.work import Compute, Lock, Step, Unlock
+from actors.work import COND_RESCHED, Compute, Lock, Step, Unlock
 
 Wanted = tuple[tuple[str, str], ...]
 
@@ -375,6 +375,7 @@ def exit_program(zap: ZapWork, plans: ExitPlans, compiler: StepCompiler, mmap_lo
     yield Lock(mmap_lock, mode="read")
     while (claim := zap.claim_front()) is not None:
         yield from _zap_claim(steps, plans.zap, claim, zap, gather, release)
+        yield COND_RESCHED  # zap_pmd_range(): once per page table
     yield from gather.flush(steps)
     if release is not None:
         release.zapped(zap)
@@ -396,6 +397,7 @@ def reap_program(zap: ZapWork, plans: ZapPlans, compiler: StepCompiler, mmap_loc
         zap.reaped[0] += claim[0]
         zap.reaped[1] += claim[1]
         yield from _zap_claim(steps, plans, claim, zap, gather, release)
+        yield COND_RESCHED  # zap_pmd_range(): once per page table
     yield from gather.flush(steps)
     if release is not None:
         release.zapped(zap)

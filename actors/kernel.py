@@ -17,7 +17,7 @@ from actors.memory import MM, Memory, allocation
 from actors.profiles import DeviceCosts, KernelProfile
 from actors.runtime import Actor
 from actors.scheduler import Scheduler, Thread
-from actors.work import Step
+from actors.work import COND_RESCHED, Step
 
 
 #: walkers of an mm besides its exit, each with its own instances of range-scope locks
@@ -131,6 +131,7 @@ class Kswapd(Actor):
             pages = memory.reclaimable(victim, rc.batch_pages)
             yield self.kernel.reclaim_steps(pages, victim, self.kernel.plans.compress_kswapd)
             memory.swap_out(victim, pages)
+            yield COND_RESCHED  # shrink_folio_list() between folios
 
     async def main(self) -> None:
         while True:

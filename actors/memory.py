@@ -20,7 +20,7 @@ import math
 from typing import Callable, Iterator
 
 from actors.scheduler import Scheduler
-from actors.work import Step
+from actors.work import COND_RESCHED, Step
 
 PAGES_PER_MB = 256  # 4 KiB pages
 
@@ -337,6 +337,7 @@ def allocation(memory: Memory, mm: MM, pages: int, batch: int, reclaim_batch: in
             started = memory.scheduler.runtime.now
             yield reclaim(k, victim)
             memory.swap_out(victim, k)
+            yield COND_RESCHED  # shrink_folio_list() between folios
             stall = memory.scheduler.runtime.now - started
             memory.direct_reclaim_by_class[who] = memory.direct_reclaim_by_class.get(who, 0) + stall
             memory.psi.leave()
@@ -344,4 +345,5 @@ def allocation(memory: Memory, mm: MM, pages: int, batch: int, reclaim_batch: in
                 memory.on_stall(who, stall)
         memory.allocate(mm, n)
         yield charge(n)
+        yield COND_RESCHED  # a fault returns to user (a buffer allocation reschedules between chunks)
         left -= n

@@ -14,21 +14,41 @@ Scheduling model (DESIGN §4):
 * **Fair** threads (CFS/EEVDF) live on per-core run queues. Each has a
   vruntime, a virtual deadline one base slice ahead, and is eligible when its
   lag is non-negative; the core runs the eligible thread with the earliest
-  deadline. Wakeup placement prefers the previous core if idle, then any idle
-  allowed core, then the least loaded one; an idle core pulls the
-  longest-waiting queued thread it may run. Wakeup preemption and
-  RUN_TO_PARITY are tunables. There is no periodic load balancer.
+  deadline. Wakeup placement is select_idle_sibling()'s: the previous core
+  if idle, then any idle allowed core, else the previous core again (the
+  wakee keeps its cache; the least loaded core only for a thread that never
+  ran or may no longer run there). An idle core pulls the longest-waiting
+  queued thread it may run (newly-idle balance); with a balance interval,
+  busy cores balance periodically too, each ``busy_factor`` times less often
+  than the interval, staggered, pulling queued threads from the most loaded
+  core while that narrows the gap in weight. Wakeup preemption and
+  RUN_TO_PARITY are tunables.
 * **Spinlocks** and **rwlocks** keep their waiters on-core, burning CPU,
   FIFO (queued locks); holders and spinners are not preemptible. **Mutexes**
   and **rwsems** put waiters to sleep and hand the lock to the first waiter
   (or the run of readers at the head) on unlock. Readers share; a newcomer
   reader queues behind a waiting writer. A **line** is a shared cache line
-  (atomic counters): never waited for, but each access from a CPU other than
-  the last one to touch it costs a cache-line transfer.
+  (atomic counters): never waited for, but accessing it costs transfers.
+* **Coherence** (the Universal Scalability Law's coherence term): an access
+  to a lock's or line's cache lines costs one transfer for each *other* CPU
+  that has touched them since this CPU last did and is still contending for
+  them: it holds or spins on the lock, is inside a step touching the line,
+  or stopped touching it less than ``coherence_window_ns`` ago. At least one
+  transfer is paid when another CPU touched them last. The cost is burnt
+  inside the critical section that makes the access, so under contention
+  hold times lengthen and a lock's throughput falls as CPUs are added; a
+  yes/no "someone else touched it" cost would saturate at two CPUs.
 * Preemption requested while a thread cannot be preempted (holding or
   spinning on a spinlock, or running zero-time steps) happens as soon as it
   can: at the unlock that drops its last spinlock (preempt_enable() under
   CONFIG_PREEMPT, as GKI builds) or at its next time-consuming step.
+* **Preemption model** (``SchedTunables.preempt``): under ``full`` the above;
+  under ``none`` kernel code (a step that is not ``user``) is preempted only
+  at a :class:`CondResched` step or when it returns to user work, however
+  urgent the waker (a SCHED_FIFO one included); ``voluntary`` also lets it
+  happen where kernel code may sleep (taking a mutex or rwsem). With a tick
+  (``tick_ns``), a fair slice that runs out is noticed at the next tick, as
+  the kernel's scheduler_tick() does without HRTICK.
 * Work is expressed in ns at capacity 1.0. Capacities are kept, like the
   kernel's, on a 0..1024 scale, and remaining work in ns x 1024, so that
   progress on any core is exact integer arithmetic.
@@ -47,10 +67,14 @@ from attrs import frozen
 from actors import sched_fair
 from actors.runtime import Actor
 from actors.timeline import Timeline
-from actors.work import Compute, Frame, Lock, Marker, Sleep, SleepUntil, Step, Unlock, WorkDone, unfolded
+from actors.work import (
+    Compute, CondResched, Frame, Lock, Marker, Sleep, SleepUntil, Step, Unlock, WorkDone, unfolded,
+)
 
 Policy = Literal["fifo", "fair"]
 LockKind = Literal["spin", "mutex", "rwlock", "rwsem", "line"]
+#: CONFIG_PREEMPT_NONE / _VOLUNTARY / CONFIG_PREEMPT: where kernel code may be preempted
+Preempt = Literal["none", "voluntary", "full"]
 
 SCHED_CAPACITY_SHIFT = 10  # as the kernel: capacities on a 0..1024 scale
 SCHED_CAPACITY_SCALE = 1 << SCHED_CAPACITY_SHIFT
@@ -58,8 +82,27 @@ SCHED_CAPACITY_SCALE = 1 << SCHED_CAPACITY_SHIFT
 SPIN_FRAME = "queued_spin_lock_slowpath"
 
 IDLE, RUNNABLE, RUNNING, BLOCKED = 0, 1, 2, 3
+#: a CPU's touch of a lock that is still going on (holding or spinning): later than any time
+ONGOING = 1 << 62
+#: a CPU that never touched a lock
+NEVER = -1
 
 _rt_key = attrgetter("rt_key")
+
+
+def contenders(cpu: int, now: int, since: list[int], until: list[int], window_ns: int, last_cpu: int) -> int:
+    """Transfers one access by ``cpu`` pays: the other CPUs that touched the lines since ``cpu`` last did
+    (``since[cpu]``) and still contend for them (``until[d]``, ONGOING while they hold, spin or touch, is no
+    older than ``window_ns``); at least one when another CPU touched them last."""
+    mine = since[cpu]
+    horizon = now - window_ns
+    k = 0
+    for d, end in enumerate(until):
+        if d != cpu and end > mine and end >= horizon:
+            k += 1
+    if not k and last_cpu != cpu and last_cpu != NEVER:
+        return 1
+    return k
 
 
 def _account_parts(stack_ns: dict[str, int], step: Compute, dt: int) -> None:
@@ -90,6 +133,19 @@ class SchedTunables:
     tunable_scaling: sched_fair.Scaling
     run_to_parity: bool
     wakeup_preemption: bool
+    #: where kernel code may be preempted: anywhere outside spinlocks ("full") or only at cond_resched()
+    preempt: Preempt = "full"
+    #: the scheduler tick (1 s / HZ): a fair slice's end is noticed at the next tick; 0 notices it at once
+    tick_ns: int = 0
+    #: a busy core's periodic load balance interval (sd->balance_interval x busy_factor); 0: none
+    busy_balance_ns: int = 0
+
+
+def tick_ceil(t_ns: int, tick_ns: int, phase_ns: int = 0) -> int:
+    """The first tick at or after ``t_ns`` (ticks at ``phase_ns`` + multiples of ``tick_ns``; 0: no tick)."""
+    if not tick_ns:
+        return t_ns
+    return phase_ns - (-(t_ns - phase_ns) // tick_ns) * tick_ns
 
 
 class KLock:
@@ -99,18 +155,17 @@ class KLock:
     ``rwsem`` waiters sleep. ``rwlock``/``rwsem`` readers share the lock; a
     ``line`` is a cache line that every "acquisition" only reads-for-ownership
     (atomic counters, a reader-side lock word): it never excludes anybody.
-    Acquiring a lock whose line was last touched on another CPU costs
-    ``transfer_ns`` for each of the ``count`` kernel acquisitions the step
-    stands for: with several CPUs hammering the same line, every access
-    misses.
+    Each of the ``count`` kernel acquisitions a step stands for costs
+    ``transfer_ns`` per contending CPU (:func:`contenders`); ``since`` and
+    ``until`` are, per CPU, when its last touch began and ended.
     """
 
     __slots__ = (
-        "name", "kind", "spins", "transfer_ns", "owner", "readers", "waiters", "last_cpu",
+        "name", "kind", "spins", "transfer_ns", "owner", "readers", "waiters", "last_cpu", "since", "until",
         "hold_since", "acquired", "contended", "held_ns", "wait_ns", "transfers",
     )  # fmt: skip
 
-    def __init__(self, name: str, kind: LockKind, transfer_ns: int) -> None:
+    def __init__(self, name: str, kind: LockKind, transfer_ns: int, ncpus: int = 1) -> None:
         self.name = name
         self.kind = kind
         self.spins = kind in ("spin", "rwlock", "line")
@@ -118,7 +173,9 @@ class KLock:
         self.owner: Thread | None = None
         self.readers = 0
         self.waiters: collections.deque[tuple[Thread, bool, Lock]] = collections.deque()
-        self.last_cpu = -1
+        self.last_cpu = NEVER
+        self.since = [NEVER] * ncpus
+        self.until = [NEVER] * ncpus
         self.hold_since = 0
         self.acquired = 0
         self.contended = 0
@@ -187,8 +244,13 @@ class Scheduler(Actor):
         tunables: SchedTunables,
         on_delay: Callable[[Thread, int], None] | None = None,
         timeline: Timeline | None = None,
+        coherence_window_ns: int = 0,
     ) -> None:
         super().__init__(name)
+        if coherence_window_ns < 0:
+            raise ValueError("coherence_window_ns must be >= 0")
+        #: how long a CPU that stopped touching a lock's lines still counts as contending for them
+        self.coherence_window_ns = coherence_window_ns
         specs = list(cores)
         if not specs:
             raise ValueError("a device needs at least one core")
@@ -199,6 +261,19 @@ class Scheduler(Actor):
             if core.capacity <= 0:
                 raise ValueError(f"core {core.cid} capacity must be > 0")
         self.tunables = tunables
+        if tunables.preempt not in ("none", "voluntary", "full"):
+            raise ValueError(f"unknown preemption model {tunables.preempt!r}")
+        #: kernel code runs on to a cond_resched() (CONFIG_PREEMPT_NONE / _VOLUNTARY)
+        self._kernel_runs_on = tunables.preempt != "full"
+        self._might_resched = tunables.preempt == "voluntary"
+        self.tick_ns = tunables.tick_ns
+        #: busy cores balance in turn, one every this many ns; the first at ``balance_phase_ns``
+        self._balance_step_ns = tunables.busy_balance_ns // len(specs) if tunables.busy_balance_ns else 0
+        self.balance_phase_ns = 0
+        #: where the run starts in the tick's period (drawn per run: the machine is not booted at the kill)
+        self.tick_phase_ns = 0
+        self._balance_next = 0
+        self._balance_armed = False
         self.slice_ns = sched_fair.base_slice_ns(tunables.base_slice_ns, len(self.cores), tunables.tunable_scaling)
         self.on_delay = on_delay
         #: slices and lock waits for the run's trace (off: a timeline with no room)
@@ -217,6 +292,11 @@ class Scheduler(Actor):
     # -- set-up --------------------------------------------------------------
     def on_start(self) -> None:
         self._heap, self._seq = self.runtime.event_queue()  # segment ends are never in the past
+        # run-to-run variation: where the run starts in the tick's and the balancer's periods
+        if self.tick_ns:
+            self.tick_phase_ns = self.rng.randrange(self.tick_ns)
+        if self._balance_step_ns:
+            self.balance_phase_ns = self.rng.randrange(self._balance_step_ns)
         self._trace = self.runtime.events.is_on("sched")
         self._trace_locks = self.runtime.events.is_on("lock")
 
@@ -227,7 +307,7 @@ class Scheduler(Actor):
             raise ValueError(f"duplicate lock {name!r}")
         if transfer_ns < 0 or (transfer_ns and kind in ("mutex", "rwsem")):
             raise ValueError(f"lock {name!r}: cache-line transfer cost applies to spinning kinds and lines only")
-        lock = self.locks[name] = KLock(name, kind, transfer_ns)
+        lock = self.locks[name] = KLock(name, kind, transfer_ns, len(self.cores))
         return lock
 
     def spawn(
@@ -241,6 +321,7 @@ class Scheduler(Actor):
         cpus: Iterable[int] | None = None,
         thread_class: str = "other",
         on_marker: Callable[[Thread, str, Any], None] | None = None,
+        last_cpu: int | None = None,
     ) -> Thread:
         if policy not in ("fifo", "fair"):
             raise ValueError(f"unknown scheduling policy {policy!r}")
@@ -258,7 +339,9 @@ class Scheduler(Actor):
         th.on_marker = on_marker
         th.state = IDLE
         th.since = th.born = self.runtime.now
-        th.core = th.last_core = None
+        th.core = None
+        #: where it ran before it was created here (a process that slept before the run started)
+        th.last_core = None if last_cpu is None else self.cores[last_cpu]
         th.program = th.on_done = th.pending = None
         th.remaining = 0
         th.stack = ""
@@ -383,7 +466,7 @@ class Scheduler(Actor):
             else:
                 self._wake_rt(th)
         elif core is not None and not th.mask >> core.cid & 1:
-            if th.preempt_count or core.dispatching:
+            if th.preempt_count or core.dispatching or self._runs_on(th):
                 core.need_resched = True
             else:
                 self._evict(core, th)
@@ -469,6 +552,7 @@ class Scheduler(Actor):
         """Make ``th`` (runnable, not queued) the current thread of idle ``core``."""
         now = self.runtime.now
         core.curr = th
+        core.need_resched = False  # __schedule() clears TIF_NEED_RESCHED: this pick answers it
         core.seg_start = core.on_since = now
         th.core = core
         th.state = RUNNING
@@ -504,10 +588,11 @@ class Scheduler(Actor):
         th = core.curr
         now = self.runtime.now
         end = now - (-th.remaining // core.capacity)
-        if th.fair and core.queue and not th.preempt_count:
+        if th.fair and core.queue and not core.need_resched and (self.tick_ns or not th.preempt_count):
+            # the tick comes whatever the thread holds; without one, atomic sections are checked at their ends
             core.sliced = True
             left = th.deadline - th.vruntime
-            slice_end = now - (-left // th.wmult) if left > 0 else now
+            slice_end = tick_ceil(now - (-left // th.wmult) if left > 0 else now, self.tick_ns, self.tick_phase_ns)
             if slice_end < end:
                 end = slice_end
         else:
@@ -520,10 +605,15 @@ class Scheduler(Actor):
         if gen != core.gen:
             return
         self._account(core)
-        if core.curr.remaining:
-            self._resched(core)
-        else:
+        th = core.curr
+        if not th.remaining:
             self._dispatch(core)
+        elif th.preempt_count or self._runs_on(th):
+            # the tick saw the slice end: the switch waits for preempt_enable() or a cond_resched()
+            core.need_resched = True
+            self._arm(core)
+        else:
+            self._resched(core)
 
     def _resched(self, core: Core) -> bool:
         """A scheduling point of the current thread: yield to a better one (True), or go on."""
@@ -592,8 +682,8 @@ class Scheduler(Actor):
                 th.stack = step.stack
                 th.multi = step if step.parts else None
                 core.dispatching = False
-                if (core.need_resched or (th.fair and core.queue and th.vruntime >= th.deadline)
-                        ) and not th.preempt_count:
+                if ((core.need_resched or self._slice_over(core, th)) and not th.preempt_count
+                        and (user or not self._kernel_runs_on)):
                     self._resched(core)
                 else:
                     self._arm(core)
@@ -605,6 +695,14 @@ class Scheduler(Actor):
                 if lock in th.held:
                     raise SchedulerError(f"{th.name}: recursive acquisition of {step.name!r} (AA deadlock)")
                 write = step.mode == "write" and lock.kind != "line"
+                if self._might_resched and not lock.spins and core.need_resched and not th.preempt_count:
+                    # might_sleep() in mutex_lock()/down_read(): a voluntary preemption point
+                    th.pending = step
+                    core.dispatching = False
+                    if self._resched(core):
+                        return
+                    th.pending = None
+                    core.dispatching = True
                 if lock.grantable(write):
                     self._grant(lock, th, write)
                     extra = self._transfer(lock, core, step.count)
@@ -617,7 +715,7 @@ class Scheduler(Actor):
                     self._pay_debt(core, th, step)
                     return
                 core.dispatching = False
-                if lock.spins and core.need_resched and not th.preempt_count:
+                if lock.spins and core.need_resched and not th.preempt_count and not self._kernel_runs_on:
                     # a preemption is due before this thread disables it to spin
                     th.pending = step
                     if self._resched(core):
@@ -631,6 +729,8 @@ class Scheduler(Actor):
                 if lock.spins:
                     th.spinning = lock
                     th.spin_since = now
+                    if lock.transfer_ns:
+                        lock.until[core.cid] = ONGOING  # a spinner reads the lock word: it contends
                     th.stack = f"{step.stack};{SPIN_FRAME}" if step.stack else SPIN_FRAME
                     th.multi = None
                     th.preempt_count += 1
@@ -649,7 +749,8 @@ class Scheduler(Actor):
                 return
             if cls is Unlock:
                 self._unlock(th, step.name)
-                if not th.preempt_count and (core.need_resched or (th.fair and core.queue and th.vruntime >= th.deadline)):
+                if (not th.preempt_count and not self._kernel_runs_on
+                        and (core.need_resched or self._slice_over(core, th))):
                     # preempt_enable() under CONFIG_PREEMPT: a deferred preemption happens now
                     core.dispatching = False
                     if self._resched(core):
@@ -672,6 +773,13 @@ class Scheduler(Actor):
                 self.runtime.at(wake_at, self._timer_wake, (th, th.sleep_gen))
                 self._block(core, th)
                 return
+            if cls is CondResched:
+                if (core.need_resched or self._slice_over(core, th)) and not th.preempt_count:
+                    core.dispatching = False
+                    if self._resched(core):
+                        return
+                    core.dispatching = True
+                continue
             if cls is Marker:
                 hook = th.on_marker
                 if hook is not None:
@@ -682,6 +790,14 @@ class Scheduler(Actor):
                 self._end_program(th, core, interrupted=False)
                 return
             raise SchedulerError(f"{th.name}: not a work step: {step!r}")
+
+    def _runs_on(self, th: Thread) -> bool:
+        """Is ``th`` in kernel code that a reschedule must wait in until a cond_resched() (preempt none/voluntary)?"""
+        return self._kernel_runs_on and not th.step_user
+
+    def _slice_over(self, core: Core, th: Thread) -> bool:
+        """Without a tick, a fair slice that ran out is noticed at the next step; with one, only at the tick."""
+        return not self.tick_ns and th.fair and bool(core.queue) and th.vruntime >= th.deadline
 
     def _touch(self, core: Core, th: Thread, step: Compute) -> None:
         """The shared cache lines a compute step touches: each costs a transfer if another CPU had it."""
@@ -694,6 +810,10 @@ class Scheduler(Actor):
             if extra:
                 th.debt += extra
                 th.debt_stack = step.stack
+            if lock.transfer_ns:
+                # the step touches the line throughout
+                lock.until[core.cid] = self.runtime.now - (-((step.ns + th.debt) << SCHED_CAPACITY_SHIFT)
+                                                           // core.capacity)
 
     def _pay_debt(self, core: Core, th: Thread, step: Step | None) -> None:
         """Burn pending cache-line transfer time now, then resume at ``step``."""
@@ -718,12 +838,18 @@ class Scheduler(Actor):
             th.preempt_count += 1
 
     def _transfer(self, lock: KLock, core: Core, count: int) -> int:
-        """Extra ns for pulling the lock's cache line(s) from the CPU that touched it last."""
-        last = lock.last_cpu
-        lock.last_cpu = core.cid
-        if lock.transfer_ns and last >= 0 and last != core.cid:
-            lock.transfers += count
-            return lock.transfer_ns * count
+        """Extra ns for ``count`` accesses to the lock's cache lines by ``core`` now (the coherence law)."""
+        if not lock.transfer_ns:
+            return 0
+        cpu = core.cid
+        now = self.runtime.now
+        k = contenders(cpu, now, lock.since, lock.until, self.coherence_window_ns, lock.last_cpu)
+        lock.last_cpu = cpu
+        lock.since[cpu] = now
+        lock.until[cpu] = ONGOING
+        if k:
+            lock.transfers += count * k
+            return lock.transfer_ns * count * k
         return 0
 
     def _unlock(self, th: Thread, name: str) -> None:
@@ -734,6 +860,8 @@ class Scheduler(Actor):
         th.held.remove(lock)
         if lock.spins:
             th.preempt_count -= 1
+        if lock.transfer_ns:
+            lock.until[th.core.cid] = now
         if lock.owner is th:
             lock.owner = None
         else:
@@ -889,7 +1017,7 @@ class Scheduler(Actor):
             insort(self._rtq, th, key=_rt_key)
             return
         curr = victim.curr
-        if curr.preempt_count or victim.dispatching:
+        if curr.preempt_count or victim.dispatching or self._runs_on(curr):
             victim.need_resched = True
             insort(self._rtq, th, key=_rt_key)
             return
@@ -913,16 +1041,20 @@ class Scheduler(Actor):
             self._place(target, th)
             self._switch_in(target, th)
             return
-        target = min(th.cores, key=lambda c: self._load_key(c, prev))
+        if prev is not None and th.mask >> prev.cid & 1:
+            target = prev  # select_idle_sibling() found no idle core: the wakee stays with its cache
+        else:
+            target = min(th.cores, key=lambda c: self._load_key(c, prev))
         self._place(target, th)
         target.queue.append(th)
         th.core = target
+        self._arm_balance()
         curr = target.curr
         if not curr.fair:
             return
         if self.tunables.wakeup_preemption:
             if self._pick_eevdf(target, curr) is th:
-                if curr.preempt_count or target.dispatching or curr.spinning is not None:
+                if curr.preempt_count or target.dispatching or curr.spinning is not None or self._runs_on(curr):
                     target.need_resched = True
                     return
                 target.queue.remove(th)
@@ -939,6 +1071,63 @@ class Scheduler(Actor):
         if curr.fair:
             load += curr.weight
         return (0 if curr.fair else 1, load * SCHED_CAPACITY_SCALE // core.capacity, core is not prev, core.cid)
+
+    # -- periodic load balancing ------------------------------------------------------
+    def _arm_balance(self) -> None:
+        """Busy cores have queued threads: make sure the next periodic balance is due (one event at a time)."""
+        if not self._balance_step_ns or self._balance_armed:
+            return
+        now = self.runtime.now
+        step = self._balance_step_ns
+        nxt = self._balance_next
+        if nxt <= now:  # the balance chain slept: resume on its grid, so its phase stays the run's
+            nxt = self.balance_phase_ns + -(-(now - self.balance_phase_ns) // step) * step
+        self._balance_armed = True
+        self.runtime.at(nxt, self._periodic_balance, nxt)
+
+    def _periodic_balance(self, t_ns: int) -> None:
+        """One core's turn of run_rebalance_domains(): pull from the most loaded core; go on while any waits."""
+        self._balance_armed = False
+        step = self._balance_step_ns
+        self._balance_next = t_ns + step
+        dst = self.cores[(t_ns - self.balance_phase_ns) // step % len(self.cores)]
+        self._balance(dst)
+        if any(core.queue for core in self.cores):
+            self._arm_balance()
+
+    def _balance(self, dst: Core) -> None:
+        """load_balance() into ``dst``: move queued fair threads from the busiest core while the move narrows the
+        gap in weight (load per capacity), longest-waiting first."""
+        bit = 1 << dst.cid
+        while True:
+            src = max((c for c in self.cores if c is not dst and any(t.mask & bit for t in c.queue)),
+                      key=lambda c: (self._load(c) * SCHED_CAPACITY_SCALE // c.capacity, -c.cid), default=None)
+            if src is None:
+                return
+            th = min((t for t in src.queue if t.mask & bit), key=lambda t: (t.since, t.tid))
+            src_load = self._load(src) * SCHED_CAPACITY_SCALE // src.capacity
+            dst_load = (self._load(dst) + th.weight) * SCHED_CAPACITY_SCALE // dst.capacity
+            if dst_load >= src_load:
+                return
+            src.queue.remove(th)
+            self._save_lag(src, th)
+            if dst.curr is None:
+                self._place(dst, th)
+                self._switch_in(dst, th)
+                return
+            self._place(dst, th)
+            dst.queue.append(th)
+            th.core = dst
+            curr = dst.curr
+            if curr.fair and not dst.sliced and curr.remaining and not dst.dispatching:
+                self._arm(dst)
+
+    @staticmethod
+    def _load(core: Core) -> int:
+        """The fair weight on ``core``: queued threads and a fair current one."""
+        curr = core.curr
+        load = sum(t.weight for t in core.queue)
+        return load + curr.weight if curr is not None and curr.fair else load
 
     def _migrate_to_idle(self, th: Thread) -> None:
         """A fair thread just preempted by an RT one moves to an idle allowed core, if any."""

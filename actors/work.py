@@ -106,6 +106,12 @@ class SleepUntil:
 
 
 @frozen
+class CondResched:
+    """cond_resched(): a point where kernel code lets a pending reschedule happen (it is the only one in kernel
+    code under CONFIG_PREEMPT_NONE; under full preemption it changes nothing)."""
+
+
+@frozen
 class Marker:
     """Zero-cost step: tell the thread's marker hook that the program got here."""
 
@@ -113,7 +119,10 @@ class Marker:
     data: Any = None
 
 
-Step = Compute | Lock | Unlock | Sleep | SleepUntil | Marker
+Step = Compute | Lock | Unlock | Sleep | SleepUntil | CondResched | Marker
+
+#: the one cond_resched() step (it has no fields)
+COND_RESCHED = CondResched()
 
 
 @frozen

@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import Any, Iterator, Literal
 
 from attrs import evolve, field, frozen
+from attrs.validators import optional
 
 from actors.profiles import AllocProfile, DeviceCosts, ExitProfile, KernelProfile, LockSpec, MemorySpec, ReapProfile, ReclaimProfile
 from actors.lmkd import LmkdCosts, LmkdProps
+from actors.scheduler import Preempt
 from policies import KillName, ReapName, SwapReleaseName
 from policies.kill import CgroupKillParams
 from policies.reap import OomReaperParams
@@ -49,6 +51,15 @@ def _cpusets_valid(inst: "Device", _attribute: Any, value: dict[str, list[int]])
 
 
 @frozen
+class KernelBuild:
+    """How this device's kernel is built and booted, where it differs from its kernel profile's defaults
+    (a development VM's distribution kernel is not an Android GKI build)."""
+
+    preempt: "Preempt | None" = None
+    hz: int | None = field(default=None, validator=optional(in_range(100, 1000)))
+
+
+@frozen
 class Device:
     """A device profile: its cores (numbered cluster by cluster) and its cpusets."""
 
@@ -58,6 +69,7 @@ class Device:
     memory: MemorySpec
     costs: DeviceCosts
     cpusets: dict[str, list[int]] = field(validator=_cpusets_valid)
+    build: KernelBuild = KernelBuild()
 
     @property
     def ncpus(self) -> int:
@@ -66,12 +78,19 @@ class Device:
 
 @frozen
 class Sched:
-    """Fair-class tunables (kernel/sched/fair.c: sysctl_sched_base_slice, features)."""
+    """Fair-class tunables (kernel/sched/fair.c: sysctl_sched_base_slice, features), the preemption model
+    and the tick (CONFIG_PREEMPT_*, CONFIG_HZ), and periodic load balancing (kernel/sched/topology.c)."""
 
     base_slice_ns: int = field(validator=positive)
     tunable_scaling: Literal["none", "log", "linear"]
     run_to_parity: bool
     wakeup_preemption: bool
+    preempt: "Preempt"
+    hz: int = field(validator=in_range(100, 1000))
+    #: a busy CPU balances this many times less often than an idle one (sd->busy_factor)
+    busy_factor: int = field(validator=in_range(1, 1024))
+    #: a scheduling domain's balance interval per CPU it spans, ms (sd->min_interval = sd_weight)
+    balance_ms_per_cpu: float = field(validator=between(0.01, 1000))
 
 
 @frozen
@@ -109,6 +128,8 @@ class Kernel:
     alloc: AllocProfile
     reap: ReapProfile
     locks: dict[str, LockSpec] = field(validator=_locks_declared)
+    #: a CPU that stopped touching a lock's cache lines this long ago still counts as contending for them
+    coherence_window_us: float = field(validator=between(0, 1_000_000))
 
     @property
     def profile(self) -> KernelProfile:

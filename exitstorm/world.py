@@ -119,9 +119,15 @@ class World:
         self.sched_delay: dict[str, LatencyRecorder] = {}
         self.timeline = Timeline(sc.scenario.trace_max_events)
         ks = exp.kernel.sched
-        tunables = SchedTunables(ks.base_slice_ns, ks.tunable_scaling, ks.run_to_parity, ks.wakeup_preemption)
+        build = dev.build
+        hz = build.hz if build.hz is not None else ks.hz
+        tunables = SchedTunables(ks.base_slice_ns, ks.tunable_scaling, ks.run_to_parity, ks.wakeup_preemption,
+                                 preempt=build.preempt if build.preempt is not None else ks.preempt,
+                                 tick_ns=NS_PER_S // hz,
+                                 busy_balance_ns=round(ks.balance_ms_per_cpu * dev.ncpus * ks.busy_factor * NS_PER_MS))
         self.scheduler = self.runtime.add(
-            Scheduler("scheduler", core_specs(dev), tunables, on_delay=self._on_delay, timeline=self.timeline)
+            Scheduler("scheduler", core_specs(dev), tunables, on_delay=self._on_delay, timeline=self.timeline,
+                      coherence_window_ns=round(exp.kernel.coherence_window_us * NS_PER_US))
         )
         self.memory = Memory(
             mb_to_pages(dev.memory.total_mb), mb_to_pages(dev.memory.kernel_mb),
@@ -201,12 +207,15 @@ class World:
 
     def _add_storm(self, exp: Experiment) -> None:
         storm = exp.config.storm
+        kw = thread_kw(storm.thread, exp.device)
+        # each victim slept where it last ran (filling and paging out its memory): a core of its cpuset, per seed
+        rng = random.Random(stream_seed(self.runtime.seed, "storm"))
         for i in range(storm.count):
             pid = STORM_PID + i
             mm = MM(pid, f"victim{i}", storm.compression_ratio)
             self.kernel.add_mm(mm, anon=mb_to_pages(storm.resident_mb), file=mb_to_pages(storm.file_mb),
                                swap=mb_to_pages(storm.swapped_mb))
-            proc = Process(f"victim{i}", self.kernel, mm, thread_kw(storm.thread, exp.device))
+            proc = Process(f"victim{i}", self.kernel, mm, kw | {"last_cpu": rng.choice(kw["cpus"])})
             self._add_process(proc)
         if storm.reapers:
             reapers = self.runtime.add(MreleaseReapers("storm_reaper", self.kernel, storm.reapers,

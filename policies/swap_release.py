@@ -29,7 +29,7 @@ from actors.exit_path import PathPlan, PathSteps, ZapPlans, ZapWork, split_index
 from actors.kernel import Kernel
 from actors.runtime import Runtime
 from actors.validators import in_range, non_negative
-from actors.work import Compute, Step
+from actors.work import COND_RESCHED, Compute, Step
 from actors.workqueue import Workqueue
 
 
@@ -135,6 +135,7 @@ class DeferredRelease(ABC):
             yield steps.segments(self._later, m)
             yield steps.release()
             self._released(zap, m, pool * (done + m) // n - pool * done // n)
+            yield COND_RESCHED  # between chunks, as the zapper's walk
             done += m
 
     @abstractmethod

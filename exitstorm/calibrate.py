@@ -6,35 +6,42 @@ process costs ``exit_fixed_ns + swapped pages x swap_entry_free_ns +
 resident pages x present_page_free_ns`` of CPU, and alone on a core its
 latency is that cost, so a least-squares line through the median kill →
 reap of each size gives the three costs (one shared intercept). The
-victims' MADV_PAGEOUT gives ``compress_page_ns``. Swapped victims are also
-killed with an lmkd-like reaper calling process_mrelease at once, so that
-the exit and the reaper tear down the one mm on two CPUs: the model's only
-cost of that sharing is cache-line transfers on the swap-free path, and
-``cacheline_transfer_ns`` is the value at which the model's exit with the
-reaper, relative to the exit alone, is what was measured. The other costs
-are not measured here: they come from a base device profile (``--base``),
-as the estimates they are there, and so do the cpuset names.
+victims' MADV_PAGEOUT gives ``compress_page_ns``. Then one concurrent storm
+sets the contention: two swapped victims SIGKILLed together, a few times.
+Alone, a victim's exit pays no cache-line transfer; two exits on two CPUs
+pay them on every shared line of the swap-free path, inside its critical
+sections, so ``cacheline_transfer_ns`` is the value at which the model's
+median kill → reap of that storm is the measured one. The model's response
+grows with the cost, and the search checks that it did at every point it
+tried. Every other storm size, process_mrelease, resident-only storms and
+every preview remain predictions (``exitstorm validate``). The kernel's
+preemption model and tick are read from the running kernel. The other
+costs are not measured here: they come from a base device profile
+(``--base``), as the estimates they are there, and so do the cpuset names.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import platform
+import re
 import statistics
+import subprocess
 import tempfile
 from fractions import Fraction
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-from attrs import asdict, evolve, frozen
+from attrs import asdict, frozen
 
 from actors.memory import PAGES_PER_MB
 from actors.runtime import NS_PER_MS
 from exitstorm.config import Device, load_device
 from exitstorm.results import write_whole
 from exitstorm.schema import ConfigError
-from exitstorm.validate import DEFAULT_SCENARIO, Cell, reaper_nice, simulate
+from exitstorm.validate import DEFAULT_SCENARIO, Cell, simulate
 from exitstorm.victims import DEFAULT_RANDOM_BYTES, ExitTiming, StormTiming, Victims, VictimSpec, check_random_bytes
 from exitstorm.zram import ZramSwap, comp_algorithm, disksize_mb, meminfo_mb
 
@@ -47,32 +54,59 @@ QUICK_REPEATS = 3
 DEFAULT_BASE = Path("configs/devices/vm_2core.toml")
 #: costs calibration does not measure: taken from the base profile
 UNMEASURED_COSTS = ("file_page_unmap_ns", "alloc_page_ns")
-#: kills with a concurrent process_mrelease per swapped size and repeat (the reaper often loses the race to
-#: exit_mm, and only the kills it wins measure the sharing)
-REAPED_PER_SIZE = 2
+#: the concurrent storm that sets the contention: this many victims of this size, SIGKILLed together
+STORM_COUNT = 2
+STORM_SWAPPED_MB = 200
 #: the search range of the fitted cache-line transfer cost, ns
 MAX_TRANSFER_NS = 1000
 
 
 @frozen
-class ReapedSize:
-    """Kills of one swapped size with a concurrent process_mrelease."""
-
-    swapped_mb: int
-    #: kills whose reaper got the mm (the others lost the race to exit_mm: ESRCH) / all of them
-    reaped_ok: int
-    reaped: int
-    #: median kill → reap of the kills whose reaper got the mm, over the median alone at this size
-    measured_ratio: float
-    model_ratio: float | None = None
-
-
-@frozen
-class TransferFit:
-    """cacheline_transfer_ns at which the model's exit-with-reaper / exit-alone ratios best meet the measured ones."""
+class StormFit:
+    """cacheline_transfer_ns at which the model's storm of STORM_COUNT victims takes the measured median."""
 
     transfer_ns: int
-    sizes: list[ReapedSize]
+    count: int
+    swapped_mb: int
+    #: median over the storms of the victims' kill → reap, ms
+    measured_ms: float
+    model_ms: float
+    #: every (transfer_ns, model ms) the search tried, in cost order
+    tried: list[tuple[int, float]]
+    #: the model's response never fell as the cost grew, over every point tried
+    monotone: bool
+
+
+def search_monotone(response: Callable[[int], float], target: float, hi: int = MAX_TRANSFER_NS
+                    ) -> tuple[int, list[tuple[int, float]], bool]:
+    """The integer x in 0..hi whose response is nearest ``target``, for a response that grows with x.
+
+    Bisection for the smallest x with response(x) >= target, then the nearer of it and x - 1. Returns x,
+    every point tried in x order, and whether the response was non-decreasing over them (if not, bisection's
+    answer is one of several and the caller must say so).
+    """
+    seen: dict[int, float] = {}
+
+    def at(x: int) -> float:
+        if x not in seen:
+            seen[x] = response(x)
+        return seen[x]
+
+    lo, top = 0, hi
+    if at(hi) < target:
+        lo = hi
+    while lo < top:
+        mid = (lo + top) // 2
+        if at(mid) >= target:
+            top = mid
+        else:
+            lo = mid + 1
+    best = lo
+    if best > 0 and abs(at(best - 1) - target) < abs(at(best) - target):
+        best -= 1
+    tried = sorted(seen.items())
+    monotone = all(a[1] <= b[1] for a, b in zip(tried, tried[1:]))
+    return best, tried, monotone
 
 
 @frozen
@@ -105,18 +139,41 @@ def fit_exit_costs(points: Sequence[tuple[float, float, float]]) -> ExitFit:
     return ExitFit(float(f), float(s), float(r), float(worst))
 
 
-def mrelease_ratios(alone: Iterable[ExitTiming], reaped: Iterable[StormTiming]) -> list[ReapedSize]:
-    """Per swapped size whose reaper got the mm at least once: the exit with the reaper relative to alone."""
-    alone_ms = {s: t for s, r, t in medians(alone) if s and not r}
-    by_size: dict[int, list[StormTiming]] = {}
-    for t in reaped:
-        by_size.setdefault(t.swapped_mb, []).append(t)
-    out = []
-    for size in sorted(by_size):
-        ok = [t.exit_ns[0] for t in by_size[size] if t.mrelease_results == ["ok"]]
-        if ok and size in alone_ms:
-            out.append(ReapedSize(size, len(ok), len(by_size[size]), statistics.median(ok) / NS_PER_MS / alone_ms[size]))
-    return out
+def storm_median_ms(storms: Iterable[StormTiming]) -> float:
+    """Median kill → reap (ms) over every victim of every storm."""
+    return statistics.median(ns for t in storms for ns in t.exit_ns) / NS_PER_MS
+
+
+def kernel_build() -> dict[str, int | str | None]:
+    """The running kernel's preemption model and HZ: /sys/kernel/debug/sched/preempt (the mode in brackets)
+    or the boot log's "Dynamic Preempt: X", else CONFIG_PREEMPT_* of /proc/config.gz; CONFIG_HZ from it."""
+    config = ""
+    try:
+        config = gzip.decompress(Path("/proc/config.gz").read_bytes()).decode()
+    except OSError:
+        pass
+    preempt = None
+    try:
+        found = re.search(r"\((\w+)\)", Path("/sys/kernel/debug/sched/preempt").read_text())
+        preempt = found.group(1) if found else None
+    except OSError:
+        try:
+            log = subprocess.run(["dmesg"], capture_output=True, text=True, timeout=10).stdout
+        except (OSError, subprocess.SubprocessError):
+            log = ""
+        found = re.search(r"Dynamic Preempt: (\w+)", log)
+        preempt = found.group(1) if found else None
+    if preempt is None:
+        for name, mode in (("CONFIG_PREEMPT", "full"), ("CONFIG_PREEMPT_VOLUNTARY", "voluntary"),
+                           ("CONFIG_PREEMPT_NONE", "none")):
+            if re.search(rf"^{name}=y$", config, re.M):
+                preempt = mode
+                break
+    if preempt not in ("none", "voluntary", "full"):
+        preempt = None
+    hz = re.search(r"^CONFIG_HZ=(\d+)$", config, re.M)
+    return {"preempt": preempt, "hz": int(hz.group(1)) if hz else None}
+
 
 
 def fit_transfer_ns(excess: Callable[[int], float], hi: int = MAX_TRANSFER_NS) -> int:
@@ -175,10 +232,10 @@ def compress_page_ns(timings: Iterable[ExitTiming]) -> int:
 
 def profile_toml(name: str, fit: ExitFit, measured: dict[str, int], cores: int, memory: dict[str, int],
                  points: Sequence[tuple[float, float, float]], source: str, base: Device, base_path: Path,
-                 transfer: TransferFit | None = None) -> str:
+                 build: dict[str, int | str | None], contention: StormFit | None = None) -> str:
     """The device profile, in the form of configs/devices/*.toml, saying where each figure comes from.
 
-    Without a ``transfer`` fit, ``cacheline_transfer_ns`` is the base profile's. Strings and lists of ints
+    Without a ``contention`` fit, ``cacheline_transfer_ns`` is the base profile's. Strings and lists of ints
     are written as JSON, which is also TOML.
     """
     costs = {**costs_from_fit(fit), **measured}
@@ -212,14 +269,20 @@ def profile_toml(name: str, fit: ExitFit, measured: dict[str, int], cores: int, 
     ]
     lines += [f"{key} = {getattr(base.costs, key):g}    # not measured: as in {base_path}"
               for key in UNMEASURED_COSTS]
-    if transfer is None:
-        lines.append(f"cacheline_transfer_ns = {base.costs.cacheline_transfer_ns:g}    # not measured (no reaper "
-                     f"got a victim's mm before its exit did): as in {base_path}")
+    if contention is None:
+        lines.append(f"cacheline_transfer_ns = {base.costs.cacheline_transfer_ns:g}    # not measured: as in "
+                     f"{base_path}")
     else:
-        ratios = ", ".join(f"{r.swapped_mb} MB: {r.measured_ratio:.3f}" + (
-            f" (model {r.model_ratio:.3f})" if r.model_ratio is not None else "") for r in transfer.sizes)
-        lines.append(f"cacheline_transfer_ns = {transfer.transfer_ns}    # fitted to exit with process_mrelease / "
-                     f"exit alone, {ratios}")
+        lines.append(
+            f"cacheline_transfer_ns = {contention.transfer_ns}    # fitted: {contention.count} x "
+            f"{contention.swapped_mb} MB swapped killed together, median kill -> reap {contention.measured_ms:.2f} ms "
+            f"measured, {contention.model_ms:.2f} ms modelled"
+            + ("" if contention.monotone else " (the model's response was not monotone over the search)"))
+    found = {k: v for k, v in build.items() if v is not None}
+    if found:
+        lines += ["", "# The running kernel's build: preemption from /sys/kernel/debug/sched/preempt or the boot "
+                  "log, HZ from /proc/config.gz.", "[build]"]
+        lines += [f"{key} = {json.dumps(value)}" for key, value in found.items()]
     every = json.dumps(list(range(cores)))
     lines += ["", f"# The cpuset names of {base_path}, each with every core, so that its scenarios run here.",
               "[cpusets]"]
@@ -227,46 +290,35 @@ def profile_toml(name: str, fit: ExitFit, measured: dict[str, int], cores: int, 
     return "\n".join(lines) + "\n"
 
 
-def plan(quick: bool, random_bytes: int = DEFAULT_RANDOM_BYTES) -> list[tuple[VictimSpec, bool]]:
-    """The kills to measure, ``(victim, with a concurrent process_mrelease)``; sizes and kinds interleaved so
+def plan(quick: bool, random_bytes: int = DEFAULT_RANDOM_BYTES) -> list[tuple[VictimSpec, int]]:
+    """The kills to measure, ``(victim, how many killed together)``; sizes, kinds and the storm interleaved so
     that drift spreads over all of them."""
     sizes, repeats = (QUICK_SIZES_MB, QUICK_REPEATS) if quick else (FULL_SIZES_MB, FULL_REPEATS)
-    per_size = [((VictimSpec(mb, 0, random_bytes), False), (VictimSpec(0, mb, random_bytes), False))
-                + ((VictimSpec(mb, 0, random_bytes), True),) * REAPED_PER_SIZE for mb in sizes]
-    return [kill for _ in range(repeats) for kills in per_size for kill in kills]
+    per_size = [((VictimSpec(mb, 0, random_bytes), 1), (VictimSpec(0, mb, random_bytes), 1)) for mb in sizes]
+    storm = (VictimSpec(STORM_SWAPPED_MB, 0, random_bytes), STORM_COUNT)
+    return [kill for _ in range(repeats) for kills in per_size for kill in kills] + [storm] * repeats
 
 
-def fit_transfer(profile: Callable[[int], str], sizes: list[ReapedSize], compression_ratio: float) -> TransferFit:
-    """Fit cacheline_transfer_ns by simulating one victim of each size with and without a reaper on the profile
-    ``profile(transfer_ns)`` (the storm scenario, as ``exitstorm validate`` runs it): the smallest cost at which
-    the model's ratios, weighted by the kills whose reaper got the mm, are no lower than the measured ones."""
+def fit_contention(profile: Callable[[int], str], measured_ms: float, compression_ratio: float) -> StormFit:
+    """Fit cacheline_transfer_ns so that the model's storm (the storm scenario, as ``exitstorm validate`` runs
+    it, on the profile ``profile(transfer_ns)``) has the measured median kill → reap."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "profile.toml"
 
-        def exit_ms(transfer_ns: int, mrelease: bool, swapped_mb: int) -> float:
+        def storm_ms(transfer_ns: int) -> float:
             path.write_text(profile(transfer_ns))
-            cell = Cell(1, mrelease)
-            return simulate(DEFAULT_SCENARIO, path, cell, swapped_mb, compression_ratio)["exit_median_ms"]
+            return simulate(DEFAULT_SCENARIO, path, Cell(STORM_COUNT, False), STORM_SWAPPED_MB,
+                            compression_ratio)["exit_median_ms"]
 
-        alone = {s.swapped_mb: exit_ms(0, False, s.swapped_mb) for s in sizes}  # one CPU: no line ever moves
-        memo: dict[int, list[float]] = {}
-
-        def model(transfer_ns: int) -> list[float]:
-            if transfer_ns not in memo:
-                memo[transfer_ns] = [exit_ms(transfer_ns, True, s.swapped_mb) / alone[s.swapped_mb] for s in sizes]
-            return memo[transfer_ns]
-
-        def excess(transfer_ns: int) -> float:
-            return sum(s.reaped_ok * (m - s.measured_ratio) for s, m in zip(sizes, model(transfer_ns)))
-
-        transfer_ns = fit_transfer_ns(excess)
-        return TransferFit(transfer_ns, [evolve(s, model_ratio=round(m, 4), measured_ratio=round(s.measured_ratio, 4))
-                                         for s, m in zip(sizes, model(transfer_ns))])
+        transfer_ns, tried, monotone = search_monotone(storm_ms, measured_ms)
+        model_ms = dict(tried)[transfer_ns]
+        return StormFit(transfer_ns, STORM_COUNT, STORM_SWAPPED_MB, round(measured_ms, 3), round(model_ms, 3),
+                        [(x, round(ms, 3)) for x, ms in tried], monotone)
 
 
 def calibrate(out: Path, quick: bool, force: bool = False, base_path: Path = DEFAULT_BASE,
               on_kill: Callable[[int, int, str], None] | None = None,
-              random_bytes: int = DEFAULT_RANDOM_BYTES) -> tuple[ExitFit, TransferFit | None]:
+              random_bytes: int = DEFAULT_RANDOM_BYTES) -> tuple[ExitFit, StormFit]:
     """Measure, fit, and write ``out`` (the profile) and ``out``.measurements.json.
 
     ``on_kill(done, total, what)`` reports each kill. Bad arguments and existing files are refused before
@@ -281,18 +333,17 @@ def calibrate(out: Path, quick: bool, force: bool = False, base_path: Path = DEF
         if path.exists() and not force:
             raise FileExistsError(f"{path} exists (use --force to replace it)")
     kills = plan(quick, random_bytes)
-    nice = reaper_nice(DEFAULT_SCENARIO)
     timings: list[ExitTiming] = []
-    reaped: list[StormTiming] = []
+    storms: list[StormTiming] = []
     with ZramSwap():
         algorithm = comp_algorithm()
         zram_mb = disksize_mb()
         with Victims() as victims:
-            for i, (spec, mrelease) in enumerate(kills):
-                if mrelease:
-                    reaped.append(victims.kill_storm(victims.spawn_storm(spec, 1), nice))
-                    what = (f"{spec.swapped_mb} MB swapped, process_mrelease {reaped[-1].mrelease_results[0]}: "
-                            f"{reaped[-1].exit_ns[0] / NS_PER_MS:.1f} ms")
+            for i, (spec, count) in enumerate(kills):
+                if count > 1:
+                    storms.append(victims.kill_storm(victims.spawn_storm(spec, count), None))
+                    what = (f"{count} x {spec.swapped_mb} MB swapped together: "
+                            + ", ".join(f"{ns / NS_PER_MS:.1f}" for ns in storms[-1].exit_ns) + " ms")
                 else:
                     timings.append(victims.kill_and_time(spec))
                     what = (f"{spec.swapped_mb} MB swapped + {spec.resident_mb} MB resident: "
@@ -309,26 +360,27 @@ def calibrate(out: Path, quick: bool, force: bool = False, base_path: Path = DEF
         "zram_disksize_mb": zram_mb,
     }
     measured = {"compress_page_ns": compress_page_ns(timings)}
+    build = kernel_build()
 
-    def profile(transfer: TransferFit | None) -> str:
+    def profile(contention: StormFit | None) -> str:
         return profile_toml(out.stem, fit, measured, os.cpu_count() or 1, memory, points, source, base, base_path,
-                            transfer)
+                            build, contention)
 
-    transfer = None
-    sizes = mrelease_ratios(timings, reaped)
-    if sizes:
-        compression = statistics.median(t.compression_ratio for t in reaped)
-        transfer = fit_transfer(lambda ns: profile(TransferFit(ns, sizes)), sizes, compression)
+    compression = statistics.median(t.compression_ratio for t in storms)
+    contention = fit_contention(
+        lambda ns: profile(StormFit(ns, STORM_COUNT, STORM_SWAPPED_MB, 0.0, 0.0, [], True)),
+        storm_median_ms(storms), compression)
     raw = {
         "source": source,
         "quick": quick,
         "random_bytes": random_bytes,
+        "build": build,
         "fit": asdict(fit),
-        "transfer_fit": None if transfer is None else asdict(transfer),
+        "contention_fit": asdict(contention),
         "medians_ms": [{"swapped_mb": s, "resident_mb": r, "kill_to_reap_ms": t} for s, r, t in points],
         "kills": [asdict(t) for t in timings],
-        "reaped_kills": [asdict(t) for t in reaped],
+        "storms": [asdict(t) for t in storms],
     }
     write_whole(raw_path, json.dumps(raw, indent=2) + "\n")
-    write_whole(out, profile(transfer))
-    return fit, transfer
+    write_whole(out, profile(contention))
+    return fit, contention

@@ -240,16 +240,13 @@ def _progress(console: Console, doing: str, first: str) -> Iterator[Callable[[in
 def _calibrate(args: argparse.Namespace) -> None:
     console = Console(highlight=False)
     with _progress(console, "calibrating", "setting up ZRAM swap") as on_kill:
-        fit, transfer = calibrate(args.out, args.quick, args.force, args.base, on_kill, args.random_bytes)
+        fit, contention = calibrate(args.out, args.quick, args.force, args.base, on_kill, args.random_bytes)
     console.print(f"kill -> reap = {fit.fixed_ms:.3f} ms + {fit.ms_per_mb_swapped:.4f} ms/MB swapped + "
                   f"{fit.ms_per_mb_resident:.4f} ms/MB resident (max error {fit.max_relative_error:.1%})")
-    if transfer is None:
-        console.print("cacheline_transfer_ns: not fitted (no reaper got a victim's mm before its exit did)")
-    else:
-        console.print(f"cacheline_transfer_ns = {transfer.transfer_ns}; exit with process_mrelease / exit alone:")
-        for r in transfer.sizes:
-            console.print(f"  {r.swapped_mb} MB: {r.measured_ratio:.3f} measured ({r.reaped_ok} of {r.reaped} "
-                          f"reapers got the mm), {r.model_ratio:.3f} modelled")
+    console.print(f"cacheline_transfer_ns = {contention.transfer_ns}: {contention.count} x {contention.swapped_mb} MB "
+                  f"swapped killed together, median kill -> reap {contention.measured_ms:.2f} ms measured, "
+                  f"{contention.model_ms:.2f} ms modelled"
+                  + ("" if contention.monotone else " (the model's response was not monotone over the search)"))
     console.print(f"profile: {args.out}; raw measurements: {args.out.with_suffix('.measurements.json')}")
 
 

@@ -74,7 +74,7 @@ def test_profile_loads_as_a_device_and_the_model_reproduces_the_fit(tmp_path: Pa
     path = tmp_path / "fitted.toml"
     base = ROOT / "configs" / "devices" / "vm_2core.toml"
     path.write_text(cal.profile_toml("fitted", fit, {"compress_page_ns": 3000}, 2, memory, points, "a test",
-                                     load_device(base), base))
+                                     load_device(base), base, {"preempt": None, "hz": None}))
     exp = load_experiment(VM_STORM, [f'device="{path}"', "storm.swapped_mb=400"])
     assert exp.device.name == "fitted" and exp.device.costs.swap_entry_free_ns == 388
     out = tmp_path / "run"
@@ -86,62 +86,65 @@ def test_profile_loads_as_a_device_and_the_model_reproduces_the_fit(tmp_path: Pa
     assert exit_row["kill_to_exit_ms"] == pytest.approx(0.7 + 0.0993 * 400, rel=0.02)
 
 
-def test_plan_interleaves_sizes_and_kinds() -> None:
+def test_plan_interleaves_sizes_and_kinds_and_ends_with_the_storms() -> None:
     quick = cal.plan(quick=True)
-    assert len(quick) == (2 + cal.REAPED_PER_SIZE) * len(cal.QUICK_SIZES_MB) * cal.QUICK_REPEATS
-    assert [(s.swapped_mb, s.resident_mb, reaped) for s, reaped in quick[:5]] == [
-        (50, 0, False), (0, 50, False), (50, 0, True), (50, 0, True), (100, 0, False)]
+    assert len(quick) == 2 * len(cal.QUICK_SIZES_MB) * cal.QUICK_REPEATS + cal.QUICK_REPEATS
+    assert [(s.swapped_mb, s.resident_mb, n) for s, n in quick[:4]] == [(50, 0, 1), (0, 50, 1), (100, 0, 1), (0, 100, 1)]
+    assert [(s.swapped_mb, s.resident_mb, n) for s, n in quick[-cal.QUICK_REPEATS:]] == [
+        (cal.STORM_SWAPPED_MB, 0, cal.STORM_COUNT)] * cal.QUICK_REPEATS
     assert {s.random_bytes for s, _ in cal.plan(quick=True, random_bytes=512)} == {512}
 
 
-def storm_timing(swapped: int, exit_ms: float, result: str) -> StormTiming:
-    return StormTiming(1, swapped, True, swapped * 256, 3.9, [round(exit_ms * 1e6)], None, [result])
+def storm_timing(exit_ms: list[float]) -> StormTiming:
+    return StormTiming(len(exit_ms), 200, False, 200 * 256, 3.9, [round(ms * 1e6) for ms in exit_ms], None, [])
 
 
-def test_mrelease_ratios_per_size_from_the_kills_whose_reaper_got_the_mm() -> None:
-    alone = [timing(100, 0, 10), timing(100, 0, 12), timing(200, 0, 20), timing(0, 200, 9)]
-    reaped = [storm_timing(100, 9, "ok"), storm_timing(100, 11, "ok"), storm_timing(200, 30, "ESRCH"),
-              storm_timing(100, 5, "ESRCH"), storm_timing(50, 5, "ok")]
-    # 200 MB: no reaper got the mm; 50 MB: never measured alone; 100 MB: median 10 ms / median alone 11 ms
-    assert cal.mrelease_ratios(alone, reaped) == [cal.ReapedSize(100, 2, 3, pytest.approx(10 / 11))]
-    assert cal.mrelease_ratios(alone, [storm_timing(200, 30, "ESRCH")]) == []
+def test_storm_median_is_over_every_victim_of_every_storm() -> None:
+    assert cal.storm_median_ms([storm_timing([30, 32]), storm_timing([50, 28]), storm_timing([31, 29])]) == 30.5
 
 
-def test_transfer_cost_search_finds_the_smallest_cost_with_no_shortfall() -> None:
+def test_monotone_search_lands_nearest_the_target_in_few_steps() -> None:
     calls: list[int] = []
 
-    def excess(ns: int) -> float:
+    def response(ns: int) -> float:
         calls.append(ns)
-        return 0.5 + ns / 100 - 0.9
+        return 20.0 + ns / 10
 
-    assert cal.fit_transfer_ns(excess) == 40 and len(calls) <= 12
-    assert cal.fit_transfer_ns(lambda ns: ns + 1.0) == 0
-    assert cal.fit_transfer_ns(lambda ns: -1.0) == cal.MAX_TRANSFER_NS
+    x, tried, monotone = cal.search_monotone(response, 24.04)
+    assert x == 40 and monotone and len(calls) <= 12 and [t for t, _ in tried] == sorted(set(calls))
+    assert cal.search_monotone(response, 24.06)[0] == 41  # 24.1 is nearer than 24.0
+    assert cal.search_monotone(response, 1.0)[0] == 0
+    assert cal.search_monotone(response, 1e9)[0] == cal.MAX_TRANSFER_NS
+    # a response that dips is reported, not hidden
+    assert cal.search_monotone(lambda ns: -abs(ns - 300), -10.0)[2] is False
 
 
-def test_the_model_ratio_grows_with_the_transfer_cost_and_the_fit_lands_on_it(tmp_path: Path) -> None:
+def test_the_fit_recovers_a_known_transfer_cost_from_a_storm_the_model_made(tmp_path: Path) -> None:
     base = ROOT / "configs" / "devices" / "vm_2core.toml"
     points = plane(0.7, 0.0993, 0.0414, [(50, 0), (200, 0), (0, 50), (0, 200)])
     fit = cal.fit_exit_costs(points)
     memory = {"total_mb": 24576, "kernel_mb": 512, "watermark_scale_factor": 10, "zram_disksize_mb": 8192}
+    build = {"preempt": "none", "hz": 250}
 
-    def fitted(target: float) -> cal.TransferFit:
-        sizes = [cal.ReapedSize(20, 1, 1, target), cal.ReapedSize(50, 2, 3, target)]
-        return cal.fit_transfer(lambda ns: profile(cal.TransferFit(ns, sizes)), sizes, 3.9)
-
-    def profile(transfer: cal.TransferFit) -> str:
+    def profile(ns: int) -> str:
         return cal.profile_toml("fitted", fit, {"compress_page_ns": 3000}, 2, memory, points, "a test",
-                                load_device(base), base, transfer)
+                                load_device(base), base, build,
+                                cal.StormFit(ns, cal.STORM_COUNT, cal.STORM_SWAPPED_MB, 0.0, 0.0, [], True))
 
-    low, high = fitted(0.7), fitted(1.1)
-    assert low.transfer_ns < high.transfer_ns
-    # the smallest cost whose modelled ratios, weighted by the successful reaps, reach the measured ones
-    for result, target in ((low, 0.7), (high, 1.1)):
-        assert sum(s.reaped_ok * (s.model_ratio - target) for s in result.sizes) >= -1e-3
-    path = tmp_path / "fitted.toml"
-    path.write_text(profile(high))
-    assert load_device(path).costs.cacheline_transfer_ns == high.transfer_ns
-    assert f"cacheline_transfer_ns = {high.transfer_ns}    # fitted" in path.read_text()
+    # the "real" storm is the model's own at a known cost; the fit must find that cost again
+    known = 37
+    truth = tmp_path / "truth.toml"
+    truth.write_text(profile(known))
+    measured = cal.simulate(cal.DEFAULT_SCENARIO, truth, cal.Cell(cal.STORM_COUNT, False), cal.STORM_SWAPPED_MB,
+                            3.9)["exit_median_ms"]
+    result = cal.fit_contention(profile, measured, 3.9)
+    assert result.monotone and result.transfer_ns == known and result.model_ms == pytest.approx(measured, abs=1e-3)
+    written = tmp_path / "fitted.toml"
+    written.write_text(cal.profile_toml("fitted", fit, {"compress_page_ns": 3000}, 2, memory, points, "a test",
+                                        load_device(base), base, build, result))
+    device = load_device(written)
+    assert device.costs.cacheline_transfer_ns == known and (device.build.preempt, device.build.hz) == ("none", 250)
+    assert f"cacheline_transfer_ns = {known}    # fitted: 2 x 200 MB swapped killed together" in written.read_text()
 
 
 def test_bad_out_and_existing_files_are_one_line_and_status_2(tmp_path: Path) -> None:
@@ -166,10 +169,13 @@ def test_quick_calibration_on_this_kernel(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert active_swaps() == swaps_before  # ZRAM put back as it was
     raw = json.loads(out.with_suffix(".measurements.json").read_text())
-    assert len(raw["kills"]) + len(raw["reaped_kills"]) == len(cal.plan(quick=True))
-    assert all(len(k["exit_ns"]) == 1 and k["mrelease_results"][0] in ("ok", "ESRCH") for k in raw["reaped_kills"])
-    if raw["transfer_fit"] is not None:
-        assert f"cacheline_transfer_ns = {raw['transfer_fit']['transfer_ns']}    # fitted" in out.read_text()
+    assert len(raw["kills"]) + len(raw["storms"]) == len(cal.plan(quick=True))
+    assert all(len(k["exit_ns"]) == cal.STORM_COUNT and not k["mrelease"] for k in raw["storms"])
+    fitted = raw["contention_fit"]
+    assert f"cacheline_transfer_ns = {fitted['transfer_ns']}    # fitted: 2 x 200 MB" in out.read_text()
+    assert fitted["monotone"] and fitted["measured_ms"] > medians_of(raw)[(200, 0)]
+    # this machine's kernel build is recorded: preemption model and HZ
+    assert raw["build"]["preempt"] in ("none", "voluntary", "full") and 100 <= raw["build"]["hz"] <= 1000
     for kill in raw["kills"]:
         assert kill["kill_to_reap_ns"] > 0 and kill["kill_to_returned_ns"] is not None
         if kill["swapped_mb"]:
@@ -178,5 +184,9 @@ def test_quick_calibration_on_this_kernel(tmp_path: Path) -> None:
     costs = exp.device.costs
     assert costs.swap_entry_free_ns > 0 and costs.present_page_free_ns > 0 and costs.compress_page_ns > 0
     # bigger victims take longer to reap
-    medians = {(m["swapped_mb"], m["resident_mb"]): m["kill_to_reap_ms"] for m in raw["medians_ms"]}
+    medians = medians_of(raw)
     assert medians[(200, 0)] > medians[(50, 0)] and medians[(0, 200)] > medians[(0, 50)]
+
+
+def medians_of(raw: dict) -> dict[tuple[int, int], float]:
+    return {(m["swapped_mb"], m["resident_mb"]): m["kill_to_reap_ms"] for m in raw["medians_ms"]}

@@ -270,7 +270,7 @@ class Scheduler(Actor):
         #: busy cores balance in turn, one every this many ns; the first at ``balance_phase_ns``
         self._balance_step_ns = tunables.busy_balance_ns // len(specs) if tunables.busy_balance_ns else 0
         self.balance_phase_ns = 0
-        #: where the run starts in the tick's period (drawn per run: the machine is not booted at the kill)
+        #: where the tick's period starts (a run does not start when the machine booted: see draw_phases)
         self.tick_phase_ns = 0
         self._balance_next = 0
         self._balance_armed = False
@@ -292,13 +292,16 @@ class Scheduler(Actor):
     # -- set-up --------------------------------------------------------------
     def on_start(self) -> None:
         self._heap, self._seq = self.runtime.event_queue()  # segment ends are never in the past
-        # run-to-run variation: where the run starts in the tick's and the balancer's periods
+        self._trace = self.runtime.events.is_on("sched")
+        self._trace_locks = self.runtime.events.is_on("lock")
+
+    def draw_phases(self) -> None:
+        """Run-to-run variation: where the run starts in the tick's and the load balancer's periods, from this
+        actor's own random stream (call once it is added to the runtime)."""
         if self.tick_ns:
             self.tick_phase_ns = self.rng.randrange(self.tick_ns)
         if self._balance_step_ns:
             self.balance_phase_ns = self.rng.randrange(self._balance_step_ns)
-        self._trace = self.runtime.events.is_on("sched")
-        self._trace_locks = self.runtime.events.is_on("lock")
 
     def add_lock(self, name: str, kind: LockKind, transfer_ns: int = 0) -> KLock:
         if kind not in ("spin", "mutex", "rwlock", "rwsem", "line"):
@@ -1041,10 +1044,7 @@ class Scheduler(Actor):
             self._place(target, th)
             self._switch_in(target, th)
             return
-        if prev is not None and th.mask >> prev.cid & 1:
-            target = prev  # select_idle_sibling() found no idle core: the wakee stays with its cache
-        else:
-            target = min(th.cores, key=lambda c: self._load_key(c, prev))
+        target = self._busy_target(th, prev)
         self._place(target, th)
         target.queue.append(th)
         th.core = target
@@ -1063,6 +1063,13 @@ class Scheduler(Actor):
                 return
         if not target.sliced and not curr.preempt_count and curr.remaining and not target.dispatching:
             self._arm(target)  # _place accounted the core up to now
+
+    def _busy_target(self, th: Thread, prev: Core | None) -> Core:
+        """Where a woken fair thread queues when no allowed core is idle: select_idle_sibling() returns its
+        target, the previous core (the wakee keeps its cache); a thread with none the least loaded core."""
+        if prev is not None and th.mask >> prev.cid & 1:
+            return prev
+        return min(th.cores, key=lambda c: self._load_key(c, prev))
 
     @staticmethod
     def _load_key(core: Core, prev: Core | None) -> tuple[int, int, bool, int]:

@@ -129,6 +129,7 @@ class World:
             Scheduler("scheduler", core_specs(dev), tunables, on_delay=self._on_delay, timeline=self.timeline,
                       coherence_window_ns=round(exp.kernel.coherence_window_us * NS_PER_US))
         )
+        self.scheduler.draw_phases()
         self.memory = Memory(
             mb_to_pages(dev.memory.total_mb), mb_to_pages(dev.memory.kernel_mb),
             dev.memory.watermark_scale_factor, mb_to_pages(dev.memory.zram_disksize_mb), self.scheduler,

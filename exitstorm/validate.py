@@ -477,7 +477,6 @@ def plot(report: dict[str, Any], path: Path) -> None:
     ax.set_xlabel("victims killed together")
     ax.set_ylabel("ms")
     ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
     ax.set_xticks(counts, [str(c) for c in counts])
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=6)

@@ -76,14 +76,17 @@ def _parser() -> argparse.ArgumentParser:
                                           "simulator with PROFILE, and compare (root, Linux, ZRAM)")
     val.add_argument("profile", type=Path, help="a device profile (from exitstorm calibrate)")
     val.add_argument("--out", type=Path, help="results directory (default results/validation-<profile>)")
-    val.add_argument("--swapped-mb", type=int, default=200, help="swapped MB per victim (default 200)")
+    val.add_argument("--swapped-mb", type=int, default=200,
+                     help="MB per victim, swapped (resident in the resident cell) (default 200)")
     val.add_argument("--repeats", type=int, default=3, help="real storms per cell; figures are medians (default 3)")
     val.add_argument("--random-bytes", type=int, default=DEFAULT_RANDOM_BYTES, metavar="N",
                      help=f"random bytes in each 4 KiB page of the victims (default {DEFAULT_RANDOM_BYTES})")
     val.add_argument("--scenario", type=Path, default=DEFAULT_SCENARIO,
                      help=f"the storm scenario simulated (default {DEFAULT_SCENARIO})")
     val.add_argument("--preview-scenario", type=Path, default=DEFAULT_PREVIEW_SCENARIO,
-                     help=f"the storm with the preview, run in both worlds (default {DEFAULT_PREVIEW_SCENARIO})")
+                     help=f"the storm with the SCHED_FIFO preview, run in both worlds, also as a fair nice-0 "
+                          f"thread; its storm.count is N of the cells other than the storm curve "
+                          f"(default {DEFAULT_PREVIEW_SCENARIO})")
     val.add_argument("--force", action="store_true", help="replace an existing results directory")
     swp = sub.add_parser("sweep", help="run a grid of config values x seeds (local processes or Dask)")
     swp.add_argument("config", help="scenario TOML file")

@@ -7,6 +7,18 @@ madvise(MADV_PAGEOUT) and checks ``VmSwap`` before it says it is ready. It
 dies with its parent (PR_SET_PDEATHSIG, :func:`fork_child`) and is killed by pid on every way
 out of :class:`Victims`, so none can outlive the harness.
 
+The harness threads around a storm run at SCHED_FIFO 1, as lmkd's main
+thread (which sends its kills and polls their pidfds) does: the one sending
+the SIGKILLs back to back, the one waiting for the reaps and the pool
+sampler. At a fair nice 0 they are preempted by the victims they have
+woken (up to 15 ms between two SIGKILLs on a 2-core VM, and reaps of
+victims boosted to nice −20 seen only once all are done), where the
+simulator kills them all at one instant and sees every exit when it
+happens. Before the kills, the sending thread can set every thread of each
+victim to a nice value (setpriority per thread, as lmkd's
+set_process_group_and_prio boosts its victims); the nice each victim has at
+its kill is read back and kept with the timing.
+
 Timing: kill → reap is SIGKILL until ``waitpid`` returns (the exit has run
 ``exit_mm`` and ``exit_notify``); kill → returned is until the victim's
 memory is back with the page allocator: 90% of its share of the ZRAM pool
@@ -20,6 +32,7 @@ mm at exit_mm, before the teardown.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import mmap
@@ -30,9 +43,9 @@ import threading
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Callable
+from typing import Callable, Iterator
 
-from attrs import frozen
+from attrs import field, frozen
 
 from actors.memory import PAGES_PER_MB
 from actors.runtime import NS_PER_S
@@ -49,6 +62,8 @@ PAGEOUT_PERCENT = 95
 RETURNED_SHARE = 0.9
 #: how often the ZRAM pool is sampled while memory comes back (the simulator's side samples as often)
 POOL_SAMPLE_NS = 500_000
+#: the SCHED_FIFO priority of the harness threads around a storm (lmkd's main thread runs at it)
+HARNESS_PRIO = 1
 
 
 #: 1 KiB random + 3 KiB zeros per page: lz4 compresses it about 3.9 times (DESIGN §10)
@@ -109,10 +124,29 @@ class StormTiming:
     returned_ns: int | None
     #: per victim, what the reaper's process_mrelease returned ("ok" or an errno name); empty without reaper
     mrelease_results: list[str]
+    resident_mb: int = 0
+    #: per victim, in kill order: the highest nice of its threads just before the kills
+    victim_nice: list[int] = field(factory=list)
+    #: per victim, in kill order: CLOCK_MONOTONIC ns its SIGKILL was sent at (the clock of the preview's frames)
+    kill_at_ns: list[int] = field(factory=list)
+
+
+@contextlib.contextmanager
+def _fifo(prio: int) -> Iterator[None]:
+    """The calling thread at SCHED_FIFO ``prio`` inside; its scheduling and nice as they were after."""
+    tid = threading.get_native_id()
+    policy, param, nice = os.sched_getscheduler(tid), os.sched_getparam(tid), os.getpriority(os.PRIO_PROCESS, tid)
+    os.sched_setscheduler(tid, os.SCHED_FIFO, os.sched_param(prio))
+    try:
+        yield
+    finally:
+        os.sched_setscheduler(tid, policy, param)
+        os.setpriority(os.PRIO_PROCESS, tid, nice)
 
 
 class _PoolWatch:
-    """A thread sampling mm_stat until ``mem_used_total`` falls to ``target`` bytes."""
+    """A thread sampling mm_stat (at SCHED_FIFO: busy victims never delay what it sees) until ``mem_used_total``
+    falls to ``target`` bytes."""
 
     def __init__(self, target: float, sample_s: float) -> None:
         self.target = target
@@ -122,11 +156,12 @@ class _PoolWatch:
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
     def _sample(self) -> None:
-        while not self._stop.is_set():
-            if mm_stat()["mem_used_total"] <= self.target:
-                self._back.append(time.monotonic_ns())
-                return
-            time.sleep(self.sample_s)
+        with _fifo(HARNESS_PRIO):
+            while not self._stop.is_set():
+                if mm_stat()["mem_used_total"] <= self.target:
+                    self._back.append(time.monotonic_ns())
+                    return
+                time.sleep(self.sample_s)
 
     def start(self) -> None:
         self._thread.start()
@@ -139,22 +174,63 @@ class _PoolWatch:
         return self._back[0] if self._back else None
 
 
-def _kill_all(pidfds: list[int], kill_ns: list[int]) -> None:
-    """pidfd_send_signal(SIGKILL) to each, back to back, noting when each was sent."""
-    for fd in pidfds:
-        kill_ns.append(time.monotonic_ns())
-        signal.pidfd_send_signal(fd, signal.SIGKILL)
+def _tasks(pid: int) -> list[int]:
+    return [int(tid) for tid in os.listdir(f"/proc/{pid}/task")]
 
 
-def _reaper(pidfds: list[int], kill_ns: list[int], sent: threading.Event, results: list[str], nice: int) -> None:
-    """An lmkd-like reaper thread at ``nice``: the SIGKILLs, then process_mrelease(pidfd, 0) on each victim."""
+def set_nice(pid: int, nice: int) -> None:
+    """Every thread of ``pid`` to ``nice`` (setpriority(PRIO_PROCESS, tid) is one thread's nice on Linux)."""
+    for tid in _tasks(pid):
+        os.setpriority(os.PRIO_PROCESS, tid, nice)
+
+
+def process_nice(pid: int) -> int:
+    """The highest nice among ``pid``'s threads: how little its least boosted thread is boosted."""
+    return max(os.getpriority(os.PRIO_PROCESS, tid) for tid in _tasks(pid))
+
+
+@frozen
+class _Kills:
+    """What the thread sending a storm's SIGKILLs does, and what it notes."""
+
+    pids: list[int]
+    pidfds: list[int]
+    #: every victim's threads set to this nice before the kills; None: left as they are
+    victim_nice: int | None
+    nice: list[int] = field(factory=list)
+    kill_ns: list[int] = field(factory=list)
+
+    def send(self) -> None:
+        """Set (and read back) the victims' nice, then pidfd_send_signal(SIGKILL) to each, back to back."""
+        try:
+            if self.victim_nice is not None:
+                for pid in self.pids:
+                    set_nice(pid, self.victim_nice)
+            self.nice.extend(process_nice(pid) for pid in self.pids)
+            for fd in self.pidfds:
+                self.kill_ns.append(time.monotonic_ns())
+                signal.pidfd_send_signal(fd, signal.SIGKILL)
+        except OSError as exc:
+            wanted = "" if self.victim_nice is None else f" (the victims to nice {self.victim_nice})"
+            raise HostError(f"could not kill the storm{wanted}: {exc}") from None
+
+
+def _reaper(kills: _Kills, sent: threading.Event, failed: list[Exception], results: list[str], nice: int) -> None:
+    """An lmkd-like reaper thread, fair at ``nice``: the SIGKILLs (at SCHED_FIFO), then process_mrelease(pidfd, 0)
+    on each victim."""
     libc = ctypes.CDLL(None, use_errno=True)
-    os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+    tid = threading.get_native_id()
     try:
-        _kill_all(pidfds, kill_ns)
+        os.sched_setscheduler(tid, os.SCHED_OTHER, os.sched_param(0))
+        os.setpriority(os.PRIO_PROCESS, tid, nice)
+        with _fifo(HARNESS_PRIO):
+            kills.send()
+    except (OSError, HostError) as exc:
+        failed.append(exc)
+        return
     finally:
         sent.set()
-    for fd in pidfds:
+    for fd in kills.pidfds:
         ok = libc.syscall(SYS_PROCESS_MRELEASE, fd, 0) == 0
         results.append("ok" if ok else errno.errorcode.get(ctypes.get_errno(), str(ctypes.get_errno())))
 
@@ -323,45 +399,56 @@ class Victims:
         return Storm(spec, [pid for pid, _ in started], max(0, after["mem_used_total"] - before["mem_used_total"]),
                      orig / compr if orig > 0 and compr > 0 else 1.0)
 
-    def kill_storm(self, storm: Storm, reaper_nice: int | None, sample_s: float = POOL_SAMPLE_NS / NS_PER_S,
-                   settle_s: float = 10.0) -> StormTiming:
-        """SIGKILL the storm's victims back to back and time every reap.
+    def kill_storm(self, storm: Storm, reaper_nice: int | None, victim_nice: int | None = None,
+                   sample_s: float = POOL_SAMPLE_NS / NS_PER_S, settle_s: float = 10.0) -> StormTiming:
+        """SIGKILL the storm's victims back to back (at SCHED_FIFO) and time every reap.
 
         With a ``reaper_nice``, an lmkd-like reaper thread at that nice value
         sends the SIGKILLs and then calls process_mrelease on each victim in
         kill order, as lmkd's reaper does after its kill; with None, the
-        harness's main thread sends them.
+        harness's main thread sends them. The thread sending them first sets
+        every victim thread to ``victim_nice`` (unless None). A storm without
+        swapped memory has nothing in ZRAM to see returned.
         """
         pidfds = [os.pidfd_open(pid) for pid in storm.pids]
         try:
-            watch = _PoolWatch(mm_stat()["mem_used_total"] - RETURNED_SHARE * storm.pool_bytes, sample_s)
-            kill_ns: list[int] = []
+            kills = _Kills(storm.pids, pidfds, victim_nice)
+            target = mm_stat()["mem_used_total"] - RETURNED_SHARE * storm.pool_bytes
             results: list[str] = []
-            watch.start()
             reaper = None
-            if reaper_nice is None:
-                _kill_all(pidfds, kill_ns)
-            else:
-                sent = threading.Event()
-                reaper = threading.Thread(target=_reaper, args=(pidfds, kill_ns, sent, results, reaper_nice),
-                                          daemon=True)
-                reaper.start()
-                sent.wait()
-            reap_ns = _wait_exits(pidfds, settle_s)
-            for pid in storm.pids:
-                os.waitpid(pid, 0)
-                self._live.discard(pid)
-            if reaper is not None:
-                reaper.join()
-            returned = watch.stop(settle_s)
+            with _fifo(HARNESS_PRIO):
+                if reaper_nice is None:
+                    kills.send()
+                else:
+                    sent = threading.Event()
+                    failed: list[Exception] = []
+                    reaper = threading.Thread(target=_reaper, args=(kills, sent, failed, results, reaper_nice),
+                                              daemon=True)
+                    reaper.start()
+                    sent.wait()
+                    if failed:
+                        raise HostError(f"the reaper thread (nice {reaper_nice}) could not kill the storm: "
+                                        f"{failed[0]}")
+                # started after the kills, so that it never holds the GIL the thread sending them wants
+                watch = _PoolWatch(target, sample_s) if storm.spec.swapped_mb else None
+                if watch is not None:
+                    watch.start()
+                reap_ns = _wait_exits(pidfds, settle_s)
+                for pid in storm.pids:
+                    os.waitpid(pid, 0)
+                    self._live.discard(pid)
+                if reaper is not None:
+                    reaper.join()
+                returned = None if watch is None else watch.stop(settle_s)
         finally:
             for fd in pidfds:
                 os.close(fd)
         return StormTiming(
             count=len(storm.pids), swapped_mb=storm.spec.swapped_mb, mrelease=reaper_nice is not None,
             pool_kb=storm.pool_bytes // 1024, compression_ratio=round(storm.compression_ratio, 3),
-            exit_ns=[r - k for k, r in zip(kill_ns, reap_ns)],
-            returned_ns=None if returned is None else returned - kill_ns[0], mrelease_results=results)
+            exit_ns=[r - k for k, r in zip(kills.kill_ns, reap_ns)],
+            returned_ns=None if returned is None else returned - kills.kill_ns[0], mrelease_results=results,
+            resident_mb=storm.spec.resident_mb, victim_nice=kills.nice, kill_at_ns=kills.kill_ns)
 
     def kill_and_time(self, spec: VictimSpec, sample_s: float = POOL_SAMPLE_NS / NS_PER_S,
                       settle_s: float = 5.0) -> ExitTiming:

@@ -9,7 +9,7 @@ import pytest
 import trio
 
 from exitstorm import validate as val
-from exitstorm.config import load_experiment
+from exitstorm.config import Experiment, load_experiment
 from exitstorm.schema import ConfigError
 from exitstorm.victims import POOL_SAMPLE_NS
 from exitstorm.world import World
@@ -50,50 +50,117 @@ def test_real_frames_go_through_the_simulators_frame_accounting() -> None:
               (2, t0 + 2 * period, t0 + 3 * period + 1 * MS)]
     figures = val.frame_figures(val.real_frame_stats(frames, period))
     assert figures["preview_misses"] == 2
-    # lateness 0, 3 and 1 ms: p99 of three samples is the largest; response p99 is frame 1's period + 3 ms
+    # lateness 0, 3 and 1 ms: p99 of three samples is the largest, as is the max; response p99 is frame 1's
     assert figures["preview_lateness_p99_ms"] == pytest.approx(3.0, rel=1e-3)
+    assert figures["preview_lateness_max_ms"] == pytest.approx(3.0, rel=1e-3)
     assert figures["preview_response_p99_ms"] == pytest.approx((period + 3 * MS) / MS, rel=1e-3)
 
 
-def test_every_cell_is_a_valid_storm_scenario() -> None:
-    cells = val.cells(load_experiment(VM_STORM_PREVIEW).config.storm.count)
-    assert [(c.count, c.mrelease, c.preview) for c in cells] == [
-        (1, False, False), (2, False, False), (4, False, False), (8, False, False),
-        (1, True, False), (2, True, False), (4, True, False), (8, True, False), (8, False, True)]
-    for cell in cells:
-        exp = load_experiment(VM_STORM_PREVIEW if cell.preview else VM_STORM,
-                              val.sim_overrides(VM_2CORE, cell, 50, 3.9))
-        storm = exp.config.storm
-        assert (storm.count, storm.swapped_mb, storm.reapers) == (cell.count, 50, int(cell.mrelease))
-        assert [p.name for p in exp.config.periodic] == (["preview"] if cell.preview else [])
-    (preview,) = load_experiment(VM_STORM_PREVIEW, val.sim_overrides(VM_2CORE, cells[-1], 50, 3.9)).config.periodic
-    assert (preview.thread.policy, preview.thread.prio, preview.budget_us) == ("fifo", 2, 4000)
-    # the real preview: 60 fps, 4 ms a frame, 60 frames, the kills 100 ms after its first release
-    assert PREVIEW == val.PreviewSpec(16_666_667, 4 * MS, 2, 60, 100 * MS)
+def test_cell_figures_are_the_victims_spread_and_no_memory_back_for_the_resident_control() -> None:
+    exit_ns = [30 * MS, 10 * MS, 20 * MS, 40 * MS]
+    figures = val.cell_figures(val.Cell(4, False), exit_ns, 35 * MS, None)
+    assert figures == {"exit_min_ms": 10.0, "exit_median_ms": 25.0, "exit_max_ms": 40.0, "returned_ms": 35.0}
+    assert val.cell_figures(val.Cell(4, False), exit_ns, None, None)["returned_ms"] is None  # never seen back
+    assert "returned_ms" not in val.cell_figures(val.Cell(4, False, resident=True), exit_ns, None, None)
+
+
+CELLS = val.cells(load_experiment(VM_STORM_PREVIEW).config.storm.count)
+
+
+def cell_experiment(cell: val.Cell, swapped_mb: int = 50) -> Experiment:
+    return val.cell_experiment(VM_STORM_PREVIEW if cell.preview else VM_STORM, VM_2CORE, cell, swapped_mb, 3.9)
+
+
+def test_the_cells_and_their_names() -> None:
+    assert [c.name for c in CELLS] == [
+        "N=1", "N=2", "N=4", "N=8", "N=16", "N=8 resident", "N=8 mrelease nice0", "N=8 mrelease lmkd",
+        "N=8 preview fifo", "N=8 preview fifo boosted", "N=8 preview fair", "N=8 preview fair boosted"]
+    # calibrate's cells: plain storms, with and without the scenario's reaper
+    assert [val.Cell(1, False).name, val.Cell(1, True).name, val.Cell(2, False).name] == ["N=1", "N=1 mrelease", "N=2"]
+    assert [c.victim_nice for c in CELLS if c.boosted] == [-20] * 3
+    assert {c.victim_nice for c in CELLS if not c.boosted} == {0}
+
+
+def test_every_cell_is_a_valid_scenario_with_its_overrides() -> None:
+    for cell in CELLS:
+        storm = cell_experiment(cell).config.storm
+        assert (storm.count, storm.reapers) == (cell.count, int(cell.mrelease))
+        assert (storm.swapped_mb, storm.resident_mb) == ((0, 50) if cell.resident else (50, 0))
+        # the victims' nice: -20 where they are boosted before the kill (they sleep until then), else 0
+        assert (storm.thread.policy, storm.thread.nice) == ("fair", -20 if cell.boosted else 0)
+        assert [p.name for p in cell_experiment(cell).config.periodic] == (["preview"] if cell.preview else [])
+    nice0, lmkd = (cell_experiment(c).config.storm.reaper_thread for c in CELLS if c.mrelease)
+    assert (nice0.policy, nice0.nice) == ("fair", 0)
+    # the lmkd-like reaper is the scenario's reaper thread as it is; calibrate's reaper too
+    assert (lmkd.policy, lmkd.nice) == ("fair", val.reaper_nice(VM_STORM)) == ("fair", -20)
+    assert cell_experiment(val.Cell(1, True)).config.storm.reaper_thread == lmkd
+
+
+def test_the_fair_preview_is_the_fifo_preview_as_a_fair_nice_0_thread() -> None:
+    fifo, fair = (cell_experiment(val.Cell(8, False, preview=kind)).config.periodic[0] for kind in ("fifo", "fair"))
+    assert (fifo.thread.policy, fifo.thread.prio) == ("fifo", 2)
+    assert (fair.thread.policy, fair.thread.nice) == ("fair", 0)
+    assert (fair.thread.cpuset, fair.thread.thread_class) == (fifo.thread.cpuset, fifo.thread.thread_class)
+    assert (fair.period_us, fair.budget_us, fair.start_ms) == (fifo.period_us, fifo.budget_us, fifo.start_ms) \
+        == (16666.667, 4000, 0)
+    # the real previews: 60 fps, 4 ms a frame, 60 frames, the kills 100 ms after the first release; the fifo one
+    # as SCHED_FIFO 2, the fair one as SCHED_OTHER at nice 0
+    assert PREVIEW == val.PreviewSpec(16_666_667, 4 * MS, 2, 0, 60, 100 * MS)
+    fair_spec = val.preview_spec(cell_experiment(val.Cell(8, False, preview="fair")))
+    assert fair_spec == val.PreviewSpec(16_666_667, 4 * MS, None, 0, 60, 100 * MS)
 
 
 def test_a_preview_scenario_needs_a_fifo_preview_started_before_the_kills() -> None:
-    with pytest.raises(ConfigError, match='named "preview" with policy "fifo"'):
-        val.preview_spec(load_experiment(VM_STORM))
+    for kind in ("fifo", "fair"):
+        with pytest.raises(ConfigError, match='expected a \\[\\[periodic\\]\\] named "preview"'):
+            val.preview_overrides(load_experiment(VM_STORM), kind)
+    fair_already = load_experiment(VM_STORM_PREVIEW, [
+        'periodic[0].thread={policy = "fair", nice = -10, cpuset = "all", thread_class = "preview"}'])
+    with pytest.raises(ConfigError, match='"preview" with policy "fifo"'):
+        val.preview_overrides(fair_already, "fair")
     with pytest.raises(ConfigError, match="storm.kill_at_ms: expected a storm killed at or after"):
         val.preview_spec(load_experiment(VM_STORM_PREVIEW, [
             "storm.kill_at_ms=40", 'periodic=[{name = "preview", period_us = 16666.667, budget_us = 4000, '
             'start_ms = 50, thread = {policy = "fifo", prio = 2, cpuset = "all", thread_class = "preview"}}]']))
 
 
-def test_simulated_cells_alone_with_preview() -> None:
-    alone = val.simulate(VM_STORM, VM_2CORE, val.Cell(1, False), 100, 3.9)
+def simulate(cell: val.Cell, swapped_mb: int = 50) -> dict[str, float | None]:
+    return val.simulate(VM_STORM_PREVIEW if cell.preview else VM_STORM, VM_2CORE, cell, swapped_mb, 3.9)
+
+
+def test_simulated_cells_alone_and_resident() -> None:
+    alone = simulate(val.Cell(1, False), 100)
     # one victim alone on a core: its exit costs exit_fixed + 25 600 swap entries (vm_2core: 0.7 ms + 388 ns each)
     assert alone["exit_median_ms"] == pytest.approx(0.7 + 25_600 * 388e-6, rel=0.02)
-    assert alone["exit_max_ms"] == alone["exit_median_ms"]
+    assert alone["exit_min_ms"] == alone["exit_max_ms"] == alone["exit_median_ms"]
     assert 0 < alone["returned_ms"] <= alone["exit_median_ms"] + POOL_SAMPLE_NS / MS
-    storm = val.simulate(VM_STORM_PREVIEW, VM_2CORE, val.Cell(8, False, True), 50, 3.9)
-    assert storm["exit_max_ms"] >= storm["exit_median_ms"] > 0
-    assert storm["preview_misses"] == 0 and storm["preview_response_p99_ms"] >= PREVIEW.budget_ns / MS
+    resident = simulate(val.Cell(8, False, resident=True), 100)
+    # 8 exits of 0.7 ms + 25 600 present pages (162 ns each) on 2 cores, nothing in ZRAM to come back
+    assert resident["exit_max_ms"] == pytest.approx(4 * (0.7 + 25_600 * 162e-6), rel=0.1)
+    assert "returned_ms" not in resident
+
+
+def test_simulated_previews_suffer_only_as_fair_threads_and_most_with_boosted_victims() -> None:
+    fifo, fifo_boosted, fair, fair_boosted = (simulate(c) for c in CELLS if c.preview)
+    for figures in (fifo, fifo_boosted, fair, fair_boosted):
+        assert figures["exit_max_ms"] >= figures["exit_median_ms"] >= figures["exit_min_ms"] > 0
+        assert figures["preview_lateness_max_ms"] >= figures["preview_lateness_p99_ms"]
+        assert figures["preview_response_p99_ms"] >= PREVIEW.budget_ns / MS
+    assert fifo["preview_misses"] == fifo_boosted["preview_misses"] == 0
+    assert 0 < fair["preview_misses"] < fair_boosted["preview_misses"]
+    assert fair["preview_lateness_max_ms"] < fair_boosted["preview_lateness_max_ms"]
+
+
+def test_simulated_reapers_at_nice_0_and_lmkd_like_on_boosted_victims() -> None:
+    nice0, lmkd = (simulate(c) for c in CELLS if c.mrelease)
+    storm = simulate(val.Cell(8, False))
+    # victims and reaper all at nice 0 or all at -20: the same weights against each other, the same storm
+    assert nice0 == lmkd
+    assert nice0["exit_median_ms"] < storm["exit_median_ms"]
 
 
 def run_cell(cell: val.Cell, swapped_mb: int) -> World:
-    world = World(load_experiment(VM_STORM, val.sim_overrides(VM_2CORE, cell, swapped_mb, 3.9)), None)
+    world = World(cell_experiment(cell, swapped_mb), None)
     trio.run(world.runtime.run)
     return world
 
@@ -155,19 +222,39 @@ def test_validation_on_this_kernel(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert active_swaps() == swaps_before  # ZRAM put back as it was
     report = json.loads((out / "validation.json").read_text())
-    assert len(report["cells"]) == len(val.cells(8)) and 3.0 < report["compression_ratio"] < 5.0
+    assert [row["cell"]["name"] for row in report["cells"]] == [c.name for c in CELLS]
+    assert 3.0 < report["compression_ratio"] < 5.0
     for row in report["cells"]:
+        cell = val.Cell(**{k: v for k, v in row["cell"].items() if k not in ("name", "victim_nice")})
         (run,) = row["real_runs"]
-        count = row["cell"]["count"]
-        assert len(run["exit_ns"]) == count and all(ns > 0 for ns in run["exit_ns"])
-        assert len(run["mrelease_results"]) == (count if row["cell"]["mrelease"] else 0)
+        assert len(run["exit_ns"]) == len(run["kill_at_ns"]) == cell.count and all(ns > 0 for ns in run["exit_ns"])
+        # the kills back to back (well under a millisecond for 16), every victim at its cell's nice when killed
+        assert run["kill_at_ns"] == sorted(run["kill_at_ns"]) and run["kill_at_ns"][-1] - run["kill_at_ns"][0] < MS
+        assert run["victim_nice"] == [-20 if cell.boosted else 0] * cell.count
+        assert len(run["mrelease_results"]) == (cell.count if cell.mrelease else 0)
         assert set(run["mrelease_results"]) <= {"ok", "ESRCH"}
-        for key in ("exit_median_ms", "exit_max_ms", "returned_ms"):
+        assert (run["swapped_mb"], run["resident_mb"]) == ((0, 20) if cell.resident else (20, 0))
+        figures = ("exit_min_ms", "exit_median_ms", "exit_max_ms") + (() if cell.resident else ("returned_ms",))
+        assert tuple(k for k in row["real"] if not k.startswith("preview")) == figures
+        for key in figures:
             assert row["real"][key] > 0 and row["simulated"][key] > 0
+            assert row["real_range"][key] == [row["real"][key]] * 2
             assert row["relative_error"][key] == pytest.approx(
                 (row["simulated"][key] - row["real"][key]) / row["real"][key])
-        if row["cell"]["preview"]:
+        assert row["real"]["exit_min_ms"] <= row["real"]["exit_median_ms"] <= row["real"]["exit_max_ms"]
+        assert row["real"]["exit_max_ms"] == pytest.approx(max(run["exit_ns"]) / MS)
+        assert ("preview" in run) == (cell.preview is not None) == ("preview_misses" in row["real"])
+        if cell.preview is not None:
+            preview = run["preview"]
+            assert (preview["policy"], preview["prio"], preview["nice"]) == (
+                ("SCHED_FIFO", PREVIEW.prio, 0) if cell.preview == "fifo" else ("SCHED_OTHER", 0, 0))
+            assert [f[0] for f in preview["frames"]] == list(range(PREVIEW.frames))
+            # the storm's kills fall among the frames, 100 ms after the first release
+            first_release = preview["frames"][0][1]
+            assert run["kill_at_ns"][0] - first_release == pytest.approx(PREVIEW.kill_after_ns, abs=5 * MS)
+            assert row["real"]["preview_lateness_max_ms"] >= row["real"]["preview_lateness_p99_ms"] >= 0
             assert row["real"]["preview_response_p99_ms"] >= PREVIEW.budget_ns / MS
+            assert row["simulated"]["preview_misses"] is not None
     assert (out / "validation.png").stat().st_size > 10_000
     proc = exitstorm("validate", str(VM_2CORE), "--repeats", "1", "--out", str(out))
     assert proc.returncode == 2 and "use --force" in proc.stderr

@@ -31,10 +31,9 @@ Scheduling model (DESIGN §4):
   (atomic counters): never waited for, but accessing it costs transfers.
 * **Coherence** (the Universal Scalability Law's coherence term): an access
   to a lock's or line's cache lines costs one transfer for each *other* CPU
-  that has touched them since this CPU last did and is still contending for
-  them: it holds or spins on the lock, is inside a step touching the line,
-  or stopped touching it less than ``coherence_window_ns`` ago. At least one
-  transfer is paid when another CPU touched them last. The cost is burnt
+  that has touched them since this CPU last began to (holding or spinning on
+  the lock, or inside a step touching the line, counts as touching it all
+  along). At least one transfer is paid when another CPU touched them last. The cost is burnt
   inside the critical section that makes the access, so under contention
   hold times lengthen and a lock's throughput falls as CPUs are added; a
   yes/no "someone else touched it" cost would saturate at two CPUs.
@@ -90,15 +89,18 @@ NEVER = -1
 _rt_key = attrgetter("rt_key")
 
 
-def contenders(cpu: int, now: int, since: list[int], until: list[int], window_ns: int, last_cpu: int) -> int:
-    """Transfers one access by ``cpu`` pays: the other CPUs that touched the lines since ``cpu`` last did
-    (``since[cpu]``) and still contend for them (``until[d]``, ONGOING while they hold, spin or touch, is no
-    older than ``window_ns``); at least one when another CPU touched them last."""
+def contenders(cpu: int, since: list[int], until: list[int], last_cpu: int) -> int:
+    """Transfers one access by ``cpu`` pays: the other CPUs that touched the lines after ``cpu`` last began to
+    (``until[d]``, ONGOING while they hold, spin or touch, is later than ``since[cpu]``); at least one when
+    another CPU touched them last.
+
+    The count is per CPU, not per access, so a step standing for a page table of entries counts what the
+    entries would, whatever the step's length: the result does not depend on the model's chunking.
+    """
     mine = since[cpu]
-    horizon = now - window_ns
     k = 0
     for d, end in enumerate(until):
-        if d != cpu and end > mine and end >= horizon:
+        if d != cpu and end > mine:
             k += 1
     if not k and last_cpu != cpu and last_cpu != NEVER:
         return 1
@@ -244,13 +246,8 @@ class Scheduler(Actor):
         tunables: SchedTunables,
         on_delay: Callable[[Thread, int], None] | None = None,
         timeline: Timeline | None = None,
-        coherence_window_ns: int = 0,
     ) -> None:
         super().__init__(name)
-        if coherence_window_ns < 0:
-            raise ValueError("coherence_window_ns must be >= 0")
-        #: how long a CPU that stopped touching a lock's lines still counts as contending for them
-        self.coherence_window_ns = coherence_window_ns
         specs = list(cores)
         if not specs:
             raise ValueError("a device needs at least one core")
@@ -846,7 +843,7 @@ class Scheduler(Actor):
             return 0
         cpu = core.cid
         now = self.runtime.now
-        k = contenders(cpu, now, lock.since, lock.until, self.coherence_window_ns, lock.last_cpu)
+        k = contenders(cpu, lock.since, lock.until, lock.last_cpu)
         lock.last_cpu = cpu
         lock.since[cpu] = now
         lock.until[cpu] = ONGOING

@@ -128,8 +128,6 @@ class Kernel:
     alloc: AllocProfile
     reap: ReapProfile
     locks: dict[str, LockSpec] = field(validator=_locks_declared)
-    #: a CPU that stopped touching a lock's cache lines this long ago still counts as contending for them
-    coherence_window_us: float = field(validator=between(0, 1_000_000))
 
     @property
     def profile(self) -> KernelProfile:

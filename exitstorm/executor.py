@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import gc
+import json
 import os
 import signal
 from pathlib import Path
@@ -66,13 +67,14 @@ def _figures(job: RunJob, result: Callable[[], dict[str, Any]]) -> dict[str, Any
         raise RunFailed(job, exc) from None
 
 
-#: experiments already read in this process, per (config, --set overrides, variant name)
-_LOADED: dict[tuple[str, tuple[str, ...], str], Experiment] = {}
+#: experiments already read in this process, per (config, --set overrides, variant name and overrides): two
+#: sweeps in one process may name different points alike ("p000"), so the name alone is no key
+_LOADED: dict[tuple[str, tuple[str, ...], str, str], Experiment] = {}
 
 
 def load_variant(config: str, sets: tuple[str, ...], variant: Variant) -> Experiment:
     """The experiment of one variant (read once per process; bad input raises ConfigError)."""
-    key = (config, sets, variant[0])
+    key = (config, sets, variant[0], json.dumps(variant[1], sort_keys=True, default=repr))
     exp = _LOADED.get(key)
     if exp is None:
         exp = _LOADED[key] = load_experiment(config, list(sets), variant=variant)

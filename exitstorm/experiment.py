@@ -114,9 +114,14 @@ def camera_metrics(world: World) -> dict[str, Any]:
 
 
 def kill_log(world: World) -> list[dict[str, Any]]:
-    """LMKD's kills in order: victim, adj, sizes at the kill, decision / SIGKILL / exit / memory-returned times."""
+    """LMKD's kills in order: victim, adj, sizes at the kill, decision / SIGKILL / exit / memory-returned times.
+
+    A kill decided but not yet delivered when the run ends (a cgroup.kill waiting for cgroup_mutex) comes
+    last, in decision order, with no kill time."""
     rows = []
-    for proc in sorted((p for p in world.processes if p.pid in world.kill_reasons), key=lambda p: (p.killed_at, p.pid)):
+    chosen = [p for p in world.processes if p.pid in world.kill_reasons]
+    for proc in sorted(chosen, key=lambda p: (p.killed_at is None, p.killed_at or world.kill_reasons[p.pid][3],
+                                                    p.pid)):
         reason, min_adj, via, decided = world.kill_reasons[proc.pid]
         rows.append({
             "victim": proc.name, "pid": proc.pid, "adj": proc.adj, "reason": reason, "min_adj": min_adj, "via": via,

@@ -129,13 +129,18 @@ def hdr_percentiles_ms(h: HdrHistogram, percentiles: tuple[float, ...] = (50, 90
     """``pNN`` (ms, 3 decimals) for each percentile, ``max`` and ``count``; just ``count`` when empty.
 
     A percentile is its bucket's highest equivalent value (HdrHistogram's
-    getValueAtPercentile), never above the max.
+    getValueAtPercentile), never above the max. The max is the highest
+    non-empty slot's highest equivalent value, 0 when that is the slot of 0:
+    the same for a histogram recorded here and one read back from an
+    ``.hlog`` (which keeps counts, not the exact max; hdrh reports an exact 0
+    for the first and the slot's top for the second).
     """
     total = h.get_total_count()
     if not total:
         return {"count": 0}
     cells = nonzero_cells(h)
-    top = h.get_max_value()
+    lowest, highest, _count = cells[-1]
+    top = highest if lowest else 0
     figures: dict[str, float | int] = {
         f"p{p:g}": round(min(value_at_percentile(h, cells, p), top) / NS_PER_MS, 3) for p in percentiles
     }

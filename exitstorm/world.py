@@ -126,8 +126,7 @@ class World:
                                  tick_ns=NS_PER_S // hz,
                                  busy_balance_ns=round(ks.balance_ms_per_cpu * dev.ncpus * ks.busy_factor * NS_PER_MS))
         self.scheduler = self.runtime.add(
-            Scheduler("scheduler", core_specs(dev), tunables, on_delay=self._on_delay, timeline=self.timeline,
-                      coherence_window_ns=round(exp.kernel.coherence_window_us * NS_PER_US))
+            Scheduler("scheduler", core_specs(dev), tunables, on_delay=self._on_delay, timeline=self.timeline)
         )
         self.scheduler.draw_phases()
         self.memory = Memory(

@@ -58,15 +58,14 @@ class Bench:
 
     def __init__(self, capacities: Iterable[float], *, slice_ns: int, run_to_parity: bool = True,
                  wakeup_preemption: bool = True, end_ns: int | None = None, preempt: str = "full",
-                 tick_ns: int = 0, busy_balance_ns: int = 0, coherence_window_ns: int = 0) -> None:
+                 tick_ns: int = 0, busy_balance_ns: int = 0) -> None:
         self.rt = Runtime(seed=1, end_ns=end_ns)
         tun = SchedTunables(base_slice_ns=slice_ns, tunable_scaling="none", run_to_parity=run_to_parity,
                             wakeup_preemption=wakeup_preemption, preempt=preempt, tick_ns=tick_ns,
                             busy_balance_ns=busy_balance_ns)
         self.delays: list[tuple[str, int]] = []
         self.sched = self.rt.add(Scheduler("cpu", [CoreSpec(c) for c in capacities], tun,
-                                           on_delay=lambda th, d: self.delays.append((th.name, d)),
-                                           coherence_window_ns=coherence_window_ns))
+                                           on_delay=lambda th, d: self.delays.append((th.name, d))))
         self.done: dict[str, Any] = {}
 
     def thread(self, name: str, policy: str = "fair", **kw: Any) -> Thread:

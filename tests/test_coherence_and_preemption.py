@@ -10,19 +10,17 @@ from actors.work import COND_RESCHED, Compute, Lock, Unlock
 from tests.conftest import MS, Bench
 
 
-def test_contenders_count_other_cpus_that_touched_since_and_still_contend() -> None:
-    # CPU 0 last touched at t=100; at t=1000 with a 500 ns window:
+def test_contenders_count_other_cpus_that_touched_since_this_one_last_began_to() -> None:
+    # CPU 0 last began to touch the lines at t=100
     since = [100, 50, 300, 600]
-    # CPU 1 stopped at 80 (before CPU 0's touch), CPU 2 at 450 (too old), CPU 3 is still at it
-    assert contenders(0, 1000, since, [150, 80, 450, ONGOING], 500, last_cpu=3) == 1
-    # a window that reaches back to CPU 2's touch counts it too
-    assert contenders(0, 1000, since, [150, 80, 450, ONGOING], 600, last_cpu=3) == 2
-    # nobody contending, but another CPU touched the lines last: one transfer
-    assert contenders(0, 1000, since, [150, 80, 120, 130], 10, last_cpu=3) == 1
-    # this CPU touched them last and nobody contends: nothing to pull
-    assert contenders(0, 1000, since, [990, 80, 120, 130], 10, last_cpu=0) == 0
+    # CPU 1 stopped at 80, before that; CPU 2 stopped at 450, after it; CPU 3 is still at it
+    assert contenders(0, since, [150, 80, 450, ONGOING], last_cpu=3) == 2
+    # nobody touched them since, but another CPU touched them last: one transfer
+    assert contenders(0, since, [150, 80, 90, 95], last_cpu=3) == 1
+    # this CPU touched them last and nobody since: nothing to pull
+    assert contenders(0, since, [990, 80, 90, 95], last_cpu=0) == 0
     # never touched by anybody
-    assert contenders(1, 0, [NEVER] * 2, [NEVER] * 2, 10, last_cpu=NEVER) == 0
+    assert contenders(1, [NEVER] * 2, [NEVER] * 2, last_cpu=NEVER) == 0
 
 
 def test_tick_ceil_rounds_up_to_the_next_tick_of_its_phase() -> None:
@@ -34,8 +32,8 @@ def test_tick_ceil_rounds_up_to_the_next_tick_of_its_phase() -> None:
 
 
 async def test_a_line_touched_in_turn_by_2_3_and_4_cpus_costs_one_transfer_per_other_contender() -> None:
-    # transfer 100 ns per access per contending CPU; a CPU contends for 1 us after it stops touching.
-    b = Bench([1.0] * 4, slice_ns=3 * MS, coherence_window_ns=1000)
+    # transfer 100 ns per access per CPU that touched the line since this one last did
+    b = Bench([1.0] * 4, slice_ns=3 * MS)
     b.sched.add_lock("nr_swap_pages", "line", transfer_ns=100)
     touch = [Lock("nr_swap_pages", ("swap_range_free",)), Unlock("nr_swap_pages")]
     t = [b.thread(f"t{c}", cpus=[c]) for c in range(4)]
@@ -44,22 +42,25 @@ async def test_a_line_touched_in_turn_by_2_3_and_4_cpus_costs_one_transfer_per_o
     b.start(200, t[2], touch)  # t0 (until 0) and t1 (until 110): 2 transfers, 200..400
     b.start(500, t[3], touch)  # 3 others: 500..800
     await b.run()
-    b.start(1000, t[0], touch)  # t1, t2, t3 all touched since t0's touch at 0, within 1 us: 3, 1000..1300
+    b.start(1000, t[0], touch)  # t1, t2, t3 all touched since t0's touch at 0: 3, 1000..1300
     await b.run()
     b.start(2000, t[0], touch)  # re-touching its own line: nobody touched it since
     await b.run()
-    b.start(5000, t[1], touch)  # nobody contends any more, but t0 touched it last: one transfer
+    b.start(5000, t[1], touch)  # t0 (twice), t2 and t3 touched it since t1 did at 10: 3, 5000..5300
     await b.run()
-    assert [th.run_ns for th in t] == [300, 200, 200, 300]
-    assert b.sched.locks["nr_swap_pages"].transfers == 10
+    b.start(6000, t[1], touch)  # t1 again, nobody since: nothing
+    await b.run()
+    b.start(7000, t[2], touch)  # t0, t1 (at 5000 and 6000: one CPU, counted once) and t3 since 200: 3
+    await b.run()
+    assert [th.run_ns for th in t] == [300, 400, 500, 300]
+    assert b.sched.locks["nr_swap_pages"].transfers == 15
     # the transfer time is charged to the frame of the access
     assert b.sched.frame_ns[(t[3], ("swap_range_free",))] == 300
 
 
-@pytest.mark.parametrize("window, c_done", [(2000, 3400), (0, 3300)])
-async def test_transfers_are_paid_holding_the_lock_so_holds_lengthen_with_contenders(window: int, c_done: int) -> None:
+async def test_transfers_are_paid_holding_the_lock_so_holds_lengthen_with_contenders() -> None:
     # a spinlock whose lines cost 100 ns a transfer, held 1000 ns of work by each of three CPUs
-    b = Bench([1.0] * 3, slice_ns=3 * MS, coherence_window_ns=window)
+    b = Bench([1.0] * 3, slice_ns=3 * MS)
     b.sched.add_lock("zs_class->lock", "spin", transfer_ns=100)
     section = [Lock("zs_class->lock"), Compute(1000), Unlock("zs_class->lock")]
     a, bb, c = (b.thread(n, cpus=[i]) for i, n in enumerate("abc"))
@@ -70,10 +71,18 @@ async def test_transfers_are_paid_holding_the_lock_so_holds_lengthen_with_conten
     lock = b.sched.locks["zs_class->lock"]
     # b is granted at 1000: a just released and c spins: 2 transfers, held 1000..2200
     assert b.done["b"].t_ns == 2200
-    # c is granted at 2200: b just released; a (released at 1000) still counts within a 2 us window
-    assert b.done["c"].t_ns == c_done
-    assert lock.held_ns == 1000 + 1200 + (c_done - 2200)
+    # c is granted at 2200: it never touched the lock before, so a and b both count: held 2200..3400
+    assert b.done["c"].t_ns == 3400
+    assert lock.held_ns == 1000 + 1200 + 1200
     assert (bb.spin_ns, c.spin_ns) == (900, 2000)
+    # with two CPUs the same holds lengthen by one transfer only
+    two = Bench([1.0] * 2, slice_ns=3 * MS)
+    two.sched.add_lock("zs_class->lock", "spin", transfer_ns=100)
+    a2, b2 = two.thread("a", cpus=[0]), two.thread("b", cpus=[1])
+    two.start(0, a2, section)
+    two.start(100, b2, section)
+    await two.run()
+    assert two.done["b"].t_ns == 2100
 
 
 def kernel_and_user(b: Bench) -> tuple:

@@ -33,7 +33,7 @@ def _records(run: Path) -> list[dict]:
 @pytest.mark.parametrize(("args", "keep"), [
     (["--actor", "lmkd"], lambda r: r["actor"] == "lmkd"),
     (["--actor", "lmkd*", "--event", "lmkd_kill"], lambda r: r["actor"].startswith("lmkd") and r["event"] == "lmkd_kill"),
-    (["--event", "frame", "--where", "janky=true"], lambda r: r["event"] == "frame" and r["janky"] is True),
+    (["--event", "frame", "--where", "janky=false"], lambda r: r["event"] == "frame" and r["janky"] is False),
     (["--event", "lock_*", "--where", "lock=zs_pool->lock", "--since", "500", "--until", "900.5"],
      lambda r: r["event"].startswith("lock_") and r["lock"] == "zs_pool->lock" and 500e6 <= r["t_ns"] <= 900.5e6),
     (["--where", "k=3"], lambda r: r.get("k") == 3),

@@ -10,7 +10,7 @@ from actors.memory import PAGES_PER_MB
 from actors.psi_monitor import PsiMonitor, PsiTrigger
 from policies.kill import SigKill
 
-from tests.conftest import COSTS, FAIR, MS, KernelWorld
+from tests.conftest import COSTS, FAIR, MS, ROOT, KernelWorld
 
 PROPS = LmkdProps(
     use_minfree_levels=False, psi_partial_stall_ms=70, psi_complete_stall_ms=700, psi_window_ms=1000,
@@ -131,3 +131,18 @@ async def test_psi_trigger_fires_when_stall_growth_reaches_the_threshold_once_pe
     # 60 ms; at 1200 ms (200, 1200] holds 60 + 50 ms
     assert events == [(100 * MS, "medium"), (1200 * MS, "medium")]
     assert mon.fired == {"medium": 2}
+
+
+def test_a_kill_decided_but_not_yet_delivered_at_the_end_is_logged_last_without_a_kill_time() -> None:
+    # a cgroup.kill waiting for cgroup_mutex when the run ends: LMKD chose the victim, nobody SIGKILLed it yet
+    from exitstorm.config import load_experiment
+    from exitstorm.experiment import build_world, kill_log
+
+    world = build_world(load_experiment(str(ROOT / "configs" / "camera_launch.toml")), None)
+    late, early = world.processes[0], world.processes[1]
+    world.kill_reasons[late.pid] = ("low", 0, "cgroup_kill", 5_000_000)
+    world.kill_reasons[early.pid] = ("low", 0, "cgroup_kill", 7_000_000)
+    early.killed_at = 8_000_000
+    rows = kill_log(world)
+    assert [r["victim"] for r in rows] == [early.name, late.name]
+    assert rows[1]["t_kill_ms"] is None and rows[1]["t_decision_ms"] == 5.0

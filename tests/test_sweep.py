@@ -152,3 +152,15 @@ def test_a_failing_run_names_its_point_and_seed_and_keeps_the_rest(tmp_path: Pat
     assert "p001 seed 1 (apps.count=30)" in proc.stderr and "nothing to reclaim" in proc.stderr
     assert "1 finished runs kept" in proc.stderr
     assert (tmp_path / "oom.partial" / "runs" / "p000" / "seed1" / "summary.json").is_file()
+
+
+def test_points_named_alike_in_two_sweeps_of_one_process_are_read_each_for_itself() -> None:
+    # a process that runs two sweeps (a notebook, a test) sees "p000" twice with other overrides: the second
+    # must not get the first's experiment (workers fork with what the parent has read)
+    from exitstorm.executor import load_variant
+
+    sets = ("scenario.duration_s=1.0",)
+    first = load_variant(CONFIG, sets, ("p000", {"apps.count": 3}))
+    second = load_variant(CONFIG, sets, ("p000", {"apps.count": 5}))
+    assert (first.config.apps.count, second.config.apps.count) == (3, 5)
+    assert load_variant(CONFIG, sets, ("p000", {"apps.count": 3})) is first

@@ -73,7 +73,7 @@ def test_vm_single_process_table(tmp_path: Path, mb: int) -> None:
 def test_chunk_size_barely_matters_but_simulation_cost_follows_chunks(tmp_path: Path, device: str) -> None:
     # on the RPi4's 4 cores, 4 exits contend with up to 3 others for each line: the law's count of
     # contenders must not depend on how many entries one step stands for
-    sets = (f"device={device}", "storm.count=4", "storm.swapped_mb=64", "periodic=[]")  # no sampler: events are steps
+    sets = (f"device={device}", "storm.count=4", "storm.swapped_mb=64")
     small = run(tmp_path, VM_STORM, *sets, "kernel_overrides.exit.chunk_entries=64")
     large = run(tmp_path, VM_STORM, *sets, "kernel_overrides.exit.chunk_entries=512")
     for key in ("kill_to_exit_ms", "kill_to_freed_ms"):

@@ -2,7 +2,7 @@
 
 ActivityManager and task profiles move processes between cgroups all the
 time, and more so while an app launches (JoinCgroup, writes to
-cgroup.procs); each migration takes the global cgroup_mutex (DOMAIN.md
+cgroup.procs); each migration takes the global cgroup_mutex (docs/domain.md
 §4.4). Each thread waits an exponential interval, then holds the mutex for
 an exponential time; both from the actor's own random stream.
 """

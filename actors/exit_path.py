@@ -234,7 +234,7 @@ class ZapWork:
     The exiting task (exit_mmap) claims whole chunks from the start of the
     address space; a reaper (__oom_reap_task_mm) claims the anon and swap
     PTEs of chunks from the end and leaves their file PTEs to the exit
-    (DOMAIN.md §4.1, §4.5). A claim is taken before its chunk is zapped, so
+    (docs/domain.md §4.1, §4.5). A claim is taken before its chunk is zapped, so
     no PTE is zapped twice and the total work is the same whoever does it;
     a chunk's swap entries come back when its zap completes, its present
     pages when the zapper's mmu_gather is flushed. ``on_freed`` fires

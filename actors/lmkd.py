@@ -1,4 +1,4 @@
-"""Android's low memory killer daemon: the main thread and its reaper threads (DOMAIN.md §1).
+"""Android's low memory killer daemon: the main thread and its reaper threads (docs/domain.md §1).
 
 The main thread (SCHED_FIFO 1 on the little cores) sleeps until a PSI
 trigger fires, then polls memory state every poll period; each cycle reads

@@ -69,7 +69,7 @@ class ItemPath:
 
 @frozen
 class ExitProfile:
-    """The exit path (DESIGN §5): do_exit → exit_mm → … → zap_pte_range per chunk of PTEs."""
+    """The exit path (docs/design.md §5): do_exit → exit_mm → … → zap_pte_range per chunk of PTEs."""
 
     chunk_entries: int = field(validator=in_range(1, 1 << 20))
     #: present pages an mmu_gather collects before it is flushed (freed), and where the free path starts

@@ -17,7 +17,7 @@ message is "in flight" until the runtime delivers it.
 Quiescence is tracked by an activity counter, not by
 ``trio.testing.MockClock(autojump_threshold=0)``: the autojump clock needs a
 full trio scheduling pass to notice that everyone is blocked, which measured
-five times slower (DESIGN §3). Passive actors (like the CPU scheduler) have no
+five times slower (docs/design.md §3). Passive actors (like the CPU scheduler) have no
 task at all; they are driven by event callbacks, so their hot path never
 switches trio tasks.
 """

@@ -4,7 +4,7 @@ One passive actor models all cores. It never wakes a trio task on its hot
 path: work programs run as event callbacks of the runtime, and the owning
 actor is resumed only when its whole program is done.
 
-Scheduling model (DESIGN §4):
+Scheduling model (docs/design.md §4):
 
 * **SCHED_FIFO** threads are scheduled globally by priority, the way the
   kernel's RT push/pull approximates it: a waking FIFO thread takes an idle

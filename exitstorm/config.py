@@ -230,7 +230,7 @@ class Uniform:
 
 @frozen
 class AppBand:
-    """Background apps of one oom_score_adj band (DOMAIN.md §1.2).
+    """Background apps of one oom_score_adj band (docs/domain.md §1.2).
 
     The band's apps get adj values spread evenly over [adj_min, adj_max],
     the most recently used app lowest. ``share`` is the band's share of
@@ -320,7 +320,7 @@ class LmkdConfig:
 
 @frozen
 class Policies:
-    """The remedy on each axis (DESIGN §7), and the parameters of the ones that need them."""
+    """The remedy on each axis (docs/design.md §7), and the parameters of the ones that need them."""
 
     kill: KillName = "sigkill"
     reap: ReapName = "process_mrelease"

@@ -1,6 +1,6 @@
 """Run one experiment and write its results directory.
 
-Layout (DESIGN §8): ``events.jsonl``, ``summary.json`` and
+Layout (docs/design.md §8): ``events.jsonl``, ``summary.json`` and
 ``histograms/NAME.hlog`` + ``NAME.hgrm``. Nothing in the outputs depends on
 wall-clock time or on the machine, so the same config and seed give the same
 bytes.

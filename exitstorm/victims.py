@@ -66,7 +66,7 @@ POOL_SAMPLE_NS = 500_000
 HARNESS_PRIO = 1
 
 
-#: 1 KiB random + 3 KiB zeros per page: lz4 compresses it about 3.9 times (DESIGN §10)
+#: 1 KiB random + 3 KiB zeros per page: lz4 compresses it about 3.9 times (docs/design.md §10)
 DEFAULT_RANDOM_BYTES = 1024
 
 

@@ -1,4 +1,4 @@
-"""Swappable remedy policies, one per axis of DESIGN §7, selected by name.
+"""Swappable remedy policies, one per axis of docs/design.md §7, selected by name.
 
 Policies plug into the interfaces the model exposes (a kill method for
 lmkd's threads, whether lmkd's reapers call process_mrelease, kill watchers

@@ -1,4 +1,4 @@
-"""Kill policies: how LMKD's threads kill a victim (DESIGN §7, axis "how LMKD kills")."""
+"""Kill policies: how LMKD's threads kill a victim (docs/design.md §7, axis "how LMKD kills")."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ class CgroupKillParams:
 
 
 class CgroupKill:
-    """Write 1 to the app's cgroup.kill: cgroup_kill_write() takes the global cgroup_mutex (DOMAIN.md §4.4).
+    """Write 1 to the app's cgroup.kill: cgroup_kill_write() takes the global cgroup_mutex (docs/domain.md §4.4).
 
     cgroup_mutex is a sleeping lock that every cgroup migration also takes
     (lmkd's own reprioritisation, ActivityManager moving processes), so the

@@ -1,4 +1,4 @@
-"""Reap policies: who reaps a killed app's memory besides its own exit (DESIGN §7)."""
+"""Reap policies: who reaps a killed app's memory besides its own exit (docs/design.md §7)."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ class Reap:
 
 
 class OomReaperReap(Reap):
-    """The kernel's oom_reaper reaps every killed app (Shakeel Butt's proposal, DOMAIN.md §3.4)."""
+    """The kernel's oom_reaper reaps every killed app (Shakeel Butt's proposal, docs/domain.md §3.4)."""
 
     def __init__(self, params: OomReaperParams, threads: int) -> None:
         super().__init__(mrelease=False)

@@ -1,4 +1,4 @@
-"""Swap-release policies: who frees a dying mm's swap entries, and when (DESIGN §7).
+"""Swap-release policies: who frees a dying mm's swap entries, and when (docs/design.md §7).
 
 ``sync`` is the kernel as it is: the zapper frees each entry in
 free_swap_and_cache_nr (the model's default, no hook). The two deferred

@@ -1,4 +1,4 @@
-"""Each remedy's mechanics on small hand-computed cases (DESIGN §7)."""
+"""Each remedy's mechanics on small hand-computed cases (docs/design.md §7)."""
 
 from __future__ import annotations
 

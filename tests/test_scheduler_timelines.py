@@ -1,4 +1,4 @@
-"""Hand-computed timelines of the virtual CPU (DESIGN §4)."""
+"""Hand-computed timelines of the virtual CPU (docs/design.md §4)."""
 
 from __future__ import annotations
 

@@ -33,8 +33,8 @@ Scheduling model (docs/design.md §4):
   to a lock's or line's cache lines costs one transfer for each *other* CPU
   that has touched them since this CPU last began to (holding or spinning on
   the lock, or inside a step touching the line, counts as touching it all
-  along). At least one transfer is paid when another CPU touched them last. The cost is burnt
-  inside the critical section that makes the access, so under contention
+  along). At least one transfer is paid when another CPU touched them last.
+  The cost is burnt inside the critical section that makes the access, so under contention
   hold times lengthen and a lock's throughput falls as CPUs are added; a
   yes/no "someone else touched it" cost would saturate at two CPUs.
 * Preemption requested while a thread cannot be preempted (holding or
@@ -800,7 +800,7 @@ class Scheduler(Actor):
         return not self.tick_ns and th.fair and bool(core.queue) and th.vruntime >= th.deadline
 
     def _touch(self, core: Core, th: Thread, step: Compute) -> None:
-        """The shared cache lines a compute step touches: each costs a transfer if another CPU had it."""
+        """The shared cache lines a compute step touches, throughout the step: each costs its transfers."""
         for name, count in step.touch:
             lock = self.locks.get(name)
             if lock is None or lock.kind != "line":
@@ -811,7 +811,6 @@ class Scheduler(Actor):
                 th.debt += extra
                 th.debt_stack = step.stack
             if lock.transfer_ns:
-                # the step touches the line throughout
                 lock.until[core.cid] = self.runtime.now - (-((step.ns + th.debt) << SCHED_CAPACITY_SHIFT)
                                                            // core.capacity)
 
@@ -1068,13 +1067,9 @@ class Scheduler(Actor):
             return prev
         return min(th.cores, key=lambda c: self._load_key(c, prev))
 
-    @staticmethod
-    def _load_key(core: Core, prev: Core | None) -> tuple[int, int, bool, int]:
-        curr = core.curr
-        load = sum(t.weight for t in core.queue)
-        if curr.fair:
-            load += curr.weight
-        return (0 if curr.fair else 1, load * SCHED_CAPACITY_SCALE // core.capacity, core is not prev, core.cid)
+    @classmethod
+    def _load_key(cls, core: Core, prev: Core | None) -> tuple[int, int, bool, int]:
+        return (0 if core.curr.fair else 1, cls._load_per_capacity(core), core is not prev, core.cid)
 
     # -- periodic load balancing ------------------------------------------------------
     def _arm_balance(self) -> None:
@@ -1085,7 +1080,7 @@ class Scheduler(Actor):
         step = self._balance_step_ns
         nxt = self._balance_next
         if nxt <= now:  # the balance chain slept: resume on its grid, so its phase stays the run's
-            nxt = self.balance_phase_ns + -(-(now - self.balance_phase_ns) // step) * step
+            nxt = tick_ceil(now, step, self.balance_phase_ns)
         self._balance_armed = True
         self.runtime.at(nxt, self._periodic_balance, nxt)
 
@@ -1105,13 +1100,11 @@ class Scheduler(Actor):
         bit = 1 << dst.cid
         while True:
             src = max((c for c in self.cores if c is not dst and any(t.mask & bit for t in c.queue)),
-                      key=lambda c: (self._load(c) * SCHED_CAPACITY_SCALE // c.capacity, -c.cid), default=None)
+                      key=lambda c: (self._load_per_capacity(c), -c.cid), default=None)
             if src is None:
                 return
             th = min((t for t in src.queue if t.mask & bit), key=lambda t: (t.since, t.tid))
-            src_load = self._load(src) * SCHED_CAPACITY_SCALE // src.capacity
-            dst_load = (self._load(dst) + th.weight) * SCHED_CAPACITY_SCALE // dst.capacity
-            if dst_load >= src_load:
+            if self._load_per_capacity(dst, th.weight) >= self._load_per_capacity(src):
                 return
             src.queue.remove(th)
             self._save_lag(src, th)
@@ -1127,11 +1120,13 @@ class Scheduler(Actor):
                 self._arm(dst)
 
     @staticmethod
-    def _load(core: Core) -> int:
-        """The fair weight on ``core``: queued threads and a fair current one."""
+    def _load_per_capacity(core: Core, extra: int = 0) -> int:
+        """The fair weight on ``core`` (queued threads, a fair current one, and ``extra``) per unit of capacity."""
         curr = core.curr
-        load = sum(t.weight for t in core.queue)
-        return load + curr.weight if curr is not None and curr.fair else load
+        load = sum(t.weight for t in core.queue) + extra
+        if curr is not None and curr.fair:
+            load += curr.weight
+        return load * SCHED_CAPACITY_SCALE // core.capacity
 
     def _migrate_to_idle(self, th: Thread) -> None:
         """A fair thread just preempted by an RT one moves to an idle allowed core, if any."""

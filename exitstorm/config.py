@@ -89,7 +89,8 @@ class Sched:
     hz: int = field(validator=in_range(100, 1000))
     #: a busy CPU balances this many times less often than an idle one (sd->busy_factor)
     busy_factor: int = field(validator=in_range(1, 1024))
-    #: a scheduling domain's balance interval per CPU it spans, ms (sd->min_interval = sd_weight)
+    #: a scheduling domain's balance interval per CPU it spans, ms (sd->min_interval = sd_weight ms, growing to
+    #: max_interval = 2 x sd_weight ms while balancing finds nothing to move)
     balance_ms_per_cpu: float = field(validator=between(0.01, 1000))
 
 

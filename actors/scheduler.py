@@ -997,21 +997,33 @@ class Scheduler(Actor):
             self._wake_rt(th)
 
     def _wake_rt(self, th: Thread) -> None:
+        """select_task_rq_rt(): the previous core unless an RT thread runs there, else find_lowest_rq(): an idle
+        core, else one running a fair thread, else the lowest-priority RT one; preempt what runs there. (Where
+        the kernel would preempt a lower RT thread on the previous core and push it to a fair core, this
+        preempts the fair core directly: the same threads run.)"""
         self._rt_seq += 1
         th.rt_key = (-th.prio, self._rt_seq)
         victim = None
         rank = None
-        for core in th.cores:
-            curr = core.curr
-            if curr is None:
-                self._account(core)
-                self._switch_in(core, th)
+        prev = th.last_core
+        if prev is not None and th.mask >> prev.cid & 1 and (prev.curr is None or prev.curr.fair):
+            if prev.curr is None:
+                self._account(prev)
+                self._switch_in(prev, th)
                 return
-            if curr.fair:
-                if rank is None or rank[0] == 0:
-                    victim, rank = core, (1,)
-            elif curr.prio < th.prio and (rank is None or (rank[0] == 0 and curr.rt_key > rank[1])):
-                victim, rank = core, (0, curr.rt_key)
+            victim = prev
+        else:
+            for core in th.cores:
+                curr = core.curr
+                if curr is None:
+                    self._account(core)
+                    self._switch_in(core, th)
+                    return
+                if curr.fair:
+                    if rank is None or rank[0] == 0:
+                        victim, rank = core, (1,)
+                elif curr.prio < th.prio and (rank is None or (rank[0] == 0 and curr.rt_key > rank[1])):
+                    victim, rank = core, (0, curr.rt_key)
         if victim is None:
             insort(self._rtq, th, key=_rt_key)
             return

@@ -52,6 +52,23 @@ async def test_fifo_thread_preempts_fair_thread_at_once() -> None:
     assert f.preemptions == 1
 
 
+async def test_fifo_wakeup_preempts_the_fair_thread_on_its_previous_core() -> None:
+    # select_task_rq_rt(): r last ran on core 1; at 5 ms both cores run fair threads, so r preempts the one on
+    # core 1 (b) and a, on core 0, is not disturbed
+    b = Bench([1.0, 1.0], slice_ns=3 * MS)
+    a, bb = b.thread("a", cpus=[0]), b.thread("b", cpus=[1])
+    r = b.thread("r", "fifo", prio=1, last_cpu=1)
+    b.start(0, a, [Compute(10 * MS)])
+    b.start(0, bb, [Compute(10 * MS)])
+    b.start(5 * MS, r, [Compute(1 * MS)])
+    seen = []
+    b.at(5 * MS + 1, lambda: seen.append(r.core.cid))
+    await b.run()
+    assert seen == [1]
+    assert (b.done["a"].t_ns, b.done["b"].t_ns) == (10 * MS, 11 * MS)
+    assert (a.preemptions, bb.preemptions) == (0, 1)
+
+
 async def test_higher_fifo_priority_preempts_lower_and_lower_resumes_after() -> None:
     b = Bench([1.0], slice_ns=3 * MS)
     lo, hi = b.thread("lo", "fifo", prio=10), b.thread("hi", "fifo", prio=20)

@@ -203,7 +203,7 @@ class Thread:
         "state", "since", "core", "last_core", "program", "pending", "on_done", "remaining", "stack", "multi",
         "debt", "debt_stack", "run",
         "step_user", "kill_pending", "spinning", "spin_since", "waiting_lock",
-        "preempt_count", "held", "sleep_gen", "rt_key", "vruntime", "deadline", "vlag", "nice", "born",
+        "preempt_count", "held", "sleep_gen", "rt_key", "rt_core", "vruntime", "deadline", "vlag", "nice", "born",
         "run_ns", "wait_ns", "spin_ns", "sleep_ns", "idle_ns", "wakeups", "preemptions", "stack_ns",
     )  # fmt: skip
 
@@ -356,6 +356,8 @@ class Scheduler(Actor):
         th.preempt_count = th.sleep_gen = 0
         th.held = []
         th.rt_key = (-prio, 0)
+        #: the core a queued FIFO thread waits on (its wakeup asked that core to reschedule); None: any core
+        th.rt_core = None
         th.vruntime = th.deadline = th.vlag = 0
         th.run_ns = th.wait_ns = th.spin_ns = th.sleep_ns = th.idle_ns = 0
         th.wakeups = th.preemptions = 0
@@ -430,6 +432,7 @@ class Scheduler(Actor):
             th.core = None
         else:
             self._rtq.remove(th)
+            th.rt_core = None
 
     def reconfigure(
         self,
@@ -481,7 +484,7 @@ class Scheduler(Actor):
         else:
             self._wake_rt(th)
         if core.curr is None:
-            self._pick_next(core)
+            self._pick_next(core, not th.fair)
 
     @property
     def frame_ns(self) -> dict[tuple[Thread, Frame], int]:
@@ -918,7 +921,7 @@ class Scheduler(Actor):
 
     def _block(self, core: Core, th: Thread) -> None:
         self._leave_cpu(core, th, BLOCKED)
-        self._pick_next(core)
+        self._pick_next(core, not th.fair)
 
     def _end_program(self, th: Thread, core: Core | None, interrupted: bool) -> None:
         if th.held:
@@ -935,7 +938,7 @@ class Scheduler(Actor):
         on_done = th.on_done
         th.on_done = None
         if core is not None:
-            self._pick_next(core)
+            self._pick_next(core, not th.fair)
         if on_done is not None:
             on_done(WorkDone(self.runtime.now, interrupted))
 
@@ -947,14 +950,19 @@ class Scheduler(Actor):
         self._wake(th)
 
     # -- choosing what runs where ------------------------------------------------
-    def _pick_next(self, core: Core) -> None:
-        """``core`` has no current thread: run the best runnable thread, if any."""
+    def _pick_next(self, core: Core, after_rt: bool = False) -> None:
+        """``core`` has no current thread: run the best runnable thread, if any. A queued FIFO thread waiting on
+        another core is taken only as pull_rt_task() would: a FIFO thread just left this core, and the other
+        core is RT-overloaded (it runs a FIFO thread too)."""
         rtq = self._rtq
         if rtq:
             bit = 1 << core.cid
             for i, th in enumerate(rtq):
-                if th.mask & bit:
+                home = th.rt_core
+                if th.mask & bit and (home is None or home is core or (
+                        after_rt and home.curr is not None and not home.curr.fair)):
                     del rtq[i]
+                    th.rt_core = None
                     self._switch_in(core, th)
                     return
         if core.queue:
@@ -973,9 +981,10 @@ class Scheduler(Actor):
             return None
         bit = 1 << core.cid
         for i, th in enumerate(rtq):
-            if th.mask & bit:
+            if th.mask & bit and (th.rt_core is None or th.rt_core is core):
                 if curr.fair or th.prio > curr.prio:
                     del rtq[i]
+                    th.rt_core = None
                     return th
                 return None
         return None
@@ -1030,6 +1039,7 @@ class Scheduler(Actor):
         curr = victim.curr
         if curr.preempt_count or victim.dispatching or self._runs_on(curr):
             victim.need_resched = True
+            th.rt_core = victim
             insort(self._rtq, th, key=_rt_key)
             return
         self._account(victim)

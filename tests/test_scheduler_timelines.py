@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from actors.work import Compute, Lock, Marker, Sleep, Unlock
+from actors.work import COND_RESCHED, Compute, Lock, Marker, Sleep, Unlock
 
 from tests.conftest import MS, Bench
 
@@ -67,6 +67,23 @@ async def test_fifo_wakeup_preempts_the_fair_thread_on_its_previous_core() -> No
     assert seen == [1]
     assert (b.done["a"].t_ns, b.done["b"].t_ns) == (10 * MS, 11 * MS)
     assert (a.preemptions, bb.preemptions) == (0, 1)
+
+
+async def test_fifo_wakeup_waits_for_its_core_and_is_not_pulled_by_a_core_that_leaves_a_lone_fifo_thread() -> None:
+    # preempt none: r (last on core 0) wakes at 0.2 ms while kernel work runs there until its cond_resched()
+    # at 1 ms. At 0.5 ms the FIFO thread s on core 1 sleeps; core 0 is not RT-overloaded (one FIFO thread
+    # queued behind a fair one), so pull_rt_task() leaves r there: it runs at 1 ms on core 0
+    b = Bench([1.0, 1.0], slice_ns=3 * MS, preempt="none")
+    a = b.thread("a", cpus=[0])
+    s = b.thread("s", "fifo", prio=1, cpus=[1])
+    r = b.thread("r", "fifo", prio=1, last_cpu=0)
+    b.start(0, a, [Compute(1 * MS), COND_RESCHED, Compute(1 * MS)])
+    b.start(0, s, [Compute(500_000)])
+    b.start(200_000, r, [Compute(100_000)])
+    await b.run()
+    assert b.done["r"].t_ns == 1_100_000
+    assert ("r", 800_000) in b.delays
+    assert b.done["a"].t_ns == 2_100_000
 
 
 async def test_higher_fifo_priority_preempts_lower_and_lower_resumes_after() -> None:

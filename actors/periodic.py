@@ -54,7 +54,7 @@ class PeriodicThread(Actor):
         while True:
             release = start_ns + k * self.period_ns
             yield SleepUntil(release)
-            yield Compute(self.budget_ns, self.frame)
+            yield Compute(self.budget_ns, self.frame, user=True)
             yield Marker("frame", (k, release))
             k += 1
 

@@ -11,7 +11,7 @@ from actors.work import Compute
 from exitstorm.world import FrameStats, band_sizes, spread_adj
 from exitstorm.config import AppBand, ThreadSpec
 
-from tests.conftest import COSTS, FAIR, MS, KernelWorld
+from tests.conftest import COSTS, FAIR, MS, Bench, KernelWorld
 
 
 async def test_launch_allocates_then_the_preview_runs_and_a_fifo_hog_makes_two_frames_janky() -> None:
@@ -64,3 +64,18 @@ def test_apps_are_split_over_bands_by_share_and_spread_over_each_band() -> None:
     assert sum(band_sizes(7, bands)) == 7
     assert spread_adj(bands[0], 4) == [999, 966, 933, 900]
     assert spread_adj(bands[0], 1) == [999] and spread_adj(bands[1], 3) == [800, 800, 800]
+
+
+async def test_a_periodic_thread_runs_in_user_space_so_a_fifo_wakeup_preempts_it_at_once_under_preempt_none() -> None:
+    # one core, preempt none: the frame (4 ms from 0) is user work, so the FIFO thread waking at 1 ms runs
+    # 1..1.5 ms at once (no cond_resched() needed) and the frame ends at 4.5 ms
+    b = Bench([1.0], slice_ns=3 * MS, preempt="none", end_ns=5 * MS)
+    done = []
+    preview = b.rt.add(PeriodicThread("preview", b.sched, period_ns=10 * MS, budget_ns=4 * MS, start_ns=0,
+                                      thread_kw={"policy": "fair"}, on_frame=lambda k, r, d: done.append(d)))
+    r = b.thread("r", "fifo", prio=1)
+    b.start(1 * MS, r, [Compute(500_000)])
+    await b.run()
+    assert b.done["r"].t_ns == 1_500_000
+    assert done == [4_500_000]
+    assert preview.thread.run_ns == 4 * MS

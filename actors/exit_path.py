@@ -80,6 +80,8 @@ class ExitPlans:
     def __init__(self, profile: KernelProfile, costs: DeviceCosts) -> None:
         ex = profile.exit
         self.chunk_entries = ex.chunk_entries
+        #: chunks per page table: a zapper calls cond_resched() after each table's worth
+        self.chunks_per_table = ex.ptes_per_table // ex.chunk_entries
         self.tlb_batch_pages = ex.tlb_batch_pages
         self.fixed_before_mm = PathPlan(ex.fixed_before_mm, costs.exit_fixed_ns, ())
         self.zap = ZapPlans(profile, costs, tuple(ex.prefix))
@@ -373,9 +375,12 @@ def exit_program(zap: ZapWork, plans: ExitPlans, compiler: StepCompiler, mmap_lo
     yield steps.release()
     zap.mm_detached = True
     yield Lock(mmap_lock, mode="read")
+    claims = 0
     while (claim := zap.claim_front()) is not None:
         yield from _zap_claim(steps, plans.zap, claim, zap, gather, release)
-        yield COND_RESCHED  # zap_pmd_range(): once per page table
+        claims += 1
+        if claims % plans.chunks_per_table == 0:
+            yield COND_RESCHED  # zap_pmd_range(): once per page table
     yield from gather.flush(steps)
     if release is not None:
         release.zapped(zap)
@@ -388,16 +393,19 @@ def exit_program(zap: ZapWork, plans: ExitPlans, compiler: StepCompiler, mmap_lo
 
 
 def reap_program(zap: ZapWork, plans: ZapPlans, compiler: StepCompiler, mmap_lock: str, tlb_batch_pages: int,
-                 release: SwapRelease | None = None) -> Iterator[Step]:
+                 chunks_per_table: int, release: SwapRelease | None = None) -> Iterator[Step]:
     """__oom_reap_task_mm in the reaper's own context: anon and swap PTEs from the end of the mm."""
     steps = PathSteps(compiler)
     gather = Gather(zap, plans, tlb_batch_pages)
     yield Lock(mmap_lock, mode="read")
+    claims = 0
     while (claim := zap.claim_back()) is not None:
         zap.reaped[0] += claim[0]
         zap.reaped[1] += claim[1]
         yield from _zap_claim(steps, plans, claim, zap, gather, release)
-        yield COND_RESCHED  # zap_pmd_range(): once per page table
+        claims += 1
+        if claims % chunks_per_table == 0:
+            yield COND_RESCHED  # zap_pmd_range(): once per page table
     yield from gather.flush(steps)
     if release is not None:
         release.zapped(zap)

@@ -87,7 +87,8 @@ class Kernel:
     def reap_program(self, zap: ZapWork, reaper: str) -> Iterator[Step]:
         """``reaper`` is ``process_mrelease`` or ``oom_reaper`` (which frames the work is under)."""
         return reap_program(zap, self.plans.reap[reaper], self.compiler(zap.mm, "reap"),
-                            self.mmap_lock(zap.mm), self.plans.tlb_batch_pages, self.swap_release)
+                            self.mmap_lock(zap.mm), self.plans.tlb_batch_pages, self.plans.chunks_per_table,
+                            self.swap_release)
 
     def reclaim_steps(self, pages: int, victim: MM, plan: PathPlan) -> tuple[Step, ...]:
         """The CPU work of compressing ``pages`` anon pages of ``victim`` into ZRAM (shrink_folio_list →

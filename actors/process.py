@@ -15,8 +15,8 @@ from actors.exit_path import ZapWork
 from actors.kernel import Kernel
 from actors.memory import MM
 from actors.runtime import Actor
-from actors.scheduler import Thread
-from actors.work import Step
+from actors.scheduler import Scheduler, Thread
+from actors.work import Compute, Marker, Step
 
 
 def process_mrelease(kernel: Kernel, victim: "Process", log: Callable[..., None]) -> Generator[Step, None, bool]:
@@ -130,14 +130,17 @@ class Process(Actor):
 
 
 class SimultaneousKill(Actor):
-    """SIGKILLs a set of processes together at one instant (a storm, as in a test harness)."""
+    """SIGKILLs a set of processes together at one instant (a storm, as in a test harness); ``on_sent()`` runs
+    after the last."""
 
     passive = True
 
-    def __init__(self, name: str, targets: list[Process], at_ns: int) -> None:
+    def __init__(self, name: str, targets: list[Process], at_ns: int,
+                 on_sent: Callable[[], None] | None = None) -> None:
         super().__init__(name)
         self.targets = targets
         self.at_ns = at_ns
+        self.on_sent = on_sent
 
     def on_start(self) -> None:
         self.runtime.at(self.at_ns, self._fire)
@@ -145,6 +148,49 @@ class SimultaneousKill(Actor):
     def _fire(self, _arg: object) -> None:
         for proc in self.targets:
             proc.kill()
+        if self.on_sent is not None:
+            self.on_sent()
+
+
+class KillSender(Actor):
+    """A thread that SIGKILLs a set of processes back to back from ``at_ns``, ``kill_ns`` of its CPU each (a
+    test harness's main thread at SCHED_FIFO, as lmkd's sends its kills).
+
+    Being on a core while it sends them is what matters: the victims it wakes
+    find that core busy, and a thread it starts after the last kill
+    (``on_sent()``) goes elsewhere.
+    """
+
+    passive = True
+
+    def __init__(self, name: str, scheduler: Scheduler, targets: list[Process], at_ns: int, kill_ns: int,
+                 thread_kw: dict[str, Any], on_sent: Callable[[], None] | None = None) -> None:
+        super().__init__(name)
+        if kill_ns <= 0 or at_ns < 0:
+            raise ValueError(f"{name}: the cost of a kill must be > 0 and its start >= 0")
+        self.scheduler = scheduler
+        self.targets = targets
+        self.at_ns = at_ns
+        self.kill_ns = kill_ns
+        self.on_sent = on_sent
+        self.thread: Thread = scheduler.spawn(name, self, on_marker=self._kill, **thread_kw)
+
+    def on_start(self) -> None:
+        self.runtime.at(self.at_ns, self._begin)
+
+    def _begin(self, _arg: object) -> None:
+        self.scheduler.submit(self.thread, self._program())
+
+    def _program(self) -> Iterator[Step]:
+        frame = (self.name, "pidfd_send_signal")
+        for i in range(len(self.targets)):
+            yield Compute(self.kill_ns, frame)
+            yield Marker("kill", i)
+
+    def _kill(self, _thread: Thread, _label: str, i: int) -> None:
+        self.targets[i].kill()
+        if i == len(self.targets) - 1 and self.on_sent is not None:
+            self.on_sent()
 
 
 class MreleaseReapers(Actor):

@@ -24,7 +24,8 @@ from policies import KillName, ReapName, SwapReleaseName
 from policies.kill import CgroupKillParams
 from policies.reap import OomReaperParams
 from policies.swap_release import AsyncBatchParams, DeferredParams
-from actors.validators import InvalidValue, between, in_range, non_empty, non_negative, positive, ratio, zero_or_between
+from actors.validators import (InvalidValue, between, in_range, non_empty, non_negative, positive, ratio, unit_share,
+                               zero_or_between)
 from exitstorm.schema import ConfigError, structure
 
 Policy = Literal["fifo", "fair"]
@@ -137,8 +138,30 @@ class Kernel:
 
 
 @frozen
+class PoolPoller:
+    """A user-space thread reading the ZRAM pool's size from the kill on, every ``interval_us`` of sleep, until
+    ``returned_share`` of the pool is back: the real harness's witness of returned memory, with the CPU each
+    read costs (the CPU it takes from the storm is part of what the real side measures)."""
+
+    interval_us: float = field(validator=between(10, 1_000_000))
+    #: thread CPU per read (open, read and parse mm_stat, then the sleep's syscalls)
+    cpu_us: float = field(validator=between(0.1, 100_000))
+    returned_share: float = field(validator=unit_share)
+    thread: "ThreadSpec"
+
+
+@frozen
+class KillSenderSpec:
+    """The thread sending a storm's SIGKILLs back to back (the harness's main thread), ``kill_us`` of CPU each."""
+
+    kill_us: float = field(validator=between(0.1, 100_000))
+    thread: "ThreadSpec"
+
+
+@frozen
 class Storm:
-    """``count`` identical processes SIGKILLed together at ``kill_at_ms``.
+    """``count`` identical processes SIGKILLed together at ``kill_at_ms``: at one instant, or by a ``sender``
+    thread back to back.
 
     ``reapers`` threads (as lmkd's reaper threads, on ``reaper_thread``) then
     call process_mrelease() on the victims, each taking the next one in
@@ -154,6 +177,8 @@ class Storm:
     thread: "ThreadSpec"
     reapers: int = field(default=0, validator=in_range(0, 64))
     reaper_thread: "ThreadSpec | None" = None
+    sender: KillSenderSpec | None = None
+    pool_poller: PoolPoller | None = None
 
     def __attrs_post_init__(self) -> None:
         if self.reapers and self.reaper_thread is None:
@@ -577,6 +602,10 @@ def _cpusets(sc: ScenarioConfig) -> Iterator[tuple[str, str]]:
         yield "storm.thread.cpuset", sc.storm.thread.cpuset
         if sc.storm.reaper_thread is not None:
             yield "storm.reaper_thread.cpuset", sc.storm.reaper_thread.cpuset
+        if sc.storm.sender is not None:
+            yield "storm.sender.thread.cpuset", sc.storm.sender.thread.cpuset
+        if sc.storm.pool_poller is not None:
+            yield "storm.pool_poller.thread.cpuset", sc.storm.pool_poller.thread.cpuset
     if sc.apps is not None:
         for i, band in enumerate(sc.apps.bands):
             yield f"apps.bands[{i}].thread.cpuset", band.thread.cpuset

@@ -36,13 +36,12 @@ from attrs import asdict, frozen
 from rich.table import Table
 
 from actors.runtime import NS_PER_MS, NS_PER_S, NS_PER_US
-from actors.sampler import Sampler
-from exitstorm.config import Experiment, Periodic, load_experiment
+from exitstorm.config import Experiment, Periodic, PoolPoller, load_experiment
 from exitstorm.experiment import build_world
 from exitstorm.preview import Frame, Preview
 from exitstorm.results import atomic_directory
 from exitstorm.schema import ConfigError
-from exitstorm.victims import POOL_SAMPLE_NS, RETURNED_SHARE, Victims, VictimSpec, check_random_bytes
+from exitstorm.victims import Victims, VictimSpec, check_random_bytes
 from exitstorm.world import FrameStats
 from exitstorm.zram import PAGE_SIZE, HostError, ZramSwap, require_host
 
@@ -207,15 +206,6 @@ def real_frame_stats(frames: list[Frame], period_ns: int) -> FrameStats:
     return stats
 
 
-def returned_at(samples: list[tuple[int, int]], kill_ns: int) -> int | None:
-    """When (after ``kill_ns``) the sampled pool was down by 90% of its size at the kill; None if never."""
-    at_kill = next((v for t, v in reversed(samples) if t <= kill_ns), None)
-    if at_kill is None:
-        return None
-    target = at_kill - RETURNED_SHARE * at_kill
-    return next((t - kill_ns for t, v in samples if t > kill_ns and v <= target), None)
-
-
 def relative_error(sim: float | None, real: float | None) -> float | None:
     """(sim - real) / real; None where it is undefined (a figure missing, or real = 0)."""
     if sim is None or real is None or real == 0:
@@ -281,33 +271,45 @@ def simulate(scenario: Path, profile: Path, cell: Cell, swapped_mb: int, ratio: 
     """The cell in the simulator (the storm ``scenario`` made into it): its figures."""
     exp = cell_experiment(scenario, profile, cell, swapped_mb, ratio)
     world = build_world(exp, None)
-    pool = world.runtime.add(Sampler("zpool_sampler", POOL_SAMPLE_NS, lambda: world.memory.zpool))
     trio.run(world.runtime.run)
     unfinished = [p.name for p in world.processes if p.exited_at is None]
     if unfinished:
         raise ConfigError(f"{exp.source}: scenario.duration_s: expected long enough for every exit to finish "
                           f"({len(unfinished)} victims still exiting at the end)")
-    kill_ns = world.processes[0].killed_at
-    return cell_figures(cell, [p.exited_at - p.killed_at for p in world.processes], returned_at(pool.samples, kill_ns),
+    poller = world.pool_poller
+    returned = None
+    if poller is not None and poller.returned_at is not None:
+        returned = poller.returned_at - world.processes[0].killed_at
+    return cell_figures(cell, [p.exited_at - p.killed_at for p in world.processes], returned,
                         world.frames["preview"] if cell.preview is not None else None)
 
 
-def measure(victims: Victims, cell: Cell, spec: VictimSpec, preview: PreviewSpec | None, reaper_nice: int
-            ) -> tuple[dict[str, float | None], dict[str, Any]]:
-    """The cell on the real kernel, once (a reaper without a nice of its own at ``reaper_nice``): its figures and
-    the raw timings (the storm's, and the preview's scheduling and frames)."""
+def pool_poller(exp: Experiment) -> PoolPoller:
+    """The storm scenario's ``[storm.pool_poller]``: the real harness samples the pool as it says."""
+    storm = exp.config.storm
+    if storm is None or storm.pool_poller is None:
+        raise ConfigError(f"{exp.source}: storm.pool_poller: expected a table (the real harness's ZRAM pool "
+                          f"sampler takes CPU from the storm, so the simulated side runs it too)")
+    return storm.pool_poller
+
+
+def measure(victims: Victims, cell: Cell, spec: VictimSpec, preview: PreviewSpec | None, reaper_nice: int,
+            poller: PoolPoller) -> tuple[dict[str, float | None], dict[str, Any]]:
+    """The cell on the real kernel, once (a reaper without a nice of its own at ``reaper_nice``, the pool sampled
+    as ``poller`` says): its figures and the raw timings (the storm's, and the preview's scheduling and frames)."""
     storm = victims.spawn_storm(spec, cell.count)
     time.sleep(SETTLE_S)
     reaper = (reaper_nice if cell.reaper_nice is None else cell.reaper_nice) if cell.mrelease else None
+    sampling = {"sample_s": poller.interval_us * NS_PER_US / NS_PER_S, "returned_share": poller.returned_share}
     run = None
     if preview is None:
-        timing = victims.kill_storm(storm, reaper, cell.victim_nice)
+        timing = victims.kill_storm(storm, reaper, cell.victim_nice, **sampling)
     else:
         start = time.monotonic_ns() + PREVIEW_LEAD_NS
         with Preview(preview.period_ns, preview.budget_ns, preview.frames, start, preview.prio,
                      preview.nice) as running:
             time.sleep(max(0, start + preview.kill_after_ns - time.monotonic_ns()) / NS_PER_S)
-            timing = victims.kill_storm(storm, reaper, cell.victim_nice)
+            timing = victims.kill_storm(storm, reaper, cell.victim_nice, **sampling)
             run = running.run(timeout_s=preview.frames * preview.period_ns / NS_PER_S + 30)
     if any(nice != cell.victim_nice for nice in timing.victim_nice):
         raise HostError(f"{cell.name}: the victims were at nice {timing.victim_nice} when killed, expected "
@@ -334,8 +336,10 @@ def validate(profile: Path, out: Path, *, swapped_mb: int, random_bytes: int, re
         return preview_scenario if cell.preview is not None else scenario
 
     previews: dict[PreviewKind, PreviewSpec] = {}
+    pollers: dict[Cell, PoolPoller] = {}
     for cell in todo:  # the profile and scenarios are valid before anything is measured
         exp = cell_experiment(scenario_of(cell), profile, cell, swapped_mb, PAGE_SIZE / random_bytes)
+        pollers[cell] = pool_poller(exp)
         if cell.preview is not None:
             previews[cell.preview] = preview_spec(exp)
     nice = reaper_nice(scenario)
@@ -351,7 +355,7 @@ def validate(profile: Path, out: Path, *, swapped_mb: int, random_bytes: int, re
                         on_step(done, steps, f"real: {cell.name}")
                     preview = None if cell.preview is None else previews[cell.preview]
                     figures, timing = measure(victims, cell, victim_spec(cell, swapped_mb, random_bytes), preview,
-                                              nice)
+                                              nice, pollers[cell])
                     real[cell].append(figures)
                     raw[cell].append(timing)
                     done += 1

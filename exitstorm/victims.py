@@ -129,6 +129,9 @@ class StormTiming:
     victim_nice: list[int] = field(factory=list)
     #: per victim, in kill order: CLOCK_MONOTONIC ns its SIGKILL was sent at (the clock of the preview's frames)
     kill_at_ns: list[int] = field(factory=list)
+    #: the pool sampler's reads of mm_stat and its thread CPU per read (None without ZRAM memory to watch)
+    pool_reads: int | None = None
+    pool_read_cpu_ns: int | None = None
 
 
 @contextlib.contextmanager
@@ -146,22 +149,30 @@ def _fifo(prio: int) -> Iterator[None]:
 
 class _PoolWatch:
     """A thread sampling mm_stat (at SCHED_FIFO: busy victims never delay what it sees) until ``mem_used_total``
-    falls to ``target`` bytes."""
+    falls to ``target`` bytes. It counts its reads and the CPU they take, so that the simulator can run the
+    same thread (``storm.pool_poller``)."""
 
     def __init__(self, target: float, sample_s: float) -> None:
         self.target = target
         self.sample_s = sample_s
         self._back: list[int] = []
+        self.reads = 0
+        self.cpu_ns = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
     def _sample(self) -> None:
         with _fifo(HARNESS_PRIO):
-            while not self._stop.is_set():
-                if mm_stat()["mem_used_total"] <= self.target:
-                    self._back.append(time.monotonic_ns())
-                    return
-                time.sleep(self.sample_s)
+            began = time.thread_time_ns()
+            try:
+                while not self._stop.is_set():
+                    self.reads += 1
+                    if mm_stat()["mem_used_total"] <= self.target:
+                        self._back.append(time.monotonic_ns())
+                        return
+                    time.sleep(self.sample_s)
+            finally:
+                self.cpu_ns = time.thread_time_ns() - began
 
     def start(self) -> None:
         self._thread.start()
@@ -172,6 +183,10 @@ class _PoolWatch:
         self._stop.set()
         self._thread.join()
         return self._back[0] if self._back else None
+
+    @property
+    def cpu_per_read_ns(self) -> int | None:
+        return self.cpu_ns // self.reads if self.reads else None
 
 
 def _tasks(pid: int) -> list[int]:
@@ -399,21 +414,23 @@ class Victims:
         return Storm(spec, [pid for pid, _ in started], max(0, after["mem_used_total"] - before["mem_used_total"]),
                      orig / compr if orig > 0 and compr > 0 else 1.0)
 
-    def kill_storm(self, storm: Storm, reaper_nice: int | None, victim_nice: int | None = None,
-                   sample_s: float = POOL_SAMPLE_NS / NS_PER_S, settle_s: float = 10.0) -> StormTiming:
+    def kill_storm(self, storm: Storm, reaper_nice: int | None, victim_nice: int | None, *, sample_s: float,
+                   returned_share: float, settle_s: float = 10.0) -> StormTiming:
         """SIGKILL the storm's victims back to back (at SCHED_FIFO) and time every reap.
 
         With a ``reaper_nice``, an lmkd-like reaper thread at that nice value
         sends the SIGKILLs and then calls process_mrelease on each victim in
         kill order, as lmkd's reaper does after its kill; with None, the
         harness's main thread sends them. The thread sending them first sets
-        every victim thread to ``victim_nice`` (unless None). A storm without
-        swapped memory has nothing in ZRAM to see returned.
+        every victim thread to ``victim_nice`` (unless None). The pool sampler
+        reads mm_stat every ``sample_s`` until ``returned_share`` of the storm's
+        pool is back; a storm without swapped memory has nothing in ZRAM to see
+        returned, and runs none.
         """
         pidfds = [os.pidfd_open(pid) for pid in storm.pids]
         try:
             kills = _Kills(storm.pids, pidfds, victim_nice)
-            target = mm_stat()["mem_used_total"] - RETURNED_SHARE * storm.pool_bytes
+            target = mm_stat()["mem_used_total"] - returned_share * storm.pool_bytes
             results: list[str] = []
             reaper = None
             with _fifo(HARNESS_PRIO):
@@ -448,7 +465,9 @@ class Victims:
             pool_kb=storm.pool_bytes // 1024, compression_ratio=round(storm.compression_ratio, 3),
             exit_ns=[r - k for k, r in zip(kills.kill_ns, reap_ns)],
             returned_ns=None if returned is None else returned - kills.kill_ns[0], mrelease_results=results,
-            resident_mb=storm.spec.resident_mb, victim_nice=kills.nice, kill_at_ns=kills.kill_ns)
+            resident_mb=storm.spec.resident_mb, victim_nice=kills.nice, kill_at_ns=kills.kill_ns,
+            pool_reads=None if watch is None else watch.reads,
+            pool_read_cpu_ns=None if watch is None else watch.cpu_per_read_ns)
 
     def kill_and_time(self, spec: VictimSpec, sample_s: float = POOL_SAMPLE_NS / NS_PER_S,
                       settle_s: float = 5.0) -> ExitTiming:

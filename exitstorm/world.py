@@ -17,7 +17,8 @@ from actors.kernel import Kernel, Kswapd
 from actors.lmkd import CGROUP_MUTEX, Lmkd, LmkdReaper
 from actors.memory import MM, PAGES_PER_MB, Memory, mb_to_pages, zram_pages
 from actors.periodic import PeriodicThread
-from actors.process import MreleaseReapers, Process, SimultaneousKill
+from actors.pool_poller import PoolPoller
+from actors.process import KillSender, MreleaseReapers, Process, SimultaneousKill
 from actors.psi_monitor import PsiMonitor, PsiTrigger
 from actors.runtime import NS_PER_MS, NS_PER_S, NS_PER_US, Runtime, stream_seed
 from actors.sampler import Sampler
@@ -175,6 +176,7 @@ class World:
         #: pid → (lmkd's kill reason, min adj, the thread that sends the SIGKILL, when lmkd decided)
         self.kill_reasons: dict[int, tuple[str, int, str, int]] = {}
         self.camera: CameraLaunch | None = None
+        self.pool_poller: PoolPoller | None = None
         self.preview_start: tuple[int, int] | None = None  # (t_ns, free pages)
         self.sampler = self.runtime.add(Sampler("sampler", max(1, round(sc.scenario.sample_ms * NS_PER_MS)),
                                                 self._memory_sample))
@@ -222,7 +224,25 @@ class World:
                                                        thread_kw(storm.reaper_thread, exp.device)))
             for proc in self.processes:
                 proc.watch_kill(reapers.hand)
-        self.runtime.add(SimultaneousKill("storm", self.processes, round(storm.kill_at_ms * NS_PER_MS)))
+        kill_ns = round(storm.kill_at_ms * NS_PER_MS)
+        poller = storm.pool_poller
+        on_sent = None
+        if poller is not None and storm.swapped_mb:  # nothing in ZRAM to watch without swapped memory
+            victims = [proc.mm for proc in self.processes]
+            self.pool_poller = self.runtime.add(PoolPoller(
+                "pool_poller", self.scheduler, lambda: self.memory.zpool, lambda: sum(mm.zpool for mm in victims),
+                interval_ns=round(poller.interval_us * NS_PER_US), read_ns=round(poller.cpu_us * NS_PER_US),
+                returned_share=poller.returned_share, thread_kw=thread_kw(poller.thread, exp.device)))
+            on_sent = self.pool_poller.begin
+        sender = storm.sender
+        if sender is None:
+            self.runtime.add(SimultaneousKill("storm", self.processes, kill_ns, on_sent))
+        else:
+            # the sender slept where the seed says, among its cpuset's cores
+            kw = thread_kw(sender.thread, exp.device)
+            self.runtime.add(KillSender("storm_sender", self.scheduler, self.processes, kill_ns,
+                                        round(sender.kill_us * NS_PER_US), kw | {"last_cpu": rng.choice(kw["cpus"])},
+                                        on_sent))
 
     def _add_process(self, proc: Process) -> None:
         proc.watch_kill(self._on_kill)

@@ -23,15 +23,6 @@ PREVIEW = val.preview_spec(load_experiment(VM_STORM_PREVIEW))
 MS = 1_000_000
 
 
-def test_returned_is_the_first_sample_after_the_kill_with_90_percent_of_the_pool_gone() -> None:
-    samples = [(0, 1000), (5, 1000), (10, 1000), (15, 600), (20, 150), (25, 100), (30, 0)]
-    # pool 1000 at the kill (t=10): 90% back when it is <= 100, first seen at t=25
-    assert val.returned_at(samples, kill_ns=10) == 15
-    assert val.returned_at(samples, kill_ns=12) == 13
-    assert val.returned_at([(0, 1000), (5, 500)], kill_ns=0) is None
-    assert val.returned_at([(5, 1000)], kill_ns=0) is None
-
-
 def test_relative_error_and_medians() -> None:
     assert val.relative_error(12.0, 10.0) == pytest.approx(0.2)
     assert val.relative_error(8.0, 10.0) == pytest.approx(-0.2)

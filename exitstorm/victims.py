@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import gc
 import mmap
 import os
 import select
@@ -132,6 +133,19 @@ class StormTiming:
     #: the pool sampler's reads of mm_stat and its thread CPU per read (None without ZRAM memory to watch)
     pool_reads: int | None = None
     pool_read_cpu_ns: int | None = None
+
+
+@contextlib.contextmanager
+def paused_gc() -> Iterator[None]:
+    """No garbage collection inside: a collection of the harness's heap stalls it for tens of ms, which
+    would fall between SIGKILLs or between the preview's start and the kills."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 @contextlib.contextmanager
@@ -427,6 +441,11 @@ class Victims:
         pool is back; a storm without swapped memory has nothing in ZRAM to see
         returned, and runs none.
         """
+        with paused_gc():
+            return self._kill_storm(storm, reaper_nice, victim_nice, sample_s, returned_share, settle_s)
+
+    def _kill_storm(self, storm: Storm, reaper_nice: int | None, victim_nice: int | None, sample_s: float,
+                    returned_share: float, settle_s: float) -> StormTiming:
         pidfds = [os.pidfd_open(pid) for pid in storm.pids]
         try:
             kills = _Kills(storm.pids, pidfds, victim_nice)
@@ -473,6 +492,11 @@ class Victims:
                       settle_s: float = 5.0) -> ExitTiming:
         """Spawn a victim, SIGKILL it, and time its reap and the return of its memory."""
         pid, pageout_ns, swap_kb, pool_kb = self.spawn(spec)
+        with paused_gc():
+            return self._kill_and_time(spec, pid, pageout_ns, swap_kb, pool_kb, sample_s, settle_s)
+
+    def _kill_and_time(self, spec: VictimSpec, pid: int, pageout_ns: int, swap_kb: int, pool_kb: int,
+                       sample_s: float, settle_s: float) -> ExitTiming:
         watch = _PoolWatch(mm_stat()["mem_used_total"] - RETURNED_SHARE * pool_kb * 1024, sample_s)
         watch.start()
         killed = time.monotonic_ns()

@@ -41,7 +41,7 @@ from actors.runtime import NS_PER_MS, NS_PER_S, NS_PER_US
 from exitstorm.config import Device, load_device, load_experiment
 from exitstorm.results import write_whole
 from exitstorm.schema import ConfigError
-from exitstorm.validate import DEFAULT_SCENARIO, Cell, pool_poller, simulate
+from exitstorm.validate import DEFAULT_SCENARIO, Cell, pool_poller, sim_seeds, simulate
 from exitstorm.victims import DEFAULT_RANDOM_BYTES, ExitTiming, StormTiming, Victims, VictimSpec, check_random_bytes
 from exitstorm.zram import ZramSwap, comp_algorithm, disksize_mb, meminfo_mb
 
@@ -140,8 +140,8 @@ def fit_exit_costs(points: Sequence[tuple[float, float, float]]) -> ExitFit:
 
 
 def storm_median_ms(storms: Iterable[StormTiming]) -> float:
-    """Median kill → reap (ms) over every victim of every storm."""
-    return statistics.median(ns for t in storms for ns in t.exit_ns) / NS_PER_MS
+    """The median over storms of each storm's median kill → reap (ms): validate's figure for its cell."""
+    return statistics.median(statistics.median(t.exit_ns) for t in storms) / NS_PER_MS
 
 
 def kernel_build() -> dict[str, int | str | None]:
@@ -296,19 +296,23 @@ def plan(quick: bool, random_bytes: int = DEFAULT_RANDOM_BYTES) -> list[tuple[Vi
     sizes, repeats = (QUICK_SIZES_MB, QUICK_REPEATS) if quick else (FULL_SIZES_MB, FULL_REPEATS)
     per_size = [((VictimSpec(mb, 0, random_bytes), 1), (VictimSpec(0, mb, random_bytes), 1)) for mb in sizes]
     storm = (VictimSpec(STORM_SWAPPED_MB, 0, random_bytes), STORM_COUNT)
-    return [kill for _ in range(repeats) for kills in per_size for kill in kills] + [storm] * repeats
+    one_round = [kill for kills in per_size for kill in kills] + [storm]
+    return one_round * repeats
 
 
-def fit_contention(profile: Callable[[int], str], measured_ms: float, compression_ratio: float) -> StormFit:
+def fit_contention(profile: Callable[[int], str], measured_ms: float, compression_ratio: float,
+                   storms: int) -> StormFit:
     """Fit cacheline_transfer_ns so that the model's storm (the storm scenario, as ``exitstorm validate`` runs
-    it, on the profile ``profile(transfer_ns)``) has the measured median kill → reap."""
+    it, on the profile ``profile(transfer_ns)``, at as many seeds as ``storms`` were measured) has the
+    measured median kill → reap."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "profile.toml"
 
         def storm_ms(transfer_ns: int) -> float:
             path.write_text(profile(transfer_ns))
-            return simulate(DEFAULT_SCENARIO, path, Cell(STORM_COUNT, False), STORM_SWAPPED_MB,
-                            compression_ratio)["exit_median_ms"]
+            return statistics.median(
+                simulate(DEFAULT_SCENARIO, path, Cell(STORM_COUNT, False), STORM_SWAPPED_MB, compression_ratio,
+                         seed)["exit_median_ms"] for seed in sim_seeds(storms))
 
         transfer_ns, tried, monotone = search_monotone(storm_ms, measured_ms)
         model_ms = dict(tried)[transfer_ns]
@@ -372,7 +376,7 @@ def calibrate(out: Path, quick: bool, force: bool = False, base_path: Path = DEF
     compression = statistics.median(t.compression_ratio for t in storms)
     contention = fit_contention(
         lambda ns: profile(StormFit(ns, STORM_COUNT, STORM_SWAPPED_MB, 0.0, 0.0, [], True)),
-        storm_median_ms(storms), compression)
+        storm_median_ms(storms), compression, len(storms))
     raw = {
         "source": source,
         "quick": quick,

@@ -78,7 +78,8 @@ def _parser() -> argparse.ArgumentParser:
     val.add_argument("--out", type=Path, help="results directory (default results/validation-<profile>)")
     val.add_argument("--swapped-mb", type=int, default=200,
                      help="MB per victim, swapped (resident in the resident cell) (default 200)")
-    val.add_argument("--repeats", type=int, default=3, help="real storms per cell; figures are medians (default 3)")
+    val.add_argument("--repeats", type=int, default=5,
+                     help="real storms per cell, and simulated seeds; figures are medians (default 5)")
     val.add_argument("--random-bytes", type=int, default=DEFAULT_RANDOM_BYTES, metavar="N",
                      help=f"random bytes in each 4 KiB page of the victims (default {DEFAULT_RANDOM_BYTES})")
     val.add_argument("--scenario", type=Path, default=DEFAULT_SCENARIO,
@@ -261,6 +262,11 @@ def _validate(args: argparse.Namespace) -> None:
                           repeats=args.repeats, scenario=args.scenario, preview_scenario=args.preview_scenario,
                           force=args.force, on_step=on_step)
     _print_whole(console, validation_table(report))
+    agreement = report["agreement"]
+    (hits, total), (self_hits, self_total) = agreement["model"], agreement["machine"]
+    console.print(f"the model: {hits} of {total} medians within {agreement['tolerance']:.0%} of the real median or "
+                  f"inside the real range; the machine against itself (each storm against the others of its "
+                  f"cell): {self_hits} of {self_total}")
     console.print(f"results: {out}/validation.json, {out}/validation.png")
 
 

@@ -41,12 +41,12 @@ from exitstorm.experiment import build_world
 from exitstorm.preview import Frame, Preview
 from exitstorm.results import atomic_directory
 from exitstorm.schema import ConfigError
-from exitstorm.victims import Victims, VictimSpec, check_random_bytes
+from exitstorm.victims import Victims, VictimSpec, check_random_bytes, paused_gc
 from exitstorm.world import FrameStats
 from exitstorm.zram import PAGE_SIZE, HostError, ZramSwap, require_host
 
 #: the storm scenario the simulated side runs (its device is replaced by the profile)
-DEFAULT_SCENARIO = Path("configs/vm_storm.toml")
+DEFAULT_SCENARIO = Path("configs/vm_storm_harness.toml")
 #: the storm with a preview: its [[periodic]] "preview" is what the real kernel runs too
 DEFAULT_PREVIEW_SCENARIO = Path("configs/vm_storm_preview.toml")
 STORM_COUNTS = (1, 2, 4, 8, 16)
@@ -206,6 +206,48 @@ def real_frame_stats(frames: list[Frame], period_ns: int) -> FrameStats:
     return stats
 
 
+#: the target: a simulated median within this share of the real median (or inside the real range)
+TOLERANCE = 0.15
+
+
+def agrees(value: float, median: float, span: list[float]) -> bool:
+    """``value`` within TOLERANCE of ``median`` or inside ``span`` (0 agrees only with 0)."""
+    if median == 0:
+        return value == 0 or span[0] <= value <= span[1]
+    return abs(value - median) <= TOLERANCE * abs(median) or span[0] <= value <= span[1]
+
+
+def model_agreement(rows: list[dict[str, Any]]) -> tuple[int, int]:
+    """(figures whose simulated median agrees with the real one, figures)."""
+    hits = total = 0
+    for row in rows:
+        for key, real in row["real"].items():
+            if real is None:
+                continue
+            total += 1
+            sim = row["simulated"].get(key)
+            hits += sim is not None and agrees(sim, real, row["real_range"][key])
+    return hits, total
+
+
+def machine_agreement(runs_by_cell: list[list[dict[str, float | None]]]) -> tuple[int, int]:
+    """The same test of the real machine against itself: each storm's figure against the median and range of
+    the other storms of its cell (leave one out). What a model that matched the machine could hope for."""
+    hits = total = 0
+    for runs in runs_by_cell:
+        for i, run in enumerate(runs):
+            others = runs[:i] + runs[i + 1:]
+            if not others:
+                continue
+            medians, spans = median_figures(others), figure_ranges(others)
+            for key, value in run.items():
+                if value is None or medians.get(key) is None:
+                    continue
+                total += 1
+                hits += agrees(value, medians[key], spans[key])
+    return hits, total
+
+
 def relative_error(sim: float | None, real: float | None) -> float | None:
     """(sim - real) / real; None where it is undefined (a figure missing, or real = 0)."""
     if sim is None or real is None or real == 0:
@@ -249,12 +291,13 @@ def sim_overrides(profile: Path, cell: Cell, swapped_mb: int, ratio: float) -> l
     ] + reaper
 
 
-def cell_experiment(scenario: Path, profile: Path, cell: Cell, swapped_mb: int, ratio: float) -> Experiment:
+def cell_experiment(scenario: Path, profile: Path, cell: Cell, swapped_mb: int, ratio: float,
+                    seed: int | None = None) -> Experiment:
     """The storm ``scenario`` (a preview scenario for a preview cell) made into ``cell`` on ``profile``."""
     overrides = sim_overrides(profile, cell, swapped_mb, ratio)
     if cell.preview is not None:
         overrides += preview_overrides(load_experiment(scenario), cell.preview)
-    return load_experiment(scenario, overrides)
+    return load_experiment(scenario, overrides, seed)
 
 
 def reaper_nice(scenario: Path) -> int:
@@ -267,9 +310,11 @@ def reaper_nice(scenario: Path) -> int:
     return thread.nice
 
 
-def simulate(scenario: Path, profile: Path, cell: Cell, swapped_mb: int, ratio: float) -> dict[str, float | None]:
-    """The cell in the simulator (the storm ``scenario`` made into it): its figures."""
-    exp = cell_experiment(scenario, profile, cell, swapped_mb, ratio)
+def simulate(scenario: Path, profile: Path, cell: Cell, swapped_mb: int, ratio: float, seed: int | None = None
+             ) -> dict[str, float | None]:
+    """The cell in the simulator (the storm ``scenario`` made into it, at ``seed`` or the scenario's own): its
+    figures."""
+    exp = cell_experiment(scenario, profile, cell, swapped_mb, ratio, seed)
     world = build_world(exp, None)
     trio.run(world.runtime.run)
     unfinished = [p.name for p in world.processes if p.exited_at is None]
@@ -282,6 +327,19 @@ def simulate(scenario: Path, profile: Path, cell: Cell, swapped_mb: int, ratio: 
         returned = poller.returned_at - world.processes[0].killed_at
     return cell_figures(cell, [p.exited_at - p.killed_at for p in world.processes], returned,
                         world.frames["preview"] if cell.preview is not None else None)
+
+
+def counterbalanced(cells: list[Cell], repeat: int, repeats: int) -> list[Cell]:
+    """Repeat ``repeat``'s order of the cells: rotated by a share of the list each repeat, so that no cell
+    always follows the same one (the machine's state after a storm carries over) or always comes early."""
+    shift = repeat * len(cells) // repeats
+    return cells[shift:] + cells[:shift]
+
+
+def sim_seeds(repeats: int) -> range:
+    """The seeds a cell is simulated at: as many as the real side's repeats, so that both medians are over
+    the same number of storms (a seed moves where the victims slept and the tick's phase)."""
+    return range(1, repeats + 1)
 
 
 def pool_poller(exp: Experiment) -> PoolPoller:
@@ -306,8 +364,8 @@ def measure(victims: Victims, cell: Cell, spec: VictimSpec, preview: PreviewSpec
         timing = victims.kill_storm(storm, reaper, cell.victim_nice, **sampling)
     else:
         start = time.monotonic_ns() + PREVIEW_LEAD_NS
-        with Preview(preview.period_ns, preview.budget_ns, preview.frames, start, preview.prio,
-                     preview.nice) as running:
+        with paused_gc(), Preview(preview.period_ns, preview.budget_ns, preview.frames, start, preview.prio,
+                                  preview.nice) as running:
             time.sleep(max(0, start + preview.kill_after_ns - time.monotonic_ns()) / NS_PER_S)
             timing = victims.kill_storm(storm, reaper, cell.victim_nice, **sampling)
             run = running.run(timeout_s=preview.frames * preview.period_ns / NS_PER_S + 30)
@@ -349,8 +407,8 @@ def validate(profile: Path, out: Path, *, swapped_mb: int, random_bytes: int, re
     raw: dict[Cell, list[dict[str, Any]]] = {cell: [] for cell in todo}
     with atomic_directory(out, force) as tmp:
         with ZramSwap(), Victims() as victims:
-            for _ in range(repeats):
-                for cell in todo:
+            for r in range(repeats):
+                for cell in counterbalanced(todo, r, repeats):
                     if on_step is not None:
                         on_step(done, steps, f"real: {cell.name}")
                     preview = None if cell.preview is None else previews[cell.preview]
@@ -365,14 +423,17 @@ def validate(profile: Path, out: Path, *, swapped_mb: int, random_bytes: int, re
             if on_step is not None:
                 on_step(done, steps, f"simulated: {cell.name}")
             measured = median_figures(real[cell])
-            simulated = simulate(scenario_of(cell), profile, cell, swapped_mb, ratio)
+            runs = [simulate(scenario_of(cell), profile, cell, swapped_mb, ratio, seed) for seed in sim_seeds(repeats)]
+            simulated = median_figures(runs)
             rows.append({
                 "cell": asdict(cell) | {"name": cell.name, "victim_nice": cell.victim_nice},
                 "real": measured,
                 "real_range": figure_ranges(real[cell]),
                 "simulated": simulated,
+                "simulated_range": figure_ranges(runs),
                 "relative_error": {k: relative_error(simulated.get(k), v) for k, v in measured.items()},
                 "real_runs": raw[cell],
+                "simulated_runs": runs,
             })
             done += 1
         report = {
@@ -389,6 +450,8 @@ def validate(profile: Path, out: Path, *, swapped_mb: int, random_bytes: int, re
             "figures": {k: {"label": label, "unit": unit} for k, (label, unit) in FIGURES.items()},
             "cells": rows,
         }
+        report["agreement"] = {"tolerance": TOLERANCE, "model": list(model_agreement(rows)),
+                               "machine": list(machine_agreement([real[cell] for cell in todo]))}
         (tmp / "validation.json").write_text(json.dumps(report, indent=2) + "\n")
         plot(report, tmp / "validation.png")
     return report
@@ -401,22 +464,25 @@ def _value(value: float | None, unit: str) -> str:
 
 
 def validation_table(report: dict[str, Any]) -> Table:
-    """Real vs simulated per cell and figure, with the relative error."""
+    """Real vs simulated per cell and figure (medians and ranges), with the relative error of the medians."""
     t = Table(title=f"{report['profile']}: N victims of {report['swapped_mb']} MB (swapped; resident in the resident "
-                    f"cell) killed together; real = median (range) of {report['repeats']}; "
-                    f"error = (sim - real) / real")
+                    f"cell) killed together; real = median (range) of {report['repeats']} storms, sim = median "
+                    f"(range) of as many seeds; error = (sim - real) / real")
     for column, justify in (("cell", "left"), ("figure", "left"), ("real", "right"), ("range", "right"),
-                            ("sim", "right"), ("error", "right")):
+                            ("sim", "right"), ("sim range", "right"), ("error", "right")):
         t.add_column(column, justify=justify, no_wrap=True)
+
+    def spread(span: list[float] | None, unit: str) -> str:
+        return "—" if span is None else f"{_value(span[0], unit)}–{_value(span[1], unit)}"
+
     for row in report["cells"]:
         first = True
         for key, real in row["real"].items():
             label, unit = report["figures"][key]["label"], report["figures"][key]["unit"]
             err = row["relative_error"][key]
-            span = row["real_range"][key]
             t.add_row(row["cell"]["name"] if first else "", f"{label} ({unit})", _value(real, unit),
-                      "—" if span is None else f"{_value(span[0], unit)}–{_value(span[1], unit)}",
-                      _value(row["simulated"].get(key), unit), "—" if err is None else f"{err:+.0%}",
+                      spread(row["real_range"][key], unit), _value(row["simulated"].get(key), unit),
+                      spread(row["simulated_range"].get(key), unit), "—" if err is None else f"{err:+.0%}",
                       end_section=key == list(row["real"])[-1])
             first = False
     return t
@@ -426,27 +492,30 @@ def _nan(value: float | None) -> float:
     return float("nan") if value is None else value
 
 
-def _spread(rows: list[dict[str, Any]], key: str) -> list[list[float]]:
-    """Error bars from each row's real median down to its lowest and up to its highest repeat (0 where missing)."""
+def _spread(rows: list[dict[str, Any]], key: str, side: str) -> list[list[float]]:
+    """Error bars from each row's median (``side`` "real" or "simulated") down to its lowest and up to its
+    highest repeat or seed (0 where missing)."""
     below, above = [], []
     for r in rows:
-        span, real = r["real_range"].get(key), r["real"].get(key)
-        below.append(0.0 if span is None or real is None else real - span[0])
-        above.append(0.0 if span is None or real is None else span[1] - real)
+        span, median = r[f"{side}_range"].get(key), r[side].get(key)
+        below.append(0.0 if span is None or median is None else median - span[0])
+        above.append(0.0 if span is None or median is None else span[1] - median)
     return [below, above]
 
 
 def _bars(ax: Any, rows: list[dict[str, Any]], keys: tuple[str, ...], report: dict[str, Any]) -> None:
-    """Grouped bars per cell: for each figure, real (the repeats' range as error bars) and simulated (hatched)."""
+    """Grouped bars per cell: for each figure, real and simulated (hatched), the repeats' and seeds' ranges as
+    error bars."""
     colors = ("tab:blue", "tab:orange", "tab:green", "tab:red")
     width = 0.8 / (2 * len(keys))
     for j, (key, color) in enumerate(zip(keys, colors)):
         label = report["figures"][key]["label"]
         at = [i - 0.4 + (2 * j + 0.5) * width for i in range(len(rows))]
-        ax.bar(at, [_nan(r["real"].get(key)) for r in rows], width, yerr=_spread(rows, key), capsize=2,
+        ax.bar(at, [_nan(r["real"].get(key)) for r in rows], width, yerr=_spread(rows, key, "real"), capsize=2,
                color=color, label=f"{label}, real")
-        ax.bar([x + width for x in at], [_nan(r["simulated"].get(key)) for r in rows], width, color="white",
-               edgecolor=color, hatch="//", label=f"{label}, simulated")
+        ax.bar([x + width for x in at], [_nan(r["simulated"].get(key)) for r in rows], width,
+               yerr=_spread(rows, key, "simulated"), capsize=2, color="white", edgecolor=color, hatch="//",
+               label=f"{label}, simulated")
     ax.set_xticks(range(len(rows)), [r["cell"]["name"] for r in rows], rotation=30, ha="right", fontsize=7)
     ax.grid(True, axis="y", alpha=0.3)
     ax.margins(y=0.3)  # room above the bars for the legend
@@ -473,10 +542,10 @@ def plot(report: dict[str, Any], path: Path) -> None:
     for key, color in zip(("exit_min_ms", "exit_median_ms", "exit_max_ms", "returned_ms"),
                           ("tab:purple", "tab:blue", "tab:orange", "tab:green")):
         label = report["figures"][key]["label"]
-        ax.errorbar(counts, [_nan(r["real"].get(key)) for r in curve], yerr=_spread(curve, key), fmt="o-",
+        ax.errorbar(counts, [_nan(r["real"].get(key)) for r in curve], yerr=_spread(curve, key, "real"), fmt="o-",
                     color=color, capsize=3, label=f"{label}, real")
-        ax.plot(counts, [_nan(r["simulated"].get(key)) for r in curve], "s--", color=color,
-                label=f"{label}, simulated")
+        ax.errorbar(counts, [_nan(r["simulated"].get(key)) for r in curve], yerr=_spread(curve, key, "simulated"),
+                    fmt="s--", color=color, capsize=3, label=f"{label}, simulated")
     ax.set_title("storms without a reaper, all swapped")
     ax.set_xlabel("victims killed together")
     ax.set_ylabel("ms")

@@ -16,7 +16,7 @@ from exitstorm.world import World
 from exitstorm.zram import active_swaps
 from tests.conftest import HOST_PROBLEM, ROOT, exitstorm
 
-VM_STORM = ROOT / "configs" / "vm_storm.toml"
+VM_STORM = ROOT / "configs" / "vm_storm_harness.toml"
 VM_2CORE = ROOT / "configs" / "devices" / "vm_2core.toml"
 VM_STORM_PREVIEW = ROOT / "configs" / "vm_storm_preview.toml"
 PREVIEW = val.preview_spec(load_experiment(VM_STORM_PREVIEW))
@@ -219,17 +219,21 @@ def test_validation_on_this_kernel(tmp_path: Path) -> None:
         cell = val.Cell(**{k: v for k, v in row["cell"].items() if k not in ("name", "victim_nice")})
         (run,) = row["real_runs"]
         assert len(run["exit_ns"]) == len(run["kill_at_ns"]) == cell.count and all(ns > 0 for ns in run["exit_ns"])
-        # the kills back to back (well under a millisecond for 16), every victim at its cell's nice when killed
-        assert run["kill_at_ns"] == sorted(run["kill_at_ns"]) and run["kill_at_ns"][-1] - run["kill_at_ns"][0] < MS
+        # the kills back to back (0.03-0.16 ms for 2-16 here; once in a while the VM stalls the sender a few
+        # ms), every victim at its cell's nice when killed
+        assert run["kill_at_ns"] == sorted(run["kill_at_ns"]) and run["kill_at_ns"][-1] - run["kill_at_ns"][0] < 5 * MS
         assert run["victim_nice"] == [-20 if cell.boosted else 0] * cell.count
         assert len(run["mrelease_results"]) == (cell.count if cell.mrelease else 0)
         assert set(run["mrelease_results"]) <= {"ok", "ESRCH"}
         assert (run["swapped_mb"], run["resident_mb"]) == ((0, 20) if cell.resident else (20, 0))
+        # the pool sampler ran (and took CPU) exactly where there was ZRAM memory to watch
+        assert (run["pool_reads"] is None) == cell.resident and (cell.resident or run["pool_read_cpu_ns"] > 0)
         figures = ("exit_min_ms", "exit_median_ms", "exit_max_ms") + (() if cell.resident else ("returned_ms",))
         assert tuple(k for k in row["real"] if not k.startswith("preview")) == figures
         for key in figures:
             assert row["real"][key] > 0 and row["simulated"][key] > 0
             assert row["real_range"][key] == [row["real"][key]] * 2
+            assert row["simulated_range"][key] == [row["simulated"][key]] * 2  # one repeat, one seed
             assert row["relative_error"][key] == pytest.approx(
                 (row["simulated"][key] - row["real"][key]) / row["real"][key])
         assert row["real"]["exit_min_ms"] <= row["real"]["exit_median_ms"] <= row["real"]["exit_max_ms"]
@@ -240,12 +244,33 @@ def test_validation_on_this_kernel(tmp_path: Path) -> None:
             assert (preview["policy"], preview["prio"], preview["nice"]) == (
                 ("SCHED_FIFO", PREVIEW.prio, 0) if cell.preview == "fifo" else ("SCHED_OTHER", 0, 0))
             assert [f[0] for f in preview["frames"]] == list(range(PREVIEW.frames))
-            # the storm's kills fall among the frames, 100 ms after the first release
+            # the storm's kills fall among the frames, 100 ms after the first release (give or take the few
+            # ms this VM stalls its harness now and then)
             first_release = preview["frames"][0][1]
-            assert run["kill_at_ns"][0] - first_release == pytest.approx(PREVIEW.kill_after_ns, abs=5 * MS)
+            assert run["kill_at_ns"][0] - first_release == pytest.approx(PREVIEW.kill_after_ns, abs=20 * MS)
             assert row["real"]["preview_lateness_max_ms"] >= row["real"]["preview_lateness_p99_ms"] >= 0
             assert row["real"]["preview_response_p99_ms"] >= PREVIEW.budget_ns / MS
             assert row["simulated"]["preview_misses"] is not None
     assert (out / "validation.png").stat().st_size > 10_000
     proc = exitstorm("validate", str(VM_2CORE), "--repeats", "1", "--out", str(out))
     assert proc.returncode == 2 and "use --force" in proc.stderr
+
+
+def test_each_repeat_rotates_the_cell_order_and_the_simulation_uses_as_many_seeds() -> None:
+    cells = [val.Cell(n, False) for n in (1, 2, 4, 8, 16, 32)]
+    orders = [[c.count for c in val.counterbalanced(cells, r, 3)] for r in range(3)]
+    assert orders == [[1, 2, 4, 8, 16, 32], [4, 8, 16, 32, 1, 2], [16, 32, 1, 2, 4, 8]]
+    assert list(val.sim_seeds(3)) == [1, 2, 3]
+
+
+def test_agreement_of_the_model_and_of_the_machine_with_itself() -> None:
+    assert val.agrees(114, 100, [90, 95]) and val.agrees(80, 100, [80, 120]) and not val.agrees(84, 100, [90, 110])
+    assert val.agrees(0, 0, [0, 0]) and not val.agrees(1, 0, [0, 0])
+    rows = [{"real": {"a": 100.0, "b": None}, "real_range": {"a": [90.0, 130.0], "b": None},
+             "simulated": {"a": 125.0}},
+            {"real": {"a": 10.0}, "real_range": {"a": [9.0, 11.0]}, "simulated": {"a": 12.0}}]
+    assert val.model_agreement(rows) == (1, 2)
+    # cell of three storms: 100 against (110, 200) -> median 155, range 110-200: no; 110 against (100, 200):
+    # inside; 200 against (100, 110): no. A lone storm has nothing to be held against.
+    runs = [[{"exit_min_ms": v} for v in (100.0, 110.0, 200.0)], [{"exit_min_ms": 5.0}]]
+    assert val.machine_agreement(runs) == (1, 3)

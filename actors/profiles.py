@@ -72,8 +72,9 @@ class ExitProfile:
     """The exit path (docs/design.md §5): do_exit → exit_mm → … → zap_pte_range per chunk of PTEs.
 
     The law of contended cache lines charges a step for the contenders it sees when it begins, so a step
-    must be short against how often contenders come and go (a tick, the harness's 0.6 ms sampler): a
-    whole page table per step (512) overstates a storm of 2 on the VM by 5%, 128 and 64 agree within 1%."""
+    must be short against how often contenders come and go: a page table per step (512) is within 1% of
+    finer steps for storms under the tick alone, but overstates a storm of 2 on the VM by 5% under the
+    real harness's sampler, which preempts a victim every 0.6 ms (configs/vm_storm_harness.toml: 128)."""
 
     def __attrs_post_init__(self) -> None:
         if self.ptes_per_table % self.chunk_entries:

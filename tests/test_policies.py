@@ -53,12 +53,10 @@ async def test_async_batch_moves_release_work_to_kworkers_and_conserves_it() -> 
     await ws.rt.run()
     w, victim, policy, at_exit = exit_world("async_batch", ASYNC)
     await w.rt.run()
-    # 336 chunks of 128 PTEs, 119 or 120 of them swap entries: the first 69 are freed synchronously (the
-    # first 68 hold 8095 < 8192), then batches of 69 chunks (>= 8192 entries) go to the kworkers: 3 full
-    # ones and a last of 60 chunks
-    per_chunk = [hi - lo for lo, hi in (apportion(SIZES["swap"], 336, i) for i in range(336))]
-    assert sum(per_chunk[:68]) < 8192 <= sum(per_chunk[:69])
-    assert policy.deferred_entries == SIZES["swap"] - sum(per_chunk[:69])
+    # 84 page tables of ~476 swap entries: the first 18 are freed synchronously (17 x 476 < 8192),
+    # then batches of 18 tables (>= 8192 entries) go to the kworkers: 3 full ones and a last 12 tables
+    per_table = [hi - lo for lo, hi in (apportion(SIZES["swap"], 84, i) for i in range(84))]
+    assert policy.deferred_entries == SIZES["swap"] - sum(per_table[:18])
     assert policy.batches == 4
     # the same work, split: the exit's part + the kworkers' part = the synchronous exit + the hand-offs
     handoff = round(policy.deferred_entries * 30)
@@ -90,7 +88,7 @@ async def test_deferred_zs_free_frees_entries_at_once_and_pool_memory_at_the_dra
     await w.rt.run()
     assert policy.deferred_entries == SIZES["swap"]
     assert at_exit["swap"] == 0  # every swap entry was freed by the exit itself
-    assert policy.batches == 10  # batches of 35 chunks (35 x 119 >= 4096): 9 full ones and 21 chunks left
+    assert policy.batches == 10  # batches of 9 tables (9 x 476 >= 4096): 9 full ones and 3 tables left
     assert kworker_ns(w) > 0
     frames = {stack[-1] for (th, stack) in w.sched.frame_ns if th.thread_class == "kworker"}
     assert {"zs_free", "obj_free"} & frames and not any(

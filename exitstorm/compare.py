@@ -19,7 +19,7 @@ from rich.table import Table
 from exitstorm.config import load_experiment, parse_value
 from exitstorm.executor import OnRun, RunJob, Variant, plan_seeds, run_local
 from exitstorm.figures import aggregate, metrics_meta
-from exitstorm.results import atomic_directory, run_dir
+from exitstorm.results import SAFE_NAME_RULE, atomic_directory, run_dir, safe_name
 from exitstorm.schema import ConfigError
 
 
@@ -48,8 +48,10 @@ def parse_variant(text: str) -> Variant:
     """``NAME:key=value,key=value`` (values are TOML, as for --set); ``NAME:`` changes nothing."""
     name, sep, rest = text.partition(":")
     name = name.strip()
-    if not sep or not name or "/" in name or name.startswith("."):
+    if not sep:
         raise ConfigError(f"--variant {text}: expected NAME:key=value,key=value")
+    if not safe_name(name):
+        raise ConfigError(f"--variant {text}: expected a NAME that is {SAFE_NAME_RULE}")
     changes: dict[str, Any] = {}
     for item in split_top_level(rest):
         key, eq, value = item.partition("=")

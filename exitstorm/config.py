@@ -26,6 +26,7 @@ from policies.reap import OomReaperParams
 from policies.swap_release import AsyncBatchParams, DeferredParams
 from actors.validators import (InvalidValue, between, in_range, non_empty, non_negative, positive, ratio, unit_share,
                                zero_or_between)
+from exitstorm.results import SAFE_NAME_RULE, safe_name
 from exitstorm.schema import ConfigError, structure
 
 Policy = Literal["fifo", "fair"]
@@ -400,6 +401,10 @@ class ScenarioConfig:
     kernel_overrides: dict[str, Any] = {}
 
     def __attrs_post_init__(self) -> None:
+        for name in self.variants:
+            if not safe_name(name):
+                raise InvalidValue("variants", f"variant names that are {SAFE_NAME_RULE} (each becomes a "
+                                               f"directory of the results)", name)
         if self.storm is not None and self.storm.reapers and self.policies.reap != "process_mrelease":
             raise InvalidValue("storm.reapers", f"0 with policies.reap = {self.policies.reap!r} (the storm's "
                                                 "reapers call process_mrelease)", self.storm.reapers)

@@ -10,12 +10,24 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator
 
 from exitstorm.schema import ConfigError
+
+
+#: a name that becomes a file or directory name under a results directory: no separator, no leading dot
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=-]{0,99}")
+#: what SAFE_NAME admits, for error messages
+SAFE_NAME_RULE = "a plain file name (1-100 of A-Z a-z 0-9 . _ + = -, starting with a letter or digit)"
+
+
+def safe_name(name: str) -> bool:
+    """Can ``name`` become one path component under a results directory, and nothing else?"""
+    return isinstance(name, str) and SAFE_NAME.fullmatch(name) is not None
 
 
 def check_target(final: Path, force: bool) -> None:
@@ -60,7 +72,10 @@ def write_whole(path: Path, text: str) -> None:
 
 
 def run_dir(root: Path, name: str, seed: int) -> Path:
-    """Where a comparison's or a sweep's run of variant (or point) ``name`` on ``seed`` is written."""
+    """Where a comparison's or a sweep's run of variant (or point) ``name`` on ``seed`` is written: always
+    inside ``root`` (a name that is not a plain file name is refused here too, whoever checked it before)."""
+    if not safe_name(name):
+        raise ConfigError(f"{name!r}: expected {SAFE_NAME_RULE} for a run's directory")
     return root / "runs" / name / f"seed{seed}"
 
 

@@ -78,3 +78,21 @@ def test_bad_compare_input_is_one_line_and_status_2(args: list[str], expected: s
     proc = exitstorm("compare", str(CONFIG), *args, "--out", str(tmp_path / "out"))
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and expected in proc.stderr, proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("name", ["../../../x", ".", "..", "", "a/b", "-rf", ".hidden", "x" * 101, "a b", "é"])
+def test_a_variant_name_that_is_not_a_plain_file_name_is_refused_and_nothing_is_written(name: str,
+                                                                                      tmp_path: Path) -> None:
+    # from the config file, for compare and run alike, and from the command line
+    deep = tmp_path / "a" / "b" / "c"
+    deep.mkdir(parents=True)
+    config = deep / "hostile.toml"
+    config.write_text(f'base = "{CONFIG}"\n[variants.ok]\n[variants.{json.dumps(name)}]\n"policies.reap" = "none"\n')
+    for args in (["compare", str(config), "--seeds", "1"], ["run", str(config)]):
+        proc = exitstorm(*args, "--out", str(deep / "out"))
+        assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+        assert "variants: expected variant names that are a plain file name" in proc.stderr, proc.stderr
+    proc = exitstorm("compare", str(CONFIG), f"--variant={name}:", "--seeds", "1", "--out", str(deep / "out"))
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "a plain file name" in proc.stderr, proc.stderr
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == [
+        "a", "a/b", "a/b/c", "a/b/c/hostile.toml"]

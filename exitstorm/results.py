@@ -1,13 +1,16 @@
-"""Results directories and files, written atomically and never silently overwritten.
+"""Results directories and files, written atomically, by one writer at a time, never silently overwritten.
 
 Everything is written into a temporary sibling, which is renamed into place
 only once it is complete; a failed or interrupted run leaves nothing behind
-under the requested name.
+under the requested name. While a directory is written its writer holds a
+lock beside it, so a second writer is refused; ``--force`` replaces only a
+directory that exitstorm wrote (it carries a marker file).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import re
@@ -30,31 +33,80 @@ def safe_name(name: str) -> bool:
     return isinstance(name, str) and SAFE_NAME.fullmatch(name) is not None
 
 
+#: the file in every results directory exitstorm writes: what ``--force`` may replace
+MARKER = ".exitstorm-results"
+
+
+def is_results(path: Path) -> bool:
+    """Did exitstorm write the directory ``path``?"""
+    return path.is_dir() and (path / MARKER).is_file()
+
+
 def check_target(final: Path, force: bool) -> None:
-    """Refuse early (before any work) when ``final`` exists and ``force`` is off."""
-    if final.exists() and not force:
+    """Refuse early (before any work) when ``final`` exists and ``force`` is off, or is not exitstorm's."""
+    if not (final.exists() or final.is_symlink()):
+        return
+    if not force:
         raise ConfigError(f"{final}: results directory already exists (use --force to replace it)")
-    if final.exists() and not final.is_dir():
-        raise ConfigError(f"{final}: exists and is not a directory")
+    if final.is_symlink() or not final.is_dir():
+        raise ConfigError(f"{final}: exists and is not a directory; --force replaces only exitstorm's results")
+    if not is_results(final):
+        raise ConfigError(f"{final}: exists and is not exitstorm's results (no {MARKER} in it); --force will not "
+                          f"delete it")
+
+
+@contextlib.contextmanager
+def writer_lock(final: Path) -> Iterator[None]:
+    """Hold the lock of results directory ``final`` (a file ``.NAME.lock`` beside it with the holder's pid):
+    a second writer is refused in one line naming the holder. The lock dies with its process (flock), and
+    its file is removed when it is released."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    lock = final.parent / f".{final.name}.lock"
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise ConfigError(f"{final}: another exitstorm (pid {holder}) is writing it") from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(lock).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:  # else its holder removed it between our open and our lock: take the new one
+            break
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(lock)
+        os.close(fd)
 
 
 @contextlib.contextmanager
 def atomic_directory(final: Path, force: bool) -> Iterator[Path]:
-    """Yield a temporary directory that becomes ``final`` when the block succeeds."""
+    """Yield a temporary directory that becomes ``final`` when the block succeeds (under ``final``'s lock)."""
     check_target(final, force)
-    parent = final.parent
-    parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=parent))
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    publish(tmp, final)
+    with writer_lock(final):
+        check_target(final, force)  # again, now that no other writer can be at it
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+        try:
+            yield tmp
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        publish(tmp, final, force)
 
 
-def publish(tmp: Path, final: Path) -> None:
-    """Rename the complete directory ``tmp`` (a sibling of ``final``) to ``final``, replacing it if it exists."""
+def publish(tmp: Path, final: Path, force: bool) -> None:
+    """Mark the complete directory ``tmp`` (a sibling of ``final``) as exitstorm's results and rename it to
+    ``final``, replacing what is there only as :func:`check_target` allows."""
+    (tmp / MARKER).write_text("exitstorm results: --force may replace this directory\n")
+    check_target(final, force)
     if final.exists():
         trash = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old", dir=final.parent))
         os.replace(final, trash / final.name)

@@ -27,7 +27,7 @@ from exitstorm.compare import split_top_level
 from exitstorm.config import load_experiment, parse_value
 from exitstorm.executor import OnRun, RunJob, Variant, plan_seeds, run_dask, run_local
 from exitstorm.figures import METRICS, aggregate, headline, metrics_meta
-from exitstorm.results import check_target, publish, run_dir
+from exitstorm.results import check_target, publish, run_dir, writer_lock
 from exitstorm.schema import ConfigError
 
 Grid = list[tuple[str, list[Any]]]
@@ -113,28 +113,38 @@ def sweep(config: str, grid: Grid, seeds: int, out: Path, *, sets: list[str] = (
     seed_list = plan_seeds(config, tuple(sets), points, load_experiment(config, list(sets)).config.scenario.seed,
                            seeds)
     plan = {"config": config, "sets": list(sets), "grid": [[k, v] for k, v in grid], "seeds": seed_list}
-    work = _prepare(out, plan, resume, force)
-    jobs = [RunJob(config, tuple(sets), point, seed, run_dir(work, point[0], seed))
-            for point in points for seed in seed_list]
-    results: dict[tuple[str, int], dict[str, Any]] = {}
-    for job in jobs:
-        figures = _finished(job)
-        if figures is not None:
-            results[job.variant[0], job.seed] = figures
-    kept = len(results)
-    todo = [job for job in jobs if (job.variant[0], job.seed) not in results]
-    if on_run is not None:
-        on_run(kept, len(jobs), kept)
-    runs: Iterator[tuple[RunJob, dict[str, Any]]]
-    if dask is not None:
-        runs = run_dask(todo, dask)
-    else:
-        runs = run_local(todo, workers)
-    for job, figures in runs:
-        results[job.variant[0], job.seed] = figures
+    check_target(out, force)
+    with writer_lock(out):
+        work = _prepare(out, plan, resume, force)
+        jobs = [RunJob(config, tuple(sets), point, seed, run_dir(work, point[0], seed))
+                for point in points for seed in seed_list]
+        results: dict[tuple[str, int], dict[str, Any]] = {}
+        for job in jobs:
+            figures = _finished(job)
+            if figures is not None:
+                results[job.variant[0], job.seed] = figures
+        kept = len(results)
+        todo = [job for job in jobs if (job.variant[0], job.seed) not in results]
         if on_run is not None:
-            on_run(len(results), len(jobs), kept)
-    report = summarise(config, list(sets), grid, points, seed_list, results)
+            on_run(kept, len(jobs), kept)
+        runs: Iterator[tuple[RunJob, dict[str, Any]]]
+        if dask is not None:
+            runs = run_dask(todo, dask)
+        else:
+            runs = run_local(todo, workers)
+        for job, figures in runs:
+            results[job.variant[0], job.seed] = figures
+            if on_run is not None:
+                on_run(len(results), len(jobs), kept)
+        report = summarise(config, list(sets), grid, points, seed_list, results)
+        _write_report(work, report, grid)
+        (work / "plan.json").unlink()
+        publish(work, out, force)
+    return report
+
+
+def _write_report(work: Path, report: dict[str, Any], grid: Grid) -> None:
+    """sweep.json, sweep.csv (a row per run) and sweep_points.csv (a row per point) into ``work``."""
     rows = report["runs"]
     (work / "sweep.json").write_text(json.dumps(report, indent=2) + "\n")
     (work / "sweep.csv").write_text(_csv(list(rows[0]), [list(r.values()) for r in rows]))
@@ -148,9 +158,6 @@ def sweep(config: str, grid: Grid, seeds: int, out: Path, *, sets: list[str] = (
     header = ["point", *(k for k, _ in grid), "n", *(f"{key}_{part}" for key in METRICS
                                                        for part in ("mean", "ci95_low", "ci95_high"))]
     (work / "sweep_points.csv").write_text(_csv(header, point_rows))
-    (work / "plan.json").unlink()
-    publish(work, out)
-    return report
 
 
 def summarise(config: str, sets: list[str], grid: Grid, points: list[Variant], seeds: list[int],

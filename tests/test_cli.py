@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
 import pytest
 from hdrh.histogram import HdrHistogram
 from hdrh.log import HistogramLogReader
+
+from exitstorm.results import writer_lock
 
 from tests.conftest import ROOT, dir_bytes, exitstorm
 
@@ -85,14 +88,47 @@ def test_existing_results_are_not_overwritten_without_force(runs: dict[str, Path
     assert (runs["A"] / "summary.json").read_bytes() == before
 
 
-def test_force_replaces_atomically(tmp_path: Path) -> None:
+def test_force_replaces_exitstorms_results_atomically(tmp_path: Path) -> None:
     out = tmp_path / "r"
-    out.mkdir()
+    assert exitstorm("run", str(CONFIG), "--out", str(out), *SHORT).returncode == 0
     (out / "stale.txt").write_text("old")
     proc = exitstorm("run", str(CONFIG), "--out", str(out), "--force", *SHORT)
     assert proc.returncode == 0, proc.stderr
     assert not (out / "stale.txt").exists() and (out / "summary.json").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["r"]
+
+
+@pytest.mark.parametrize("kind", ["directory", "file", "symlink"])
+def test_force_will_not_delete_what_exitstorm_did_not_write(tmp_path: Path, kind: str) -> None:
+    out = tmp_path / "precious"
+    if kind == "directory":
+        out.mkdir()
+        (out / "thesis.tex").write_text("years of work")
+    elif kind == "file":
+        out.write_text("years of work")
+    else:
+        (tmp_path / "elsewhere").mkdir()
+        out.symlink_to(tmp_path / "elsewhere")
+    before = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    for command in (["run", str(CONFIG)], ["compare", str(CONFIG), "--seeds", "1"],
+                    ["sweep", str(CONFIG), "--grid", "scenario.duration_s=0.3", "--seeds", "1"]):
+        proc = exitstorm(*command, "--out", str(out), "--force", *SHORT)
+        assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+        assert "--force" in proc.stderr and str(out) in proc.stderr, proc.stderr
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == before
+
+
+def test_a_second_writer_of_the_same_results_is_refused_naming_the_first(tmp_path: Path) -> None:
+    out = tmp_path / "r"
+    with writer_lock(out):  # this test process is the first writer
+        for command in (["run", str(CONFIG)], ["compare", str(CONFIG), "--seeds", "1"],
+                        ["sweep", str(CONFIG), "--grid", "scenario.duration_s=0.3", "--seeds", "1"]):
+            proc = exitstorm(*command, "--out", str(out), *SHORT)
+            assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+            assert f"another exitstorm (pid {os.getpid()}) is writing it" in proc.stderr, proc.stderr
+        assert not out.exists()
+    assert list(tmp_path.iterdir()) == []  # the lock's file goes with the lock
+    assert exitstorm("run", str(CONFIG), "--out", str(out), *SHORT).returncode == 0
 
 
 def _bad_config(tmp_path: Path, text: str) -> Path:

@@ -154,6 +154,8 @@ class Runtime:
         self._active = 0
         self._driver: Any = None
         self._driver_waiting = False
+        #: set by :meth:`stop`: the run ends at the next point where no actor is mid-step
+        self.stopped = False
 
     # -- assembly ----------------------------------------------------------
     def add(self, actor: Actor) -> Actor:
@@ -233,7 +235,7 @@ class Runtime:
                         self.at(0, self._resume, actor)
                 while True:
                     await self._quiesce()
-                    if not self._heap or self._past_end():
+                    if not self._heap or self._past_end() or self.stopped:
                         break
                     self._run_until_an_actor_wakes()
                 nursery.cancel_scope.cancel()
@@ -243,6 +245,11 @@ class Runtime:
             self.now = max(self.now, self.end_ns)
         for actor in self.actors.values():
             actor.on_end()
+
+    def stop(self) -> None:
+        """End the run early, where every actor is between steps (safe from a signal handler: it only sets a
+        flag); :attr:`stopped` tells the caller the run did not finish."""
+        self.stopped = True
 
     def _past_end(self) -> bool:
         return self.end_ns is not None and self._heap[0][0] > self.end_ns

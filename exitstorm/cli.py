@@ -20,9 +20,10 @@ from rich.table import Table
 from exitstorm.calibrate import DEFAULT_BASE, calibrate
 from exitstorm.compare import compare, parse_variant, table
 from exitstorm.config import load_experiment
-from exitstorm.executor import MODEL_FAILURES, OnRun, RunFailed
+from exitstorm.executor import MODEL_FAILURES, OnRun, RunFailed, WorkerDied
 from exitstorm.experiment import run_experiment
 from exitstorm.histograms import hdr_percentiles_ms, histogram_sources
+from exitstorm.lifecycle import interrupted_status, terminate_like_interrupt
 from exitstorm.logs import EventFilter, matching_lines, parse_where, readable
 from exitstorm.report import write_report
 from exitstorm.schema import ConfigError
@@ -34,7 +35,6 @@ from exitstorm.zram import HostError
 
 EXIT_BAD_INPUT = 2
 EXIT_MODEL_FAILURE = 1
-EXIT_INTERRUPTED = 130  # as a shell reports a command ended by SIGINT
 
 
 class _Parser(argparse.ArgumentParser):
@@ -288,6 +288,9 @@ def _sweep(args: argparse.Namespace) -> None:
         except RunFailed as exc:
             raise RunFailed(exc.job, f"{exc.cause}; {kept_runs(args.out)} finished runs kept in "
                                      f"{args.out}.partial") from None
+        except WorkerDied as exc:
+            raise WorkerDied(exc.job, f"{kept_runs(args.out)} finished runs kept in {args.out}.partial; finish "
+                                      f"with the same command and --resume") from None
     points = {f"{p['point']} " + " ".join(f"{k}={v}" for k, v in p["overrides"].items()): p
               for p in report["points"]}
     _print_whole(console, table({**report, "variants": points}, rows="point"))
@@ -347,6 +350,7 @@ def _report(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    terminate_like_interrupt()
     args = _parser().parse_args(argv)
     try:
         {"run": _run, "compare": _compare, "calibrate": _calibrate, "validate": _validate, "logs": _logs,
@@ -357,8 +361,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (*MODEL_FAILURES, RunFailed) as exc:
         print(f"exitstorm: simulation failed: {exc}", file=sys.stderr)
         return EXIT_MODEL_FAILURE
+    except WorkerDied as exc:
+        print(f"exitstorm: {exc}", file=sys.stderr)
+        return EXIT_MODEL_FAILURE
     except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
+        return interrupted_status()
     return 0
 
 

@@ -27,6 +27,7 @@ from actors.runtime import ActorFailed
 from exitstorm.config import Experiment, load_experiment
 from exitstorm.experiment import run_experiment
 from exitstorm.figures import headline
+from exitstorm.lifecycle import ENDING, die_with_parent
 from exitstorm.schema import ConfigError
 
 #: a name and its dotted-key overrides (a comparison's variant, a sweep's grid point)
@@ -57,6 +58,19 @@ class RunFailed(Exception):
         self.job = job
         self.cause = str(cause)
         super().__init__(f"{job.describe()}: {cause}")
+
+
+class WorkerDied(Exception):
+    """A worker process died under a run (killed, or out of memory): the pool is gone with it."""
+
+    def __init__(self, job: RunJob | None, note: str = "") -> None:
+        self.job = job
+        self.note = note
+
+    def __str__(self) -> str:
+        run = "a run" if self.job is None else self.job.describe()
+        return f"the worker process running {run} died (killed, or out of memory)" + (
+            f"; {self.note}" if self.note else "")
 
 
 def _figures(job: RunJob, result: Callable[[], dict[str, Any]]) -> dict[str, Any]:
@@ -95,11 +109,15 @@ def run_job(job: RunJob) -> dict[str, Any]:
     return headline(summary)
 
 
-def _worker_init() -> None:
-    """gc.freeze: what a worker inherits (modules, loaded configs) is never garbage, so the collection
-    after each run walks only that run's objects. SIGINT is the parent's to handle."""
+def _worker_init(parent: int) -> None:
+    """A worker dies with its parent (a killed parent leaves no worker writing into its results). SIGINT,
+    SIGTERM and SIGHUP are the parent's to handle. gc.freeze: what a worker inherits (modules, loaded
+    configs) is never garbage, so the collection after each run walks only that run's objects."""
+    if not die_with_parent(parent):
+        os._exit(1)
+    for signum in (signal.SIGINT, *ENDING):
+        signal.signal(signum, signal.SIG_IGN)
     gc.freeze()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def run_local(jobs: list[RunJob], workers: int | None) -> Iterator[tuple[RunJob, dict[str, Any]]]:
@@ -109,11 +127,15 @@ def run_local(jobs: list[RunJob], workers: int | None) -> Iterator[tuple[RunJob,
         for job in jobs:
             yield job, _figures(job, lambda job=job: run_job(job))
         return
-    pool = concurrent.futures.ProcessPoolExecutor(max_workers=workers, initializer=_worker_init)
+    pool = concurrent.futures.ProcessPoolExecutor(max_workers=workers, initializer=_worker_init,
+                                                  initargs=(os.getpid(),))
     try:
         futures = {pool.submit(run_job, job): job for job in jobs}
         for future in concurrent.futures.as_completed(futures):
             yield futures[future], _figures(futures[future], future.result)
+    except concurrent.futures.process.BrokenProcessPool:
+        job = next((job for future, job in futures.items() if future.done() and future.exception()), None)
+        raise WorkerDied(job) from None
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 

@@ -20,6 +20,7 @@ from actors import invariants
 from actors.runtime import NS_PER_MS
 from actors.scheduler import Thread
 from exitstorm.config import Experiment
+from exitstorm.lifecycle import deferred_interrupts
 from exitstorm.results import atomic_directory
 from exitstorm.schema import ConfigError
 from exitstorm.trace import write_trace
@@ -297,7 +298,8 @@ def run_experiment(exp: Experiment, out: Path, force: bool = False,
             world = build_world(exp, events_out)
             if on_world is not None:
                 on_world(world)
-            trio.run(world.runtime.run)
+            with deferred_interrupts(world.runtime.stop):
+                trio.run(world.runtime.run)
             invariants.check_all(world.scheduler, world.memory, world.processes, world.runtime.now)
         summary = summarize(world)
         hist_dir = tmp / "histograms"

@@ -50,12 +50,12 @@ from attrs import field, frozen
 
 from actors.memory import PAGES_PER_MB
 from actors.runtime import NS_PER_S
+from exitstorm.lifecycle import die_with_parent
 from exitstorm.schema import ConfigError
 from exitstorm.zram import PAGE_SIZE, HostError, mm_stat
 
 MADV_PAGEOUT = 21  # include/uapi/asm-generic/mman-common.h (Linux 5.4+)
 SYS_PROCESS_MRELEASE = 448  # arch/x86/entry/syscalls/syscall_64.tbl (Linux 5.15+)
-PR_SET_PDEATHSIG = 1  # include/uapi/linux/prctl.h
 MB = PAGE_SIZE * PAGES_PER_MB
 #: percent of a victim's swapped memory that VmSwap must show before it counts as paged out
 PAGEOUT_PERCENT = 95
@@ -318,8 +318,7 @@ def fork_child(life: Callable[[int], None]) -> tuple[int, int]:
     if pid == 0:
         try:
             os.close(read_fd)
-            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-            if os.getppid() == parent:  # else the parent died before the prctl took effect
+            if die_with_parent(parent):
                 life(write_fd)
         finally:
             os._exit(0)

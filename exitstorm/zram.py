@@ -16,7 +16,6 @@ import subprocess
 import sys
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
 ZRAM_DEV = Path("/dev/zram0")
 ZRAM_SYS = Path("/sys/block/zram0")
@@ -83,13 +82,11 @@ class ZramSwap:
         self.algorithm = algorithm
         self._swapped_on = False
         self._sized = False
-        self._on_term: Any = signal.SIG_DFL
 
     def __enter__(self) -> ZramSwap:
         require_host()
         if str(ZRAM_DEV) not in active_swaps():
             self._set_up()
-        self._on_term = signal.signal(signal.SIGTERM, _terminated)
         return self
 
     def _set_up(self) -> None:
@@ -107,24 +104,26 @@ class ZramSwap:
         except (OSError, subprocess.CalledProcessError) as exc:
             self._restore()
             raise HostError(f"could not set up {ZRAM_DEV} as swap: {exc}") from None
+        except BaseException:  # an interrupt or SIGTERM (exitstorm.lifecycle) between two steps
+            self._restore()
+            raise
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self._restore()
-        signal.signal(signal.SIGTERM, self._on_term)
 
     def _restore(self) -> None:
-        if self._swapped_on:
-            subprocess.run(["swapoff", str(ZRAM_DEV)], check=False, capture_output=True)
-            self._swapped_on = False
-        if self._sized:
-            ZRAM_SYS.joinpath("reset").write_text("1")
-            self._sized = False
-
-
-def _terminated(_signum: int, _frame: Any) -> None:
-    """SIGTERM inside a measurement unwinds it like Ctrl-C, so the machine's swap is put back."""
-    raise HostError("terminated (SIGTERM); the machine's swap set-up was put back")
+        """Put back what _set_up changed; a second Ctrl-C or SIGTERM waits until it is done."""
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
+        try:
+            if self._swapped_on:
+                subprocess.run(["swapoff", str(ZRAM_DEV)], check=False, capture_output=True)
+                self._swapped_on = False
+            if self._sized:
+                ZRAM_SYS.joinpath("reset").write_text("1")
+                self._sized = False
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
 def _run(*argv: str) -> None:

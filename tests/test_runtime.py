@@ -73,6 +73,27 @@ async def test_run_stops_at_end_time() -> None:
     assert rt.now == 10
 
 
+async def test_stop_ends_the_run_between_two_steps_of_the_actors() -> None:
+    # what a signal handler does: the ticker asks for the stop at its third tick (t=7); that step
+    # completes, and nothing after it runs
+    ticks: list = []
+
+    class Ticker(Actor):
+        async def main(self) -> None:
+            k = 0
+            while True:
+                await self.sleep_until(1 + 3 * k)
+                ticks.append(self.now)
+                if k == 2:
+                    self.runtime.stop()
+                k += 1
+
+    rt = Runtime(seed=0, end_ns=100)
+    rt.add(Ticker("tick"))
+    await rt.run()
+    assert ticks == [1, 4, 7] and rt.stopped
+
+
 async def test_an_actor_exception_names_the_actor_and_the_virtual_time() -> None:
     class Faulty(Actor):
         async def main(self) -> None:

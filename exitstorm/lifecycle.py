@@ -1,0 +1,82 @@
+"""How exitstorm's processes end: children with their parent, and SIGTERM or SIGHUP the way SIGINT is.
+
+A worker or a victim process that outlived a killed parent would go on
+writing into results nobody owns (or hold the host's swap), so each asks the
+kernel to SIGKILL it when its parent dies. A SIGTERM (what a service manager
+or a job runner sends) or a SIGHUP (a closed terminal) interrupts the main
+thread as Ctrl-C does, so the same clean-up runs, and the command exits
+with 128 + the signal's number (143, 129).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import threading
+from types import FrameType
+from typing import Callable, Iterator
+
+PR_SET_PDEATHSIG = 1  # include/uapi/linux/prctl.h
+#: the signals that end a command the way Ctrl-C does
+ENDING = (signal.SIGTERM, signal.SIGHUP)
+#: the ending signals received, in order
+_received: list[int] = []
+
+
+def die_with_parent(parent: int) -> bool:
+    """SIGKILL this process when its parent dies; False if ``parent`` is already gone (the caller should
+    exit: the signal would never come)."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    return os.getppid() == parent
+
+
+def _ending(signum: int, frame: FrameType | None) -> None:
+    """End the command exactly as Ctrl-C does: through the SIGINT handler in place (trio's, while a
+    simulation runs, which delivers the interrupt where it is safe), else with KeyboardInterrupt."""
+    _received.append(signum)
+    handler = signal.getsignal(signal.SIGINT)
+    if not callable(handler):  # SIGINT ignored (a background job): end it all the same
+        raise KeyboardInterrupt
+    handler(signal.SIGINT, frame)
+
+
+def terminate_like_interrupt() -> None:
+    """From now on, SIGTERM and SIGHUP interrupt the main thread as SIGINT would."""
+    for signum in ENDING:
+        signal.signal(signum, _ending)
+
+
+def interrupted_status() -> int:
+    """The exit status of a command ended by an interrupt: 128 + the first ending signal (SIGINT if none)."""
+    return 128 + (_received[0] if _received else signal.SIGINT)
+
+
+@contextlib.contextmanager
+def deferred_interrupts(stop: Callable[[], None]) -> Iterator[None]:
+    """Inside, SIGINT (unless ignored), SIGTERM and SIGHUP only record themselves and call ``stop()`` (a
+    simulation's runtime then ends between two steps); the interrupt is raised when the block is left.
+
+    Raising in a handler would land in the middle of an actor's step and leave it half done. Off the main
+    thread (a Dask worker's thread) signals are not this thread's to take: nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+
+    def record(signum: int, _frame: FrameType | None) -> None:
+        pending.append(signum)
+        stop()
+
+    watched = [s for s in (signal.SIGINT, *ENDING) if signal.getsignal(s) is not signal.SIG_IGN]
+    previous = {s: signal.signal(s, record) for s in watched}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if pending:
+        if pending[0] != signal.SIGINT:
+            _received.append(pending[0])
+        raise KeyboardInterrupt

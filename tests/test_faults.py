@@ -1,0 +1,129 @@
+"""Signals and dead workers at work: what `run`, `compare` and `sweep` leave on disk and in the process table."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+CONFIG = str(ROOT / "configs" / "camera_launch.toml")
+LONG = ["--set", "scenario.duration_s=2.5"]
+
+
+def start(*args: str) -> subprocess.Popen[str]:
+    # a command started in the background by a non-interactive shell inherits SIGINT ignored; give it the
+    # default dispositions a user's terminal gives
+    return subprocess.Popen([sys.executable, "-m", "exitstorm.cli", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
+def children(pid: int) -> list[int]:
+    """The live processes whose parent is ``pid``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            fields = stat[stat.rindex(")") + 2:].split()
+            if int(fields[1]) == pid and fields[0] != "Z":
+                found.append(int(entry.name))
+    return found
+
+
+def mentioning(text: str) -> list[int]:
+    """Live processes whose command line mentions ``text`` (workers are forks: they carry the parent's)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
+                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if text in cmdline and state != "Z":
+                found.append(int(entry.name))
+    return found
+
+
+def wait_for(predicate, timeout: float = 60.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def listing(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+@pytest.mark.parametrize("signum, status", [(signal.SIGTERM, 143), (signal.SIGHUP, 129), (signal.SIGINT, 130)])
+def test_a_run_ended_by_a_signal_leaves_nothing_and_says_how_it_ended(tmp_path: Path, signum: int,
+                                                                      status: int) -> None:
+    out = tmp_path / "r"
+    proc = start("run", CONFIG, "--out", str(out), "--set", "scenario.duration_s=30")
+    assert wait_for(lambda: any(p.name.endswith(".tmp") for p in tmp_path.iterdir()))
+    proc.send_signal(signum)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == status and "Traceback" not in stderr, stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", [["compare", CONFIG, "--seeds", "8"],
+                                     ["sweep", CONFIG, "--grid", "apps.count=12,20", "--seeds", "4"]])
+def test_sigterm_ends_compare_and_sweep_like_ctrl_c_with_status_143_and_no_worker_left(
+        tmp_path: Path, command: list[str]) -> None:
+    out = tmp_path / "o"
+    proc = start(*command, "--out", str(out), "--workers", "2", *LONG)
+    assert wait_for(lambda: len(children(proc.pid)) >= 2)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143 and "Traceback" not in stderr, stderr
+    assert mentioning(str(out)) == []
+    if command[0] == "sweep":  # the finished runs are kept for --resume
+        assert "--resume" in stdout and listing(tmp_path)[0] == "o.partial"
+        assert not list((tmp_path / "o.partial").glob("runs/*/.*.tmp"))
+    else:
+        assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", [["compare", CONFIG, "--seeds", "8"],
+                                     ["sweep", CONFIG, "--grid", "apps.count=12,20", "--seeds", "4"]])
+def test_a_killed_parent_takes_its_workers_with_it(tmp_path: Path, command: list[str]) -> None:
+    out = tmp_path / "o"
+    proc = start(*command, "--out", str(out), "--workers", "2", *LONG)
+    assert wait_for(lambda: len(children(proc.pid)) >= 2)
+    workers = children(proc.pid)
+    proc.kill()
+    proc.communicate(timeout=60)
+    assert wait_for(lambda: not any(Path(f"/proc/{w}").exists() and w in mentioning(str(out)) for w in workers),
+                    timeout=10)
+    before = listing(tmp_path)
+    time.sleep(1.0)
+    assert listing(tmp_path) == before  # nobody goes on writing
+    if command[0] == "sweep":  # and the sweep resumes at once
+        again = subprocess.run([sys.executable, "-m", "exitstorm.cli", *command, "--out", str(out), "--workers",
+                                "2", *LONG, "--resume"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert again.returncode == 0, again.stderr
+
+
+def test_a_dead_worker_is_one_line_naming_its_run(tmp_path: Path) -> None:
+    out = tmp_path / "o"
+    proc = start("compare", CONFIG, "--seeds", "8", "--out", str(out), "--workers", "2", *LONG)
+    assert wait_for(lambda: len(children(proc.pid)) >= 2)
+    os.kill(children(proc.pid)[0], signal.SIGKILL)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 1 and stderr.count("\n") == 1, stderr
+    assert "the worker process running" in stderr and "seed" in stderr and "died" in stderr, stderr
+    assert list(tmp_path.iterdir()) == [] and mentioning(str(out)) == []

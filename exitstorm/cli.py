@@ -364,6 +364,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except WorkerDied as exc:
         print(f"exitstorm: {exc}", file=sys.stderr)
         return EXIT_MODEL_FAILURE
+    except OSError as exc:  # a read-only or full filesystem, a name too long, a path through a file
+        where = exc.filename if exc.filename is not None else "a file"
+        print(f"exitstorm: {where}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         return interrupted_status()
     return 0

@@ -60,6 +60,9 @@ def writer_lock(final: Path) -> Iterator[None]:
     """Hold the lock of results directory ``final`` (a file ``.NAME.lock`` beside it with the holder's pid):
     a second writer is refused in one line naming the holder. The lock dies with its process (flock), and
     its file is removed when it is released."""
+    for ancestor in reversed(final.parents):
+        if ancestor.exists() and not ancestor.is_dir():
+            raise ConfigError(f"{final}: {ancestor} is not a directory")
     final.parent.mkdir(parents=True, exist_ok=True)
     lock = final.parent / f".{final.name}.lock"
     while True:
@@ -93,6 +96,7 @@ def atomic_directory(final: Path, force: bool) -> Iterator[Path]:
     check_target(final, force)
     with writer_lock(final):
         check_target(final, force)  # again, now that no other writer can be at it
+        clear_leftovers(final, force)
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
         try:
             yield tmp
@@ -100,6 +104,22 @@ def atomic_directory(final: Path, force: bool) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         publish(tmp, final, force)
+
+
+def leftovers(final: Path) -> list[Path]:
+    """Temporary siblings of ``final`` that a killed writer left (a live one holds the lock)."""
+    return sorted(p for pattern in (f".{final.name}.*.tmp", f".{final.name}.*.old")
+                  for p in final.parent.glob(pattern))
+
+
+def clear_leftovers(final: Path, force: bool) -> None:
+    """Under ``final``'s lock: remove what a killed writer left with ``force``, else refuse naming it."""
+    found = leftovers(final)
+    if found and not force:
+        raise ConfigError(f"{final}: a killed run left {', '.join(p.name for p in found)} beside it (use --force "
+                          f"to remove)")
+    for path in found:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def publish(tmp: Path, final: Path, force: bool) -> None:

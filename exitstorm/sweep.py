@@ -27,7 +27,7 @@ from exitstorm.compare import split_top_level
 from exitstorm.config import load_experiment, parse_value
 from exitstorm.executor import OnRun, RunJob, Variant, plan_seeds, run_dask, run_local
 from exitstorm.figures import METRICS, aggregate, headline, metrics_meta
-from exitstorm.results import check_target, publish, run_dir, writer_lock
+from exitstorm.results import check_target, clear_leftovers, publish, run_dir, writer_lock
 from exitstorm.schema import ConfigError
 
 Grid = list[tuple[str, list[Any]]]
@@ -115,6 +115,7 @@ def sweep(config: str, grid: Grid, seeds: int, out: Path, *, sets: list[str] = (
     plan = {"config": config, "sets": list(sets), "grid": [[k, v] for k, v in grid], "seeds": seed_list}
     check_target(out, force)
     with writer_lock(out):
+        clear_leftovers(out, force)
         work = _prepare(out, plan, resume, force)
         jobs = [RunJob(config, tuple(sets), point, seed, run_dir(work, point[0], seed))
                 for point in points for seed in seed_list]

@@ -127,3 +127,47 @@ def test_a_dead_worker_is_one_line_naming_its_run(tmp_path: Path) -> None:
     assert proc.returncode == 1 and stderr.count("\n") == 1, stderr
     assert "the worker process running" in stderr and "seed" in stderr and "died" in stderr, stderr
     assert list(tmp_path.iterdir()) == [] and mentioning(str(out)) == []
+
+
+def test_what_a_killed_run_left_is_reported_and_removed_with_force(tmp_path: Path) -> None:
+    out = tmp_path / "r"
+    left = tmp_path / ".r.x1y2.tmp"
+    (left / "histograms").mkdir(parents=True)
+    proc = subprocess.run([sys.executable, "-m", "exitstorm.cli", "run", CONFIG, "--out", str(out), *LONG],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "a killed run left .r.x1y2.tmp beside it (use --force to remove)" in proc.stderr
+    assert listing(tmp_path) == [".r.x1y2.tmp", ".r.x1y2.tmp/histograms"]
+    proc = subprocess.run([sys.executable, "-m", "exitstorm.cli", "run", CONFIG, "--out", str(out), "--force",
+                           *LONG], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["r"]
+
+
+@pytest.mark.parametrize("where, expected", [
+    (lambda tmp: tmp / "file" / "out", "file is not a directory"),
+    (lambda tmp: tmp / ("x" * 300), "File name too long"),
+])
+def test_filesystem_failures_are_one_line(tmp_path: Path, where, expected: str) -> None:
+    (tmp_path / "file").write_text("a file, not a folder")
+    proc = subprocess.run([sys.executable, "-m", "exitstorm.cli", "run", CONFIG, "--out", str(where(tmp_path)),
+                           *LONG], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and expected in proc.stderr, proc.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["file"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small or read-only tmpfs needs root")
+@pytest.mark.parametrize("options, expected", [("size=64k", "No space left on device"),
+                                               ("ro", "Read-only file system")])
+def test_a_full_or_read_only_filesystem_is_one_line_and_leaves_nothing(tmp_path: Path, options: str,
+                                                                      expected: str) -> None:
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mnt)], check=True)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "exitstorm.cli", "run", CONFIG, "--out", str(mnt / "r"),
+                               *LONG], cwd=ROOT, capture_output=True, text=True)
+        assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and expected in proc.stderr, proc.stderr
+        assert list(mnt.iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)

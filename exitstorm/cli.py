@@ -20,7 +20,7 @@ from rich.table import Table
 from exitstorm.calibrate import DEFAULT_BASE, calibrate
 from exitstorm.compare import compare, parse_variant, table
 from exitstorm.config import load_experiment
-from exitstorm.executor import MODEL_FAILURES, OnRun, RunFailed, WorkerDied
+from exitstorm.executor import MAX_RUNS, MODEL_FAILURES, OnRun, RunFailed, WorkerDied
 from exitstorm.experiment import run_experiment
 from exitstorm.histograms import hdr_percentiles_ms, histogram_sources
 from exitstorm.lifecycle import interrupted_status, terminate_like_interrupt
@@ -197,8 +197,8 @@ def _print_whole(console: Console, table: Table) -> None:
 
 def _check_runs(args: argparse.Namespace) -> None:
     """--seeds and --workers of compare and sweep."""
-    if args.seeds < 1:
-        raise ConfigError(f"--seeds: expected an integer >= 1, got {args.seeds}")
+    if not 1 <= args.seeds <= MAX_RUNS:
+        raise ConfigError(f"--seeds: expected an integer in 1..{MAX_RUNS}, got {args.seeds}")
     if args.workers is not None and args.workers < 1:
         raise ConfigError(f"--workers: expected an integer >= 1, got {args.workers}")
 

@@ -17,14 +17,17 @@ from typing import Any
 from rich.table import Table
 
 from exitstorm.config import load_experiment, parse_value
-from exitstorm.executor import OnRun, RunJob, Variant, plan_seeds, run_local
+from exitstorm.executor import OnRun, RunJob, Variant, check_run_count, plan_seeds, run_local
 from exitstorm.figures import aggregate, metrics_meta
 from exitstorm.results import SAFE_NAME_RULE, atomic_directory, run_dir, safe_name
 from exitstorm.schema import ConfigError
 
 
 def split_top_level(text: str, sep: str = ",") -> list[str]:
-    """Split on ``sep`` outside brackets and quotes (values may be TOML lists or strings)."""
+    """Split on ``sep`` outside brackets and quotes (values may be TOML lists or strings); an empty text has
+    no items, and an empty item between two separators stays (an empty string) for the caller to refuse."""
+    if not text.strip():
+        return []
     parts, depth, quote, cur = [], 0, "", []
     for ch in text:
         if quote:
@@ -41,7 +44,7 @@ def split_top_level(text: str, sep: str = ",") -> list[str]:
             continue
         cur.append(ch)
     parts.append("".join(cur))
-    return [p for p in (p.strip() for p in parts) if p]
+    return [p.strip() for p in parts]
 
 
 def parse_variant(text: str) -> Variant:
@@ -54,6 +57,8 @@ def parse_variant(text: str) -> Variant:
         raise ConfigError(f"--variant {text}: expected a NAME that is {SAFE_NAME_RULE}")
     changes: dict[str, Any] = {}
     for item in split_top_level(rest):
+        if not item:
+            raise ConfigError(f"--variant {text}: expected key=value between every two commas")
         key, eq, value = item.partition("=")
         if not eq or not key.strip():
             raise ConfigError(f"--variant {text}: expected key=value, got {item!r}")
@@ -67,6 +72,7 @@ def compare(config: str, variants: list[Variant] | None, seeds: int, out: Path, 
     base = load_experiment(config, sets)
     if variants is None:
         variants = list(base.config.variants.items()) or [("baseline", {})]
+    check_run_count(len(variants), seeds, "variants x --seeds")
     names = [name for name, _ in variants]
     if len(set(names)) != len(names):
         raise ConfigError(f"{config}: variants: expected unique names, got {names}")

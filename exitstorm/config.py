@@ -83,7 +83,8 @@ class Sched:
     """Fair-class tunables (kernel/sched/fair.c: sysctl_sched_base_slice, features), the preemption model
     and the tick (CONFIG_PREEMPT_*, CONFIG_HZ), and periodic load balancing (kernel/sched/topology.c)."""
 
-    base_slice_ns: int = field(validator=positive)
+    #: bounded so that a run's events stay finite: 50 us (a slice of 1 ns made a 2 s run last 95 minutes)
+    base_slice_ns: int = field(validator=between(50_000, 1_000_000_000))
     tunable_scaling: Literal["none", "log", "linear"]
     run_to_parity: bool
     wakeup_preemption: bool
@@ -434,10 +435,17 @@ def load_device(path: Path) -> Device:
     return structure(_read_toml(path), Device, str(path))
 
 
+#: the largest config or profile file read (a config is a few KiB; /dev/zero is endless)
+MAX_TOML_BYTES = 1 << 20
+
+
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as fh:
-            return tomllib.load(fh)
+            data = fh.read(MAX_TOML_BYTES + 1)
+        if len(data) > MAX_TOML_BYTES:
+            raise ConfigError(f"{path}: expected a TOML file of at most {MAX_TOML_BYTES // 1024} KiB")
+        return tomllib.loads(data.decode())
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file") from None
     except IsADirectoryError:

@@ -38,6 +38,16 @@ OnRun = Callable[[int, int, int], None]
 MODEL_FAILURES = (ActorFailed, MemoryAccountingError, InvariantViolation)
 
 
+#: the most runs one comparison or sweep may ask for (variants or points x seeds)
+MAX_RUNS = 100_000
+
+
+def check_run_count(groups: int, seeds: int, what: str) -> None:
+    """Refuse, before anything is planned, a comparison or sweep of more than MAX_RUNS runs."""
+    if groups * seeds > MAX_RUNS:
+        raise ConfigError(f"{what}: expected at most {MAX_RUNS} runs, got {groups} x {seeds} = {groups * seeds}")
+
+
 @frozen
 class RunJob:
     config: str

@@ -19,13 +19,14 @@ import csv
 import io
 import itertools
 import json
+import math
 import shutil
 from pathlib import Path
 from typing import Any, Iterator
 
 from exitstorm.compare import split_top_level
 from exitstorm.config import load_experiment, parse_value
-from exitstorm.executor import OnRun, RunJob, Variant, plan_seeds, run_dask, run_local
+from exitstorm.executor import OnRun, RunJob, Variant, check_run_count, plan_seeds, run_dask, run_local
 from exitstorm.figures import METRICS, aggregate, headline, metrics_meta
 from exitstorm.results import check_target, clear_leftovers, publish, run_dir, writer_lock
 from exitstorm.schema import ConfigError
@@ -39,9 +40,10 @@ def parse_grid(texts: list[str]) -> Grid:
     for text in texts:
         key, eq, rest = text.partition("=")
         key = key.strip()
-        values = [parse_value(v) for v in split_top_level(rest)]
-        if not eq or not key or not values:
-            raise ConfigError(f"--grid {text}: expected key=value1,value2,...")
+        items = split_top_level(rest)
+        if not eq or not key or not items or not all(items):
+            raise ConfigError(f"--grid {text}: expected key=value1,value2,... (no empty value)")
+        values = [parse_value(v) for v in items]
         if any(key == k for k, _ in grid):
             raise ConfigError(f"--grid {text}: {key} is already an axis")
         grid.append((key, values))
@@ -109,6 +111,7 @@ def sweep(config: str, grid: Grid, seeds: int, out: Path, *, sets: list[str] = (
           dask: str | None = None, resume: bool = False, force: bool = False,
           on_run: OnRun | None = None) -> dict[str, Any]:
     """Run every point of ``grid`` on ``seeds`` seeds; write ``out`` (sweep.json, sweep.csv, runs/)."""
+    check_run_count(math.prod(len(values) for _key, values in grid), seeds, "--grid points x --seeds")
     points = grid_points(grid)
     seed_list = plan_seeds(config, tuple(sets), points, load_experiment(config, list(sets)).config.scenario.seed,
                            seeds)

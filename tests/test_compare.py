@@ -72,7 +72,7 @@ def test_compare_is_the_same_on_one_worker(compared: Path, tmp_path: Path) -> No
 @pytest.mark.parametrize("args, expected", [
     (["--variant", "x:policies.reap=magic"], "(variant x): policies.reap: expected one of"),
     (["--variant", "x"], "--variant x: expected NAME:key=value"),
-    (["--seeds", "0"], "--seeds: expected an integer >= 1"),
+    (["--seeds", "0"], "--seeds: expected an integer in 1..100000"),
 ])
 def test_bad_compare_input_is_one_line_and_status_2(args: list[str], expected: str, tmp_path: Path) -> None:
     proc = exitstorm("compare", str(CONFIG), *args, "--out", str(tmp_path / "out"))

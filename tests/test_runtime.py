@@ -55,19 +55,28 @@ async def test_time_advances_only_to_due_events_and_messages_keep_send_order() -
     assert rt.now == 15  # nothing left to do: the run ends at the last event
 
 
+class Ticker(Actor):
+    """Ticks at 1, 4, 7, ... recording (k, due, now); asks the runtime to stop after tick ``stop_after``."""
+
+    def __init__(self, name: str, ticks: list, stop_after: int | None = None) -> None:
+        super().__init__(name)
+        self.ticks = ticks
+        self.stop_after = stop_after
+
+    async def main(self) -> None:
+        k = 0
+        while True:
+            await self.sleep_until(1 + 3 * k)
+            self.ticks.append((k, 1 + 3 * k, self.now))
+            if k == self.stop_after:
+                self.runtime.stop()
+            k += 1
+
+
 async def test_run_stops_at_end_time() -> None:
     ticks: list = []
-
-    class Ticker(Actor):
-        async def main(self) -> None:
-            k = 0
-            while True:
-                await self.sleep_until(1 + 3 * k)
-                ticks.append((k, 1 + 3 * k, self.now))
-                k += 1
-
     rt = Runtime(seed=0, end_ns=10)
-    rt.add(Ticker("tick"))
+    rt.add(Ticker("tick", ticks))
     await rt.run()
     assert ticks == [(0, 1, 1), (1, 4, 4), (2, 7, 7), (3, 10, 10)]
     assert rt.now == 10
@@ -77,21 +86,10 @@ async def test_stop_ends_the_run_between_two_steps_of_the_actors() -> None:
     # what a signal handler does: the ticker asks for the stop at its third tick (t=7); that step
     # completes, and nothing after it runs
     ticks: list = []
-
-    class Ticker(Actor):
-        async def main(self) -> None:
-            k = 0
-            while True:
-                await self.sleep_until(1 + 3 * k)
-                ticks.append(self.now)
-                if k == 2:
-                    self.runtime.stop()
-                k += 1
-
     rt = Runtime(seed=0, end_ns=100)
-    rt.add(Ticker("tick"))
+    rt.add(Ticker("tick", ticks, stop_after=2))
     await rt.run()
-    assert ticks == [1, 4, 7] and rt.stopped
+    assert [now for _k, _due, now in ticks] == [1, 4, 7] and rt.stopped
 
 
 async def test_an_actor_exception_names_the_actor_and_the_virtual_time() -> None:

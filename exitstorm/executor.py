@@ -78,9 +78,8 @@ class WorkerDied(Exception):
         self.note = note
 
     def __str__(self) -> str:
-        run = "a run" if self.job is None else self.job.describe()
-        return f"the worker process running {run} died (killed, or out of memory)" + (
-            f"; {self.note}" if self.note else "")
+        run = "" if self.job is None else f" ({self.job.describe()} was among the runs under way)"
+        return f"a worker process died (killed, or out of memory){run}" + (f"; {self.note}" if self.note else "")
 
 
 def _figures(job: RunJob, result: Callable[[], dict[str, Any]]) -> dict[str, Any]:
@@ -142,10 +141,12 @@ def run_local(jobs: list[RunJob], workers: int | None) -> Iterator[tuple[RunJob,
     try:
         futures = {pool.submit(run_job, job): job for job in jobs}
         for future in concurrent.futures.as_completed(futures):
-            yield futures[future], _figures(futures[future], future.result)
-    except concurrent.futures.process.BrokenProcessPool:
-        job = next((job for future, job in futures.items() if future.done() and future.exception()), None)
-        raise WorkerDied(job) from None
+            job = futures[future]
+            try:
+                figures = _figures(job, future.result)
+            except concurrent.futures.process.BrokenProcessPool:
+                raise WorkerDied(job) from None
+            yield job, figures
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 

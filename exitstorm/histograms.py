@@ -9,9 +9,11 @@ ms (value unit ratio 1e6), as HdrHistogram's tools expect.
 
 from __future__ import annotations
 
+import binascii
 import collections
 import itertools
 import math
+import zlib
 from pathlib import Path
 
 from hdrh.histogram import HdrHistogram
@@ -116,12 +118,28 @@ class LatencyRecorder:
 
 
 def read_hlog(path: Path) -> HdrHistogram:
-    """The whole-run histogram of an ``.hlog`` interval log: its intervals added up."""
+    """The whole-run histogram of an ``.hlog`` interval log: its intervals added up. A log with lines that
+    are neither comments, the column header nor intervals is refused (hdrh would skip them and report
+    count 0)."""
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read it as an HdrHistogram log ({exc})") from None
+    intervals = [line for line in lines if line.strip() and not line.startswith(("#", '"StartTimestamp"'))]
     reader = HistogramLogReader(str(path), new_histogram())
     total = new_histogram()
-    while (h := reader.get_next_interval_histogram()) is not None:
-        total.add(h)
-    reader.close()
+    read = 0
+    try:
+        while (h := reader.get_next_interval_histogram()) is not None:
+            total.add(h)
+            read += 1
+    except (ValueError, IndexError, TypeError, zlib.error, binascii.Error) as exc:
+        raise ConfigError(f"{path}: corrupt HdrHistogram log ({exc})") from None
+    finally:
+        reader.close()
+    if read != len(intervals):
+        raise ConfigError(f"{path}: corrupt HdrHistogram log ({len(intervals) - read} of its {len(intervals)} "
+                          f"interval lines unreadable)")
     return total
 
 

@@ -70,9 +70,15 @@ def events_file(run_dir: Path) -> Path:
 
 def matching_lines(run_dir: Path, flt: EventFilter) -> Iterator[tuple[str, dict[str, Any]]]:
     """``(line, record)`` of every event that passes ``flt``, in file (virtual time) order."""
-    with events_file(run_dir).open() as fh:
-        for line in fh:
-            record = json.loads(line)
+    path = events_file(run_dir)
+    with path.open() as fh:
+        for number, line in enumerate(fh, 1):
+            try:
+                record = json.loads(line)
+            except ValueError as exc:
+                raise ConfigError(f"{path}:{number}: corrupt, not an event line exitstorm writes ({exc})") from None
+            if not isinstance(record, dict) or not {"t_ns", "actor", "event"} <= record.keys():
+                raise ConfigError(f"{path}:{number}: corrupt, expected an object with t_ns, actor and event")
             if flt.matches(record):
                 yield line.rstrip("\n"), record
 

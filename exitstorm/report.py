@@ -12,7 +12,6 @@ results directory; the report goes to ``DIR/report/``, written atomically.
 from __future__ import annotations
 
 import contextlib
-import json
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -21,7 +20,7 @@ from hdrh.histogram import HdrHistogram
 from actors.runtime import NS_PER_MS
 from exitstorm.compare import cell
 from exitstorm.histograms import merged_histograms, percentile_walk, run_histograms
-from exitstorm.results import atomic_directory, comparison_runs
+from exitstorm.results import atomic_directory, comparison_runs, read_json
 from exitstorm.schema import ConfigError
 
 #: the latency distributions plotted, and their axis labels
@@ -176,7 +175,7 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def _run_report(run_dir: Path, out: Path) -> str:
-    summary = json.loads((run_dir / "summary.json").read_text())
+    summary = read_json(run_dir / "summary.json")
     title = f"{summary['config']} seed {summary['seed']}"
     md = [f"# exitstorm run: {title}\n\n",
           f"Device `{summary['device']}`, kernel `{summary['kernel']}`, {summary['duration_ms']:.0f} ms virtual.\n\n"]
@@ -206,7 +205,7 @@ def _run_report(run_dir: Path, out: Path) -> str:
 
 
 def _compare_report(cmp_dir: Path, out: Path) -> str:
-    report = json.loads((cmp_dir / "compare.json").read_text())
+    report = read_json(cmp_dir / "compare.json")
     title = f"{report['config']}: {len(report['seeds'])} seeds"
     metrics = report["metrics"]
     md = [f"# exitstorm compare: {title}\n\n",
@@ -221,7 +220,7 @@ def _compare_report(cmp_dir: Path, out: Path) -> str:
     sources = {name: merged_histograms(dirs, names=tuple(CURVES)) for name, dirs in runs.items()}
     if plot_percentiles(out / "latency_percentiles.png", sources, f"{title}, all seeds merged"):
         md.append("\n## Latency percentiles (all seeds merged)\n\n![latency percentiles](latency_percentiles.png)\n")
-    summaries = {name: [json.loads((d / "summary.json").read_text()) for d in dirs] for name, dirs in runs.items()}
+    summaries = {name: [read_json(d / "summary.json") for d in dirs] for name, dirs in runs.items()}
     free = {name: mean_series([(s["free_memory_mb"]["t_ms"], s["free_memory_mb"]["mb"]) for s in ss])
             for name, ss in summaries.items()}
     first = next(iter(summaries.values()))[0]

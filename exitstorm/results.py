@@ -17,7 +17,7 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from exitstorm.schema import ConfigError
 
@@ -151,8 +151,18 @@ def run_dir(root: Path, name: str, seed: int) -> Path:
     return root / "runs" / name / f"seed{seed}"
 
 
+def read_json(path: Path) -> Any:
+    """A JSON file of a results directory, read whole; one line naming it when it is missing or corrupt."""
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: missing (not a complete exitstorm results directory)") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: corrupt, not the JSON exitstorm writes ({exc})") from None
+
+
 def comparison_runs(cmp_dir: Path) -> dict[str, list[Path]]:
     """A comparison directory's runs, per variant in compare.json's order, by seed."""
-    variants = json.loads((cmp_dir / "compare.json").read_text())["variants"]
+    variants = read_json(cmp_dir / "compare.json")["variants"]
     return {name: sorted((cmp_dir / "runs" / name).glob("seed*")) for name in variants}
 

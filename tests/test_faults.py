@@ -121,11 +121,12 @@ def test_a_killed_parent_takes_its_workers_with_it(tmp_path: Path, command: list
 def test_a_dead_worker_is_one_line_naming_its_run(tmp_path: Path) -> None:
     out = tmp_path / "o"
     proc = start("compare", CONFIG, "--seeds", "8", "--out", str(out), "--workers", "2", *LONG)
-    assert wait_for(lambda: len(children(proc.pid)) >= 2)
+    # both workers up and runs under way
+    assert wait_for(lambda: len(children(proc.pid)) >= 2 and list(tmp_path.glob(".o.*.tmp/runs/*")))
     os.kill(children(proc.pid)[0], signal.SIGKILL)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 1 and stderr.count("\n") == 1, stderr
-    assert "the worker process running" in stderr and "seed" in stderr and "died" in stderr, stderr
+    assert "a worker process died" in stderr and "seed" in stderr and "among the runs under way" in stderr, stderr
     assert list(tmp_path.iterdir()) == [] and mentioning(str(out)) == []
 
 
@@ -171,3 +172,25 @@ def test_a_full_or_read_only_filesystem_is_one_line_and_leaves_nothing(tmp_path:
         assert list(mnt.iterdir()) == []
     finally:
         subprocess.run(["umount", str(mnt)], check=True)
+
+
+def test_corrupt_results_are_one_line_for_report_logs_and_hist(tmp_path: Path) -> None:
+    run = tmp_path / "r"
+    made = subprocess.run([sys.executable, "-m", "exitstorm.cli", "run", str(ROOT / "configs" / "cpu_contention.toml"),
+                           "--set", "scenario.duration_s=0.3", "--out", str(run)], cwd=ROOT, capture_output=True)
+    assert made.returncode == 0
+    hlog = sorted((run / "histograms").glob("*.hlog"))[0]
+    cases = [
+        (run / "summary.json", '{"cut short', ["report", str(run)],
+         "summary.json: corrupt, not the JSON exitstorm writes"),
+        (run / "events.jsonl", '{"t_ns": 1, oops\n', ["logs", str(run)], "events.jsonl:1: corrupt"),
+        (run / "events.jsonl", '[1, 2]\n', ["logs", str(run)], "events.jsonl:1: corrupt, expected an object"),
+        (hlog, "not a histogram log\n", ["hist", str(run)], "corrupt HdrHistogram log"),
+    ]
+    for path, text, args, expected in cases:
+        good = path.read_bytes()
+        path.write_text(text)
+        proc = subprocess.run([sys.executable, "-m", "exitstorm.cli", *args], cwd=ROOT, capture_output=True, text=True)
+        assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and expected in proc.stderr, proc.stderr
+        path.write_bytes(good)
+    assert not (run / "report").exists()

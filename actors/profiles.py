@@ -76,11 +76,6 @@ class ExitProfile:
     finer steps for storms under the tick alone, but overstates a storm of 2 on the VM by 5% under the
     real harness's sampler, which preempts a victim every 0.6 ms (configs/vm_storm_harness.toml: 128)."""
 
-    def __attrs_post_init__(self) -> None:
-        if self.ptes_per_table % self.chunk_entries:
-            raise InvalidValue("chunk_entries", f"a divisor of ptes_per_table ({self.ptes_per_table})",
-                               self.chunk_entries)
-
     #: PTEs one scheduler step of the zap stands for: the model's resolution, not the kernel's
     chunk_entries: int = field(validator=in_range(1, 1 << 20))
     #: PTEs per page table (PTRS_PER_PTE): zap_pmd_range() calls cond_resched() once per table
@@ -95,6 +90,11 @@ class ExitProfile:
     #: the rest of do_exit, split before / after the mm teardown (frames and shares)
     fixed_before_mm: ItemPath
     fixed_after_mm: ItemPath
+
+    def __attrs_post_init__(self) -> None:
+        if self.ptes_per_table % self.chunk_entries:
+            raise InvalidValue("chunk_entries", f"a divisor of ptes_per_table ({self.ptes_per_table})",
+                               self.chunk_entries)
 
 
 @frozen

@@ -6,11 +6,13 @@ actor is resumed only when its whole program is done.
 
 Scheduling model (docs/design.md §4):
 
-* **SCHED_FIFO** threads are scheduled globally by priority, the way the
-  kernel's RT push/pull approximates it: a waking FIFO thread takes an idle
-  allowed core, else preempts the lowest-ranked allowed core (a fair thread
-  first, else the lowest-priority, most recently woken FIFO thread), else
-  waits in priority order. A preempted FIFO thread keeps its place.
+* **SCHED_FIFO** threads are placed as select_task_rq_rt() places them: a
+  waking FIFO thread stays on its previous core unless an RT thread runs
+  there, else takes an idle allowed core, else preempts the lowest-ranked
+  allowed core (a fair thread first, else the lowest-priority, most recently
+  woken FIFO thread), else waits in priority order. One that must wait for a
+  fair thread's preemption point waits on that core; another core takes it
+  only as pull_rt_task() would. A preempted FIFO thread keeps its place.
 * **Fair** threads (CFS/EEVDF) live on per-core run queues. Each has a
   vruntime, a virtual deadline one base slice ahead, and is eligible when its
   lag is non-negative; the core runs the eligible thread with the earliest
@@ -34,9 +36,10 @@ Scheduling model (docs/design.md §4):
   that has touched them since this CPU last began to (holding or spinning on
   the lock, or inside a step touching the line, counts as touching it all
   along). At least one transfer is paid when another CPU touched them last.
-  The cost is burnt inside the critical section that makes the access, so under contention
-  hold times lengthen and a lock's throughput falls as CPUs are added; a
-  yes/no "someone else touched it" cost would saturate at two CPUs.
+  The cost is burnt inside the critical section that makes the access, so
+  under contention hold times lengthen and a lock's throughput falls as CPUs
+  are added; a yes/no "someone else touched it" cost would saturate at two
+  CPUs.
 * Preemption requested while a thread cannot be preempted (holding or
   spinning on a spinlock, or running zero-time steps) happens as soon as it
   can: at the unlock that drops its last spinlock (preempt_enable() under

@@ -37,11 +37,11 @@ from typing import Callable, Iterable, Sequence
 from attrs import asdict, frozen
 
 from actors.memory import PAGES_PER_MB
-from actors.runtime import NS_PER_MS, NS_PER_S, NS_PER_US
+from actors.runtime import NS_PER_MS
 from exitstorm.config import Device, load_device, load_experiment
 from exitstorm.results import write_whole
 from exitstorm.schema import ConfigError
-from exitstorm.validate import DEFAULT_SCENARIO, Cell, pool_poller, sim_seeds, simulate
+from exitstorm.validate import DEFAULT_SCENARIO, Cell, harness_sampling, sim_seeds, simulate
 from exitstorm.victims import DEFAULT_RANDOM_BYTES, ExitTiming, StormTiming, Victims, VictimSpec, check_random_bytes
 from exitstorm.zram import ZramSwap, comp_algorithm, disksize_mb, meminfo_mb
 
@@ -337,7 +337,7 @@ def calibrate(out: Path, quick: bool, force: bool = False, base_path: Path = DEF
         if path.exists() and not force:
             raise FileExistsError(f"{path} exists (use --force to replace it)")
     kills = plan(quick, random_bytes)
-    poller = pool_poller(load_experiment(DEFAULT_SCENARIO))
+    sampling = harness_sampling(load_experiment(DEFAULT_SCENARIO))
     timings: list[ExitTiming] = []
     storms: list[StormTiming] = []
     with ZramSwap():
@@ -346,13 +346,11 @@ def calibrate(out: Path, quick: bool, force: bool = False, base_path: Path = DEF
         with Victims() as victims:
             for i, (spec, count) in enumerate(kills):
                 if count > 1:
-                    storms.append(victims.kill_storm(
-                        victims.spawn_storm(spec, count), None, None,
-                        sample_s=poller.interval_us * NS_PER_US / NS_PER_S, returned_share=poller.returned_share))
+                    storms.append(victims.kill_storm(victims.spawn_storm(spec, count), None, None, sampling))
                     what = (f"{count} x {spec.swapped_mb} MB swapped together: "
                             + ", ".join(f"{ns / NS_PER_MS:.1f}" for ns in storms[-1].exit_ns) + " ms")
                 else:
-                    timings.append(victims.kill_and_time(spec))
+                    timings.append(victims.kill_and_time(spec, sampling))
                     what = (f"{spec.swapped_mb} MB swapped + {spec.resident_mb} MB resident: "
                             f"{timings[-1].kill_to_reap_ns / NS_PER_MS:.1f} ms")
                 if on_kill is not None:

@@ -36,12 +36,12 @@ from attrs import asdict, frozen
 from rich.table import Table
 
 from actors.runtime import NS_PER_MS, NS_PER_S, NS_PER_US
-from exitstorm.config import Experiment, Periodic, PoolPoller, load_experiment
+from exitstorm.config import Experiment, Periodic, load_experiment
 from exitstorm.experiment import build_world
 from exitstorm.preview import Frame, Preview
 from exitstorm.results import atomic_directory
 from exitstorm.schema import ConfigError
-from exitstorm.victims import Victims, VictimSpec, check_random_bytes, paused_gc
+from exitstorm.victims import HARNESS_PRIO, PoolSampling, Victims, VictimSpec, check_random_bytes, paused_gc
 from exitstorm.world import FrameStats
 from exitstorm.zram import PAGE_SIZE, HostError, ZramSwap, require_host
 
@@ -342,32 +342,39 @@ def sim_seeds(repeats: int) -> range:
     return range(1, repeats + 1)
 
 
-def pool_poller(exp: Experiment) -> PoolPoller:
-    """The storm scenario's ``[storm.pool_poller]``: the real harness samples the pool as it says."""
+def harness_sampling(exp: Experiment) -> PoolSampling:
+    """The real harness's pool sampling, from the storm scenario's ``[storm.pool_poller]`` (what the simulated
+    side runs); its threads must be at the harness's own SCHED_FIFO priority, or the two sides differ."""
     storm = exp.config.storm
     if storm is None or storm.pool_poller is None:
         raise ConfigError(f"{exp.source}: storm.pool_poller: expected a table (the real harness's ZRAM pool "
                           f"sampler takes CPU from the storm, so the simulated side runs it too)")
-    return storm.pool_poller
+    poller = storm.pool_poller
+    for key, thread in (("storm.pool_poller.thread", poller.thread),
+                        ("storm.sender.thread", None if storm.sender is None else storm.sender.thread)):
+        if thread is not None and (thread.policy, thread.prio) != ("fifo", HARNESS_PRIO):
+            raise ConfigError(f"{exp.source}: {key}: expected policy \"fifo\", prio = {HARNESS_PRIO} (the real "
+                              f"harness's threads), got {thread.policy!r}, prio = {thread.prio}")
+    return PoolSampling(poller.interval_us * NS_PER_US / NS_PER_S, poller.returned_share)
 
 
 def measure(victims: Victims, cell: Cell, spec: VictimSpec, preview: PreviewSpec | None, reaper_nice: int,
-            poller: PoolPoller) -> tuple[dict[str, float | None], dict[str, Any]]:
+            sampling: PoolSampling) -> tuple[dict[str, float | None], dict[str, Any]]:
     """The cell on the real kernel, once (a reaper without a nice of its own at ``reaper_nice``, the pool sampled
-    as ``poller`` says): its figures and the raw timings (the storm's, and the preview's scheduling and frames)."""
+    as ``sampling`` says): its figures and the raw timings (the storm's, and the preview's scheduling and
+    frames)."""
     storm = victims.spawn_storm(spec, cell.count)
     time.sleep(SETTLE_S)
     reaper = (reaper_nice if cell.reaper_nice is None else cell.reaper_nice) if cell.mrelease else None
-    sampling = {"sample_s": poller.interval_us * NS_PER_US / NS_PER_S, "returned_share": poller.returned_share}
     run = None
     if preview is None:
-        timing = victims.kill_storm(storm, reaper, cell.victim_nice, **sampling)
+        timing = victims.kill_storm(storm, reaper, cell.victim_nice, sampling)
     else:
         start = time.monotonic_ns() + PREVIEW_LEAD_NS
         with paused_gc(), Preview(preview.period_ns, preview.budget_ns, preview.frames, start, preview.prio,
                                   preview.nice) as running:
             time.sleep(max(0, start + preview.kill_after_ns - time.monotonic_ns()) / NS_PER_S)
-            timing = victims.kill_storm(storm, reaper, cell.victim_nice, **sampling)
+            timing = victims.kill_storm(storm, reaper, cell.victim_nice, sampling)
             run = running.run(timeout_s=preview.frames * preview.period_ns / NS_PER_S + 30)
     if any(nice != cell.victim_nice for nice in timing.victim_nice):
         raise HostError(f"{cell.name}: the victims were at nice {timing.victim_nice} when killed, expected "
@@ -394,10 +401,10 @@ def validate(profile: Path, out: Path, *, swapped_mb: int, random_bytes: int, re
         return preview_scenario if cell.preview is not None else scenario
 
     previews: dict[PreviewKind, PreviewSpec] = {}
-    pollers: dict[Cell, PoolPoller] = {}
+    samplings: dict[Cell, PoolSampling] = {}
     for cell in todo:  # the profile and scenarios are valid before anything is measured
         exp = cell_experiment(scenario_of(cell), profile, cell, swapped_mb, PAGE_SIZE / random_bytes)
-        pollers[cell] = pool_poller(exp)
+        samplings[cell] = harness_sampling(exp)
         if cell.preview is not None:
             previews[cell.preview] = preview_spec(exp)
     nice = reaper_nice(scenario)
@@ -413,7 +420,7 @@ def validate(profile: Path, out: Path, *, swapped_mb: int, random_bytes: int, re
                         on_step(done, steps, f"real: {cell.name}")
                     preview = None if cell.preview is None else previews[cell.preview]
                     figures, timing = measure(victims, cell, victim_spec(cell, swapped_mb, random_bytes), preview,
-                                              nice, pollers[cell])
+                                              nice, samplings[cell])
                     real[cell].append(figures)
                     raw[cell].append(timing)
                     done += 1

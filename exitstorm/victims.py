@@ -21,8 +21,8 @@ its kill is read back and kept with the timing.
 
 Timing: kill → reap is SIGKILL until ``waitpid`` returns (the exit has run
 ``exit_mm`` and ``exit_notify``); kill → returned is until the victim's
-memory is back with the page allocator: 90% of its share of the ZRAM pool
-(``mem_used_total`` of mm_stat down again, sampled every ``sample_s``) and,
+memory is back with the page allocator: its share of the ZRAM pool, as
+:class:`PoolSampling` says (``mem_used_total`` of mm_stat down again) and,
 if it had resident pages, its reap (exit_mmap frees them before the exit is
 reaped). Nothing cheaper witnesses resident pages: ``MemFree`` lags on
 current kernels (freed pages wait on per-CPU lists, tuned up under heavy
@@ -49,7 +49,6 @@ from typing import Callable, Iterator
 from attrs import field, frozen
 
 from actors.memory import PAGES_PER_MB
-from actors.runtime import NS_PER_S
 from exitstorm.lifecycle import die_with_parent
 from exitstorm.schema import ConfigError
 from exitstorm.zram import PAGE_SIZE, HostError, mm_stat
@@ -59,10 +58,6 @@ SYS_PROCESS_MRELEASE = 448  # arch/x86/entry/syscalls/syscall_64.tbl (Linux 5.15
 MB = PAGE_SIZE * PAGES_PER_MB
 #: percent of a victim's swapped memory that VmSwap must show before it counts as paged out
 PAGEOUT_PERCENT = 95
-#: share of the victim's ZRAM pool memory that must be back for "memory returned"
-RETURNED_SHARE = 0.9
-#: how often the ZRAM pool is sampled while memory comes back (the simulator's side samples as often)
-POOL_SAMPLE_NS = 500_000
 #: the SCHED_FIFO priority of the harness threads around a storm (lmkd's main thread runs at it)
 HARNESS_PRIO = 1
 
@@ -135,10 +130,20 @@ class StormTiming:
     pool_read_cpu_ns: int | None = None
 
 
+@frozen
+class PoolSampling:
+    """How the harness watches memory come back: mm_stat every ``interval_s`` of sleep until
+    ``returned_share`` of the victims' ZRAM pool is back (the storm scenario's ``[storm.pool_poller]``, so that
+    both sides sample alike)."""
+
+    interval_s: float
+    returned_share: float
+
+
 @contextlib.contextmanager
 def paused_gc() -> Iterator[None]:
-    """No garbage collection inside: a collection of the harness's heap stalls it for tens of ms, which
-    would fall between SIGKILLs or between the preview's start and the kills."""
+    """No garbage collection inside (a block or, as ``@paused_gc()``, a method): a collection of the harness's
+    heap would stall it between SIGKILLs or between the preview's start and the kills."""
     was = gc.isenabled()
     gc.disable()
     try:
@@ -427,8 +432,9 @@ class Victims:
         return Storm(spec, [pid for pid, _ in started], max(0, after["mem_used_total"] - before["mem_used_total"]),
                      orig / compr if orig > 0 and compr > 0 else 1.0)
 
-    def kill_storm(self, storm: Storm, reaper_nice: int | None, victim_nice: int | None, *, sample_s: float,
-                   returned_share: float, settle_s: float = 10.0) -> StormTiming:
+    @paused_gc()
+    def kill_storm(self, storm: Storm, reaper_nice: int | None, victim_nice: int | None, sampling: PoolSampling,
+                   settle_s: float = 10.0) -> StormTiming:
         """SIGKILL the storm's victims back to back (at SCHED_FIFO) and time every reap.
 
         With a ``reaper_nice``, an lmkd-like reaper thread at that nice value
@@ -436,19 +442,13 @@ class Victims:
         kill order, as lmkd's reaper does after its kill; with None, the
         harness's main thread sends them. The thread sending them first sets
         every victim thread to ``victim_nice`` (unless None). The pool sampler
-        reads mm_stat every ``sample_s`` until ``returned_share`` of the storm's
-        pool is back; a storm without swapped memory has nothing in ZRAM to see
-        returned, and runs none.
+        reads mm_stat as ``sampling`` says; a storm without swapped memory has
+        nothing in ZRAM to see returned, and runs none.
         """
-        with paused_gc():
-            return self._kill_storm(storm, reaper_nice, victim_nice, sample_s, returned_share, settle_s)
-
-    def _kill_storm(self, storm: Storm, reaper_nice: int | None, victim_nice: int | None, sample_s: float,
-                    returned_share: float, settle_s: float) -> StormTiming:
         pidfds = [os.pidfd_open(pid) for pid in storm.pids]
         try:
             kills = _Kills(storm.pids, pidfds, victim_nice)
-            target = mm_stat()["mem_used_total"] - returned_share * storm.pool_bytes
+            target = mm_stat()["mem_used_total"] - sampling.returned_share * storm.pool_bytes
             results: list[str] = []
             reaper = None
             with _fifo(HARNESS_PRIO):
@@ -465,7 +465,7 @@ class Victims:
                         raise HostError(f"the reaper thread (nice {reaper_nice}) could not kill the storm: "
                                         f"{failed[0]}")
                 # started after the kills, so that it never holds the GIL the thread sending them wants
-                watch = _PoolWatch(target, sample_s) if storm.spec.swapped_mb else None
+                watch = _PoolWatch(target, sampling.interval_s) if storm.spec.swapped_mb else None
                 if watch is not None:
                     watch.start()
                 reap_ns = _wait_exits(pidfds, settle_s)
@@ -487,16 +487,13 @@ class Victims:
             pool_reads=None if watch is None else watch.reads,
             pool_read_cpu_ns=None if watch is None else watch.cpu_per_read_ns)
 
-    def kill_and_time(self, spec: VictimSpec, sample_s: float = POOL_SAMPLE_NS / NS_PER_S,
-                      settle_s: float = 5.0) -> ExitTiming:
-        """Spawn a victim, SIGKILL it, and time its reap and the return of its memory."""
+    @paused_gc()
+    def kill_and_time(self, spec: VictimSpec, sampling: PoolSampling, settle_s: float = 5.0) -> ExitTiming:
+        """Spawn a victim, SIGKILL it, and time its reap and the return of its memory (sampled as ``sampling``
+        says)."""
         pid, pageout_ns, swap_kb, pool_kb = self.spawn(spec)
-        with paused_gc():
-            return self._kill_and_time(spec, pid, pageout_ns, swap_kb, pool_kb, sample_s, settle_s)
-
-    def _kill_and_time(self, spec: VictimSpec, pid: int, pageout_ns: int, swap_kb: int, pool_kb: int,
-                       sample_s: float, settle_s: float) -> ExitTiming:
-        watch = _PoolWatch(mm_stat()["mem_used_total"] - RETURNED_SHARE * pool_kb * 1024, sample_s)
+        watch = _PoolWatch(mm_stat()["mem_used_total"] - sampling.returned_share * pool_kb * 1024,
+                           sampling.interval_s)
         watch.start()
         killed = time.monotonic_ns()
         os.kill(pid, signal.SIGKILL)

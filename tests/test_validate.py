@@ -11,7 +11,6 @@ import trio
 from exitstorm import validate as val
 from exitstorm.config import Experiment, load_experiment
 from exitstorm.schema import ConfigError
-from exitstorm.victims import POOL_SAMPLE_NS
 from exitstorm.world import World
 from exitstorm.zram import active_swaps
 from tests.conftest import HOST_PROBLEM, ROOT, exitstorm
@@ -124,7 +123,8 @@ def test_simulated_cells_alone_and_resident() -> None:
     # one victim alone on a core: its exit costs exit_fixed + 25 600 swap entries (vm_2core: 0.7 ms + 388 ns each)
     assert alone["exit_median_ms"] == pytest.approx(0.7 + 25_600 * 388e-6, rel=0.02)
     assert alone["exit_min_ms"] == alone["exit_max_ms"] == alone["exit_median_ms"]
-    assert 0 < alone["returned_ms"] <= alone["exit_median_ms"] + POOL_SAMPLE_NS / MS
+    interval_ms = val.harness_sampling(load_experiment(VM_STORM)).interval_s * 1000
+    assert 0 < alone["returned_ms"] <= alone["exit_median_ms"] + interval_ms
     resident = simulate(val.Cell(8, False, resident=True), 100)
     # 8 exits of 0.7 ms + 25 600 present pages (162 ns each) on 2 cores, nothing in ZRAM to come back
     assert resident["exit_max_ms"] == pytest.approx(4 * (0.7 + 25_600 * 162e-6), rel=0.1)
@@ -274,3 +274,11 @@ def test_agreement_of_the_model_and_of_the_machine_with_itself() -> None:
     # inside; 200 against (100, 110): no. A lone storm has nothing to be held against.
     runs = [[{"exit_min_ms": v} for v in (100.0, 110.0, 200.0)], [{"exit_min_ms": 5.0}]]
     assert val.machine_agreement(runs) == (1, 3)
+
+
+def test_the_harness_samples_as_the_scenario_simulates_and_at_its_own_priority() -> None:
+    assert val.harness_sampling(load_experiment(VM_STORM)) == val.PoolSampling(0.0005, 0.9)
+    off = load_experiment(VM_STORM, ['storm.sender.thread={policy = "fifo", prio = 2, cpuset = "all", '
+                                     'thread_class = "harness"}'])
+    with pytest.raises(ConfigError, match=r'storm.sender.thread: expected policy "fifo", prio = 1'):
+        val.harness_sampling(off)

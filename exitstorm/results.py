@@ -93,9 +93,8 @@ def writer_lock(final: Path) -> Iterator[None]:
 @contextlib.contextmanager
 def atomic_directory(final: Path, force: bool) -> Iterator[Path]:
     """Yield a temporary directory that becomes ``final`` when the block succeeds (under ``final``'s lock)."""
-    check_target(final, force)
     with writer_lock(final):
-        check_target(final, force)  # again, now that no other writer can be at it
+        check_target(final, force)  # under the lock: no other writer can be at it
         clear_leftovers(final, force)
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
         try:

@@ -116,7 +116,6 @@ def sweep(config: str, grid: Grid, seeds: int, out: Path, *, sets: list[str] = (
     seed_list = plan_seeds(config, tuple(sets), points, load_experiment(config, list(sets)).config.scenario.seed,
                            seeds)
     plan = {"config": config, "sets": list(sets), "grid": [[k, v] for k, v in grid], "seeds": seed_list}
-    check_target(out, force)
     with writer_lock(out):
         clear_leftovers(out, force)
         work = _prepare(out, plan, resume, force)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -28,8 +27,7 @@ AXES = [f"--grid=apps.count={','.join(str(10 + i) for i in range(10))}",
      "sched.base_slice_ns: expected a number in [50000, 1e+09]"),
 ])
 def test_work_setting_inputs_are_bounded(tmp_path: Path, args: list[str], expected: str) -> None:
-    started = time.monotonic()
+    # each of these once ran for minutes or was killed by the OOM killer; now it is refused before any work
     proc = exitstorm(*args, "--out", str(tmp_path / "out"))
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and expected in proc.stderr, proc.stderr
-    assert time.monotonic() - started < 30  # refused before any work (each of these once ran minutes or OOMed)
     assert list(tmp_path.iterdir()) == []

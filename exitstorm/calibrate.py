@@ -43,7 +43,7 @@ from exitstorm.results import write_whole
 from exitstorm.schema import ConfigError
 from exitstorm.validate import DEFAULT_SCENARIO, Cell, harness_sampling, sim_seeds, simulate
 from exitstorm.victims import DEFAULT_RANDOM_BYTES, ExitTiming, StormTiming, Victims, VictimSpec, check_random_bytes
-from exitstorm.zram import ZramSwap, comp_algorithm, disksize_mb, meminfo_mb
+from exitstorm.zram import ZramSwap, meminfo_mb
 
 #: victim sizes (MB) and kills per size: the full plan takes a few minutes, --quick under one
 FULL_SIZES_MB = (50, 100, 200, 400, 800)
@@ -340,9 +340,9 @@ def calibrate(out: Path, quick: bool, force: bool = False, base_path: Path = DEF
     sampling = harness_sampling(load_experiment(DEFAULT_SCENARIO))
     timings: list[ExitTiming] = []
     storms: list[StormTiming] = []
-    with ZramSwap():
-        algorithm = comp_algorithm()
-        zram_mb = disksize_mb()
+    with ZramSwap() as swap:
+        algorithm = swap.device.comp_algorithm()
+        zram_mb = swap.device.disksize() >> 20
         with Victims() as victims:
             for i, (spec, count) in enumerate(kills):
                 if count > 1:

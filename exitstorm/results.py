@@ -10,7 +10,6 @@ directory that exitstorm wrote (it carries a marker file).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import re
@@ -19,6 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+from exitstorm.pidlock import Held, pid_lock
 from exitstorm.schema import ConfigError
 
 
@@ -64,30 +64,12 @@ def writer_lock(final: Path) -> Iterator[None]:
         if ancestor.exists() and not ancestor.is_dir():
             raise ConfigError(f"{final}: {ancestor} is not a directory")
     final.parent.mkdir(parents=True, exist_ok=True)
-    lock = final.parent / f".{final.name}.lock"
-    while True:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    with contextlib.ExitStack() as held:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
-            raise ConfigError(f"{final}: another exitstorm (pid {holder}) is writing it") from None
-        try:
-            same = os.fstat(fd).st_ino == os.stat(lock).st_ino
-        except FileNotFoundError:
-            same = False
-        if same:  # else its holder removed it between our open and our lock: take the new one
-            break
-        os.close(fd)
-    try:
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            held.enter_context(pid_lock(final.parent / f".{final.name}.lock"))
+        except Held as other:
+            raise ConfigError(f"{final}: another exitstorm (pid {other.holder}) is writing it") from None
         yield
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(lock)
-        os.close(fd)
 
 
 @contextlib.contextmanager

@@ -51,7 +51,7 @@ from attrs import field, frozen
 from actors.memory import PAGES_PER_MB
 from exitstorm.lifecycle import die_with_parent
 from exitstorm.schema import ConfigError
-from exitstorm.zram import PAGE_SIZE, HostError, mm_stat
+from exitstorm.zram import PAGE_SIZE, ZRAM0, HostError
 
 MADV_PAGEOUT = 21  # include/uapi/asm-generic/mman-common.h (Linux 5.4+)
 SYS_PROCESS_MRELEASE = 448  # arch/x86/entry/syscalls/syscall_64.tbl (Linux 5.15+)
@@ -186,7 +186,7 @@ class _PoolWatch:
             try:
                 while not self._stop.is_set():
                     self.reads += 1
-                    if mm_stat()["mem_used_total"] <= self.target:
+                    if ZRAM0.mm_stat()["mem_used_total"] <= self.target:
                         self._back.append(time.monotonic_ns())
                         return
                     time.sleep(self.sample_s)
@@ -414,19 +414,19 @@ class Victims:
 
     def spawn(self, spec: VictimSpec) -> tuple[int, int, int, int]:
         """Start a victim and wait until its memory is in place: (pid, pageout ns, VmSwap KiB, ZRAM pool KiB)."""
-        pool_before = mm_stat()["mem_used_total"]
+        pool_before = ZRAM0.mm_stat()["mem_used_total"]
         pid, read_fd = self._start(spec)
         pageout_ns, swap_kb = self._ready(spec, pid, read_fd, time.monotonic() + self.ready_timeout_s)
-        return pid, pageout_ns, swap_kb, max(0, mm_stat()["mem_used_total"] - pool_before) // 1024
+        return pid, pageout_ns, swap_kb, max(0, ZRAM0.mm_stat()["mem_used_total"] - pool_before) // 1024
 
     def spawn_storm(self, spec: VictimSpec, count: int) -> Storm:
         """``count`` victims of ``spec``, filled in parallel, all with their memory in place."""
-        before = mm_stat()
+        before = ZRAM0.mm_stat()
         started = [self._start(spec) for _ in range(count)]
         deadline = time.monotonic() + self.ready_timeout_s
         for pid, read_fd in started:
             self._ready(spec, pid, read_fd, deadline)
-        after = mm_stat()
+        after = ZRAM0.mm_stat()
         orig = after["orig_data_size"] - before["orig_data_size"]
         compr = after["compr_data_size"] - before["compr_data_size"]
         return Storm(spec, [pid for pid, _ in started], max(0, after["mem_used_total"] - before["mem_used_total"]),
@@ -448,7 +448,7 @@ class Victims:
         pidfds = [os.pidfd_open(pid) for pid in storm.pids]
         try:
             kills = _Kills(storm.pids, pidfds, victim_nice)
-            target = mm_stat()["mem_used_total"] - sampling.returned_share * storm.pool_bytes
+            target = ZRAM0.mm_stat()["mem_used_total"] - sampling.returned_share * storm.pool_bytes
             results: list[str] = []
             reaper = None
             with _fifo(HARNESS_PRIO):
@@ -492,7 +492,7 @@ class Victims:
         """Spawn a victim, SIGKILL it, and time its reap and the return of its memory (sampled as ``sampling``
         says)."""
         pid, pageout_ns, swap_kb, pool_kb = self.spawn(spec)
-        watch = _PoolWatch(mm_stat()["mem_used_total"] - sampling.returned_share * pool_kb * 1024,
+        watch = _PoolWatch(ZRAM0.mm_stat()["mem_used_total"] - sampling.returned_share * pool_kb * 1024,
                            sampling.interval_s)
         watch.start()
         killed = time.monotonic_ns()

@@ -1,14 +1,26 @@
-"""ZRAM swap on the real machine: found or set up for a measurement, then put back as it was.
+"""ZRAM swap on the real machine: found or set up for a measurement, then put back as it was, whatever ends it.
 
 ``exitstorm calibrate`` and ``exitstorm validate`` need swap on ``/dev/zram0``
-(Documentation/admin-guide/blockdev/zram.rst): if it is not already swap,
+(Documentation/admin-guide/blockdev/zram.rst). If it is not already swap,
 :class:`ZramSwap` picks a compressor, sizes the device, runs mkswap and
-swapon, and on exit undoes exactly what it did (swapoff, and a reset of a
-device it sized).
+swapon, and afterwards undoes exactly what it did. It is a small state
+machine with a journal:
+
+- one measurement at a time holds the device (a lock naming its pid);
+- the host's state (disksize, compressor) is written to the journal before
+  the first change, and each change is appended before it is made;
+- Ctrl-C, SIGTERM and SIGHUP are held off while the host is changed or put
+  back, so a signal (a second one too) lands before or after a step, never
+  inside it; the interrupt is raised once the step is done, and the way out
+  puts everything back;
+- a run killed outright (SIGKILL, a crash) leaves its journal: the next start
+  says what it left and undoes it before measuring.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
 import signal
@@ -16,40 +28,19 @@ import subprocess
 import sys
 from pathlib import Path
 from types import TracebackType
+from typing import Any, Callable, Iterator
 
-ZRAM_DEV = Path("/dev/zram0")
-ZRAM_SYS = Path("/sys/block/zram0")
+from exitstorm.pidlock import Held, pid_lock
+
 PAGE_SIZE = 4096
+#: where a measurement keeps its journal and lock: a tmpfs that a reboot clears, as it clears ZRAM
+JOURNAL_DIR = Path("/run/exitstorm")
+#: the signals that end a command (exitstorm.lifecycle) and are held off while the host changes
+HELD = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 
 
 class HostError(Exception):
     """The machine cannot run a real-kernel measurement: one line saying what is missing."""
-
-
-def require_host() -> None:
-    """Linux, root, a ZRAM device and the swap tools, or a HostError naming the first thing missing."""
-    if not sys.platform.startswith("linux"):
-        raise HostError(f"real-kernel measurements need Linux (this is {sys.platform})")
-    if os.geteuid() != 0:
-        raise HostError("real-kernel measurements need root (to set up ZRAM swap and reap processes); run as root")
-    if not ZRAM_DEV.exists() or not ZRAM_SYS.exists():
-        raise HostError(f"no ZRAM device: {ZRAM_DEV} is missing (load it with `modprobe zram`)")
-    for tool in ("mkswap", "swapon", "swapoff"):
-        if shutil.which(tool) is None:
-            raise HostError(f"{tool} is not installed (util-linux); it is needed to use {ZRAM_DEV} as swap")
-
-
-def active_swaps() -> list[str]:
-    """Devices and files in use as swap (/proc/swaps)."""
-    lines = Path("/proc/swaps").read_text().splitlines()[1:]
-    return [line.split()[0] for line in lines if line.strip()]
-
-
-def mm_stat() -> dict[str, int]:
-    """/sys/block/zram0/mm_stat: bytes of data stored, compressed, and the pool's memory."""
-    fields = ZRAM_SYS.joinpath("mm_stat").read_text().split()
-    names = ("orig_data_size", "compr_data_size", "mem_used_total")
-    return {name: int(value) for name, value in zip(names, fields)}
 
 
 def meminfo_mb(field: str) -> int:
@@ -60,71 +51,221 @@ def meminfo_mb(field: str) -> int:
     raise KeyError(field)
 
 
-def disksize_mb() -> int:
-    return int(ZRAM_SYS.joinpath("disksize").read_text()) >> 20
+class ZramDevice:
+    """The ZRAM device and its swap, as the harness reads and changes them (a test replaces the host side)."""
 
+    def __init__(self, dev: Path = Path("/dev/zram0"), sysfs: Path = Path("/sys/block/zram0"),
+                 proc_swaps: Path = Path("/proc/swaps")) -> None:
+        self.dev = dev
+        self.sysfs = sysfs
+        self.proc_swaps = proc_swaps
 
-def comp_algorithm() -> str:
-    """The compressor in use: the bracketed entry of comp_algorithm."""
-    text = ZRAM_SYS.joinpath("comp_algorithm").read_text()
-    for word in text.split():
-        if word.startswith("["):
-            return word.strip("[]")
-    return text.split()[0]
+    def require(self) -> None:
+        """Linux, root, the device and the swap tools, or a HostError naming the first thing missing."""
+        if not sys.platform.startswith("linux"):
+            raise HostError(f"real-kernel measurements need Linux (this is {sys.platform})")
+        if os.geteuid() != 0:
+            raise HostError("real-kernel measurements need root (to set up ZRAM swap and reap processes); "
+                            "run as root")
+        if not self.dev.exists() or not self.sysfs.exists():
+            raise HostError(f"no ZRAM device: {self.dev} is missing (load it with `modprobe zram`)")
+        for tool in ("mkswap", "swapon", "swapoff"):
+            if shutil.which(tool) is None:
+                raise HostError(f"{tool} is not installed (util-linux); it is needed to use {self.dev} as swap")
 
+    def is_swap(self) -> bool:
+        lines = self.proc_swaps.read_text().splitlines()[1:]
+        return str(self.dev) in (line.split()[0] for line in lines if line.strip())
 
-class ZramSwap:
-    """Context manager: /dev/zram0 is swap inside; the machine's previous state comes back after."""
+    def disksize(self) -> int:
+        """Bytes; 0 while the device is unset."""
+        return int(self.sysfs.joinpath("disksize").read_text())
 
-    def __init__(self, disksize_mb: int | None = None, algorithm: str = "lz4") -> None:
-        """A device it sets up gets ``disksize_mb`` (default: half the RAM, at least 1 GB)."""
-        self.disksize_mb = disksize_mb
-        self.algorithm = algorithm
-        self._swapped_on = False
-        self._sized = False
+    def algorithms(self) -> list[str]:
+        return self.sysfs.joinpath("comp_algorithm").read_text().replace("[", " ").replace("]", " ").split()
 
-    def __enter__(self) -> ZramSwap:
-        require_host()
-        if str(ZRAM_DEV) not in active_swaps():
-            self._set_up()
-        return self
+    def comp_algorithm(self) -> str:
+        """The compressor in use: the bracketed entry of comp_algorithm."""
+        text = self.sysfs.joinpath("comp_algorithm").read_text()
+        for word in text.split():
+            if word.startswith("["):
+                return word.strip("[]")
+        return text.split()[0]
 
-    def _set_up(self) -> None:
-        try:
-            if int(ZRAM_SYS.joinpath("disksize").read_text()) == 0:
-                available = ZRAM_SYS.joinpath("comp_algorithm").read_text().replace("[", " ").replace("]", " ").split()
-                if self.algorithm in available:
-                    ZRAM_SYS.joinpath("comp_algorithm").write_text(self.algorithm)
-                size = self.disksize_mb or max(1024, meminfo_mb("MemTotal") // 2)
-                ZRAM_SYS.joinpath("disksize").write_text(f"{size}M")
-                self._sized = True
-            _run("mkswap", str(ZRAM_DEV))
-            _run("swapon", "-p", "100", str(ZRAM_DEV))
-            self._swapped_on = True
-        except (OSError, subprocess.CalledProcessError) as exc:
-            self._restore()
-            raise HostError(f"could not set up {ZRAM_DEV} as swap: {exc}") from None
-        except BaseException:  # an interrupt or SIGTERM (exitstorm.lifecycle) between two steps
-            self._restore()
-            raise
+    def mm_stat(self) -> dict[str, int]:
+        """mm_stat: bytes of data stored, compressed, and the pool's memory."""
+        fields = self.sysfs.joinpath("mm_stat").read_text().split()
+        names = ("orig_data_size", "compr_data_size", "mem_used_total")
+        return {name: int(value) for name, value in zip(names, fields)}
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self._restore()
+    def set_comp_algorithm(self, name: str) -> None:
+        self.sysfs.joinpath("comp_algorithm").write_text(name)
 
-    def _restore(self) -> None:
-        """Put back what _set_up changed; a second Ctrl-C or SIGTERM waits until it is done."""
-        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
-        try:
-            if self._swapped_on:
-                subprocess.run(["swapoff", str(ZRAM_DEV)], check=False, capture_output=True)
-                self._swapped_on = False
-            if self._sized:
-                ZRAM_SYS.joinpath("reset").write_text("1")
-                self._sized = False
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+    def set_disksize(self, size_bytes: int) -> None:
+        self.sysfs.joinpath("disksize").write_text(str(size_bytes))
+
+    def reset(self) -> None:
+        self.sysfs.joinpath("reset").write_text("1")
+
+    def mkswap(self) -> None:
+        _run("mkswap", str(self.dev))
+
+    def swapon(self) -> None:
+        _run("swapon", "-p", "100", str(self.dev))
+
+    def swapoff(self) -> None:
+        _run("swapoff", str(self.dev))
 
 
 def _run(*argv: str) -> None:
     subprocess.run(argv, check=True, capture_output=True, text=True)
+
+
+@contextlib.contextmanager
+def held_signals() -> Iterator[None]:
+    """Ctrl-C, SIGTERM and SIGHUP wait until the block is done; one that came meanwhile is then raised
+    (Python runs the handler as the mask is restored)."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, HELD)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _note(text: str) -> None:
+    print(f"exitstorm: {text}", file=sys.stderr)
+
+
+class ZramSwap:
+    """Context manager: the device is swap inside; the machine's previous state comes back after."""
+
+    def __init__(self, disksize_mb: int | None = None, algorithm: str = "lz4", device: ZramDevice | None = None,
+                 journal_dir: Path = JOURNAL_DIR, note: Callable[[str], None] = _note) -> None:
+        """A device it sets up gets ``disksize_mb`` (default: half the RAM, at least 1 GB). ``note`` hears
+        what a killed run left and what was done about it."""
+        self.disksize_mb = disksize_mb
+        self.algorithm = algorithm
+        self.device = device or ZRAM0
+        self.journal = journal_dir / f"{self.device.dev.name}.json"
+        self.lock = journal_dir / f"{self.device.dev.name}.lock"
+        self.note = note
+        self._held = contextlib.ExitStack()
+
+    def __enter__(self) -> ZramSwap:
+        self.device.require()
+        self.journal.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._held.enter_context(pid_lock(self.lock))
+        except Held as other:
+            raise HostError(f"another exitstorm measurement (pid {other.holder}) is using {self.device.dev}") \
+                from None
+        try:
+            with held_signals():
+                self._undo_leftovers()
+                if not self.device.is_swap():
+                    self._set_up()
+        except BaseException:
+            self._close()
+            raise
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._close()
+
+    def _close(self) -> None:
+        """Put the host back and let the device go; a HostError if it could not be put back."""
+        try:
+            with held_signals():
+                self._undo()
+        finally:
+            self._held.close()
+
+    def _undo_leftovers(self) -> None:
+        if not self.journal.exists():
+            return
+        entry = self._read_journal()
+        done = ", ".join(entry["changes"]) or "nothing yet"
+        self.note(f"a measurement that was killed (pid {entry.get('pid', 'unknown')}) left {self.device.dev} changed "
+                  f"({done}); putting it back as it was before that run")
+        self._undo()
+
+    def _read_journal(self) -> dict[str, Any]:
+        try:
+            entry = json.loads(self.journal.read_text())
+            if not (isinstance(entry.get("before"), dict) and isinstance(entry.get("changes"), list)):
+                raise ValueError("no 'before' or 'changes'")
+        except (OSError, ValueError, AttributeError) as exc:
+            raise HostError(f"{self.journal}: unreadable journal of an earlier measurement ({exc}); check "
+                            f"{self.device.dev} and swap by hand, then remove it") from None
+        return entry
+
+    def _record(self, entry: dict[str, Any]) -> None:
+        """Write the journal whole and durable before the change it announces is made."""
+        tmp = self.journal.with_suffix(".tmp")
+        with open(tmp, "w") as f:
+            json.dump(entry, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.journal)
+
+    def _set_up(self) -> None:
+        """Size the device if unset, make it swap, turn it on: each step journaled before it is taken."""
+        dev = self.device
+        size = dev.disksize()
+        if size:
+            raise HostError(f"{dev.dev} is set up ({size >> 20} MB) but is not swap: it may hold data, and "
+                            f"exitstorm will not overwrite it; make it swap, or reset it "
+                            f"(echo 1 > {dev.sysfs / 'reset'}) if it is free")
+        entry: dict[str, Any] = {"pid": os.getpid(), "device": str(dev.dev),
+                                 "before": {"disksize": size, "comp_algorithm": dev.comp_algorithm()},
+                                 "changes": []}
+
+        def change(step: str, action: Callable[[], None]) -> None:
+            entry["changes"].append(step)
+            self._record(entry)
+            action()
+
+        try:
+            if self.algorithm in dev.algorithms() and self.algorithm != dev.comp_algorithm():
+                change("comp_algorithm", lambda: dev.set_comp_algorithm(self.algorithm))
+            size_mb = self.disksize_mb or max(1024, meminfo_mb("MemTotal") // 2)
+            change("disksize", lambda: dev.set_disksize(size_mb << 20))
+            change("mkswap", dev.mkswap)
+            change("swapon", dev.swapon)
+        except (OSError, subprocess.CalledProcessError) as exc:
+            raise HostError(f"could not set up {dev.dev} as swap: {_why(exc)}") from None
+
+    def _undo(self) -> None:
+        """Undo what the journal says was changed, as far as the device still shows it (so undoing twice,
+        or after a step that never happened, changes nothing), then drop the journal."""
+        if not self.journal.exists():
+            return
+        entry = self._read_journal()
+        changes, before, dev = entry["changes"], entry["before"], self.device
+        try:
+            if "swapon" in changes and dev.is_swap():
+                dev.swapoff()
+            if "disksize" in changes and dev.disksize() != before["disksize"]:
+                dev.reset()
+            if "comp_algorithm" in changes and dev.comp_algorithm() != before["comp_algorithm"]:
+                dev.set_comp_algorithm(before["comp_algorithm"])
+        except (OSError, subprocess.CalledProcessError) as exc:
+            raise HostError(f"could not put {dev.dev} back ({_why(exc)}); {self.journal} says what was changed, "
+                            f"and the next measurement will try again") from None
+        self.journal.unlink()
+
+
+def _why(exc: OSError | subprocess.CalledProcessError) -> str:
+    if isinstance(exc, subprocess.CalledProcessError):
+        return f"{exc.cmd[0]} failed: {(exc.stderr or '').strip() or f'status {exc.returncode}'}"
+    return str(exc)
+
+
+#: the device the harness measures with
+ZRAM0 = ZramDevice()
+
+
+def require_host() -> None:
+    """This machine can run the real-kernel harness on /dev/zram0, or a HostError saying why not."""
+    ZRAM0.require()

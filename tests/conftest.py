@@ -19,7 +19,7 @@ from actors.scheduler import CoreSpec, Scheduler, SchedTunables, Thread
 from actors.work import Step
 from exitstorm.config import Kernel as KernelConfig
 from exitstorm.schema import structure
-from exitstorm.zram import HostError, require_host
+from exitstorm.zram import ZRAM0, HostError, require_host
 
 MS = 1_000_000
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,6 +51,11 @@ def _host_problem() -> str | None:
 
 #: why this machine cannot run the real-kernel harness (root, Linux, ZRAM), or None when it can
 HOST_PROBLEM = _host_problem()
+
+
+def zram_state() -> tuple[bool, int, str]:
+    """/dev/zram0 as the harness must leave it: swap or not, its disksize, its compressor."""
+    return ZRAM0.is_swap(), ZRAM0.disksize(), ZRAM0.comp_algorithm()
 
 
 class Bench:

@@ -13,8 +13,8 @@ import pytest
 from exitstorm import calibrate as cal
 from exitstorm.config import load_device, load_experiment
 from exitstorm.victims import ExitTiming, StormTiming
-from exitstorm.zram import HostError, active_swaps, require_host
-from tests.conftest import HOST_PROBLEM, ROOT, exitstorm
+from exitstorm.zram import HostError, require_host
+from tests.conftest import HOST_PROBLEM, ROOT, exitstorm, zram_state
 
 VM_STORM = ROOT / "configs" / "vm_storm.toml"
 
@@ -170,11 +170,11 @@ def test_without_root_the_command_says_so(monkeypatch: pytest.MonkeyPatch) -> No
 
 @pytest.mark.skipif(HOST_PROBLEM is not None, reason=f"no real-kernel harness here: {HOST_PROBLEM}")
 def test_quick_calibration_on_this_kernel(tmp_path: Path) -> None:
-    swaps_before = active_swaps()
+    zram_before = zram_state()
     out = tmp_path / "vm.toml"
     proc = exitstorm("calibrate", "--quick", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
-    assert active_swaps() == swaps_before  # ZRAM put back as it was
+    assert zram_state() == zram_before  # ZRAM put back as it was
     raw = json.loads(out.with_suffix(".measurements.json").read_text())
     assert len(raw["kills"]) + len(raw["storms"]) == len(cal.plan(quick=True))
     assert all(len(k["exit_ns"]) == cal.STORM_COUNT and not k["mrelease"] for k in raw["storms"])

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import HOST_PROBLEM, ROOT, zram_state
 
 CONFIG = str(ROOT / "configs" / "camera_launch.toml")
 LONG = ["--set", "scenario.duration_s=2.5"]
+real_host = pytest.mark.skipif(HOST_PROBLEM is not None, reason=f"no real-kernel harness here: {HOST_PROBLEM}")
 
 
 def start(*args: str) -> subprocess.Popen[str]:
@@ -194,3 +195,44 @@ def test_corrupt_results_are_one_line_for_report_logs_and_hist(tmp_path: Path) -
         assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and expected in proc.stderr, proc.stderr
         path.write_bytes(good)
     assert not (run / "report").exists()
+
+
+JOURNAL = Path("/run/exitstorm/zram0.json")
+
+
+@real_host
+@pytest.mark.parametrize("signum, status, when", [
+    (signal.SIGTERM, 143, "journal"), (signal.SIGINT, 130, "journal"), (signal.SIGHUP, 129, "journal"),
+    (signal.SIGTERM, 143, 0.3), (signal.SIGINT, 130, 0.8), (signal.SIGTERM, 143, 1.5)])
+def test_calibrate_ended_by_a_signal_puts_zram_back_and_writes_no_profile(tmp_path: Path, signum: int,
+                                                                          status: int, when: str | float) -> None:
+    """At the first change to the host (the journal appears) or at a moment of the set-up or measurement."""
+    before = zram_state()
+    out = tmp_path / "p.toml"
+    proc = start("calibrate", "--quick", "--out", str(out))
+    if when == "journal":
+        assert wait_for(JOURNAL.exists, timeout=30)
+    else:
+        time.sleep(float(when))
+    proc.send_signal(signum)
+    _, stderr = proc.communicate(timeout=60)
+    assert "Traceback" not in stderr, stderr
+    assert zram_state() == before and not JOURNAL.exists()
+    if proc.returncode != 0:  # (a late signal can find the quick calibration done)
+        # (one during start-up, before exitstorm takes the signal, ends it as the default action does:
+        # the status a shell shows is the same)
+        assert proc.returncode in (status, -signum) and list(tmp_path.iterdir()) == []
+
+
+@real_host
+def test_after_a_killed_calibrate_the_next_one_undoes_what_it_left(tmp_path: Path) -> None:
+    before = zram_state()
+    proc = start("calibrate", "--quick", "--out", str(tmp_path / "killed.toml"))
+    assert wait_for(lambda: JOURNAL.exists() and zram_state()[0], timeout=30)  # swap is on
+    proc.kill()
+    proc.communicate(timeout=30)
+    assert zram_state() != before and JOURNAL.exists()
+    again = start("calibrate", "--quick", "--out", str(tmp_path / "next.toml"))
+    _, stderr = again.communicate(timeout=120)
+    assert again.returncode == 0, stderr
+    assert stderr.count("putting it back as it was") == 1 and zram_state() == before and not JOURNAL.exists()

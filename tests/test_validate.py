@@ -12,8 +12,7 @@ from exitstorm import validate as val
 from exitstorm.config import Experiment, load_experiment
 from exitstorm.schema import ConfigError
 from exitstorm.world import World
-from exitstorm.zram import active_swaps
-from tests.conftest import HOST_PROBLEM, ROOT, exitstorm
+from tests.conftest import HOST_PROBLEM, ROOT, exitstorm, zram_state
 
 VM_STORM = ROOT / "configs" / "vm_storm_harness.toml"
 VM_2CORE = ROOT / "configs" / "devices" / "vm_2core.toml"
@@ -207,11 +206,11 @@ def test_without_the_host_validate_says_what_is_missing(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(HOST_PROBLEM is not None, reason=f"no real-kernel harness here: {HOST_PROBLEM}")
 def test_validation_on_this_kernel(tmp_path: Path) -> None:
-    swaps_before = active_swaps()
+    zram_before = zram_state()
     out = tmp_path / "v"
     proc = exitstorm("validate", str(VM_2CORE), "--repeats", "1", "--swapped-mb", "20", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
-    assert active_swaps() == swaps_before  # ZRAM put back as it was
+    assert zram_state() == zram_before  # ZRAM put back as it was
     report = json.loads((out / "validation.json").read_text())
     assert [row["cell"]["name"] for row in report["cells"]] == [c.name for c in CELLS]
     assert 3.0 < report["compression_ratio"] < 5.0

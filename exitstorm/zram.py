@@ -10,8 +10,8 @@ machine with a journal:
 - the host's state (disksize, compressor) is written to the journal before
   the first change, and each change is appended before it is made;
 - Ctrl-C, SIGTERM and SIGHUP are held off while the host is changed or put
-  back, so a signal (a second one too) lands before or after a step, never
-  inside it; the interrupt is raised once the step is done, and the way out
+  back, so a signal (a second one too) lands before or after the change,
+  never inside it; the interrupt is raised once it is done, and the way out
   puts everything back;
 - a run killed outright (SIGKILL, a crash) leaves its journal: the next start
   says what it left and undoes it before measuring.
@@ -30,6 +30,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Callable, Iterator
 
+from exitstorm.lifecycle import deferred_interrupts
 from exitstorm.pidlock import Held, pid_lock
 
 PAGE_SIZE = 4096
@@ -123,13 +124,15 @@ def _run(*argv: str) -> None:
 
 @contextlib.contextmanager
 def held_signals() -> Iterator[None]:
-    """Ctrl-C, SIGTERM and SIGHUP wait until the block is done; one that came meanwhile is then raised
-    (Python runs the handler as the mask is restored)."""
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, HELD)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+    """Ctrl-C, SIGTERM and SIGHUP wait until the block is done; one that came meanwhile is then raised as
+    KeyboardInterrupt. Blocked in this thread (and so in the swap tools it starts, which a Ctrl-C at the
+    terminal reaches too), and only recorded if another thread of the process takes it."""
+    with deferred_interrupts(lambda: None):
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, HELD)
+        try:
+            yield
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _note(text: str) -> None:

@@ -7,13 +7,14 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
 from exitstorm import lifecycle
-from exitstorm.zram import HostError, ZramSwap
+from exitstorm.zram import ZRAM0, HostError, ZramSwap
 from tests.conftest import HOST_PROBLEM, ROOT, zram_state
 from tests.fake_zram import FakeZram, SignallingFake, SignallingZram
 
@@ -63,6 +64,27 @@ def test_a_signal_at_any_step_of_the_set_up_puts_the_host_back(tmp_path: Path, s
     assert device.state() == before
     assert list((tmp_path / "run").iterdir()) == []
     assert lifecycle.interrupted_status() == 128 + signum
+
+
+@pytest.mark.usefixtures("commands_signals")
+@pytest.mark.parametrize("step", SET_UP)
+def test_a_signal_another_thread_takes_is_held_off_as_well(tmp_path: Path, step: str) -> None:
+    """A process-directed signal goes to any thread that does not block it (a sampler, a pool's thread):
+    blocking it in the main thread alone would let the interrupt land inside a step."""
+    done = threading.Event()
+    other = threading.Thread(target=done.wait)
+    other.start()
+    try:
+        for _ in range(5):  # the kernel picks the thread: try a few times
+            device = SignallingFake(tmp_path / "host", signal_at={step: signal.SIGTERM})
+            before = device.state()
+            with pytest.raises(KeyboardInterrupt):
+                with swap(tmp_path, device):
+                    pytest.fail("the measurement started after SIGTERM")
+            assert device.state() == before and list((tmp_path / "run").iterdir()) == []
+    finally:
+        done.set()
+        other.join()
 
 
 @pytest.mark.usefixtures("commands_signals")

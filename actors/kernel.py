@@ -105,6 +105,10 @@ class Kernel:
                           lambda n: compiler.whole(alloc_page, n), who)
 
 
+#: the accounting class of kswapd
+KSWAPD_CLASS = "kswapd"
+
+
 class Kswapd(Actor):
     """kswapd: woken when free memory falls below the low watermark, reclaims up to high."""
 

@@ -18,6 +18,10 @@ from actors.runtime import Actor
 from actors.scheduler import Thread
 
 
+#: the accounting class of the oom_reaper kthread(s)
+OOM_REAPER_CLASS = "oom_reaper"
+
+
 class OomReaper(Actor):
     passive = True
 

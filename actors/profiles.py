@@ -16,7 +16,7 @@ from typing import Literal
 from attrs import field, frozen
 
 from actors.scheduler import LockKind
-from actors.validators import InvalidValue, in_range, non_negative, positive, unit_share
+from actors.validators import InvalidValue, in_range, non_negative, positive, refers_to, unit_share
 
 
 @frozen
@@ -49,8 +49,8 @@ class Segment:
 
     frames: list[str]
     share: float = field(validator=unit_share)
-    locks: list[str] = []
-    readers: list[str] = []
+    locks: list[str] = field(factory=list, metadata=refers_to("locks of the kernel profile"))
+    readers: list[str] = field(factory=list, metadata=refers_to("locks of the kernel profile"))
 
 
 @frozen
@@ -62,8 +62,10 @@ class ItemPath:
 
     @segments.validator
     def _shares_sum_to_one(self, attribute: object, value: list[Segment]) -> None:
+        if not value:  # an item that costs nothing would silently make its path cheaper
+            raise InvalidValue("segments", "at least one segment", value)
         total = sum(seg.share for seg in value)
-        if value and abs(total - 1.0) > 1e-6:
+        if abs(total - 1.0) > 1e-6:
             raise InvalidValue("segments", "shares summing to 1", round(total, 6))
 
 

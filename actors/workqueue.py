@@ -18,6 +18,10 @@ from actors.work import Step, WorkDone
 WorkItem = Callable[[], Iterator[Step]]
 
 
+#: the accounting class of a workqueue's worker threads
+KWORKER_CLASS = "kworker"
+
+
 class Workqueue(Actor):
     passive = True
 

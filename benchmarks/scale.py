@@ -44,6 +44,10 @@ CASES: list[tuple[str, str, list[str]]] = [
     ("duration", "10 s", _sized(25, 300, 10)),
     ("duration", "60 s", _sized(25, 300, 60)),
     ("target", "100 apps, 60 s", _sized(100, 300, 60)),
+    # the default scenario for an hour: what grows with virtual time (timelines, histogram intervals, the
+    # trace up to its cap) against what does not
+    ("long", "1 h", ["scenario.duration_s=3600"]),
+    ("long", "1 h, no trace", ["scenario.duration_s=3600", "scenario.trace_max_events=0"]),
 ]
 QUICK = {"10 apps", "100 apps", "100 MB/app", "1600 MB/app", "1 s", "10 s"}
 
@@ -69,6 +73,7 @@ def _case(sets: list[str], out: str, queue: Any) -> None:
         "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "events_jsonl_mb": (Path(out) / "events.jsonl").stat().st_size / 2**20,
         "trace_mb": (Path(out) / "trace.json").stat().st_size / 2**20 if (Path(out) / "trace.json").exists() else 0.0,
+        "summary_mb": (Path(out) / "summary.json").stat().st_size / 2**20,
     })
 
 
@@ -86,19 +91,22 @@ def measure(sets: list[str]) -> dict[str, Any]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help=f"only {', '.join(sorted(QUICK))}")
+    p.add_argument("--only", metavar="AXIS", help="only the cases of one axis (apps, swapped MB, duration, "
+                   "target, long)")
     args = p.parse_args()
     print(f"{CONFIG}, seed 1, one process per case (peak RSS includes the interpreter and imports)\n")
     print("| axis | case | kills | swapped pages freed | virtual s | events | wall s | events/s | µs/event "
-          "| pages/event | peak RSS MB | events.jsonl MB | trace.json MB |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| pages/event | peak RSS MB | events.jsonl MB | trace.json MB | summary.json MB |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for axis, label, sets in CASES:
-        if args.quick and label not in QUICK:
+        if (args.quick and label not in QUICK) or (args.only and axis != args.only):
             continue
         r = measure(sets)
         print(f"| {axis} | {label} | {r['kills']} | {r['swapped_pages_freed']:,} | {r['virtual_s']:g} | "
               f"{r['events']:,} | {r['wall_s']:.2f} | {r['events'] / r['wall_s']:,.0f} | "
               f"{1e6 * r['wall_s'] / r['events']:.1f} | {r['swapped_pages_freed'] / r['events']:.1f} | "
-              f"{r['rss_mb']:.0f} | {r['events_jsonl_mb']:.2f} | {r['trace_mb']:.1f} |", flush=True)
+              f"{r['rss_mb']:.0f} | {r['events_jsonl_mb']:.2f} | {r['trace_mb']:.1f} | {r['summary_mb']:.2f} |",
+              flush=True)
 
 
 if __name__ == "__main__":

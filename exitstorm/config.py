@@ -18,19 +18,25 @@ from attrs import evolve, field, frozen
 from attrs.validators import optional
 
 from actors.profiles import AllocProfile, DeviceCosts, ExitProfile, KernelProfile, LockSpec, MemorySpec, ReapProfile, ReclaimProfile
+from actors.kernel import KSWAPD_CLASS
 from actors.lmkd import LmkdCosts, LmkdProps
+from actors.oom_reaper import OOM_REAPER_CLASS
+from actors.workqueue import KWORKER_CLASS
 from actors.scheduler import Preempt
 from policies import KillName, ReapName, SwapReleaseName
 from policies.kill import CgroupKillParams
 from policies.reap import OomReaperParams
 from policies.swap_release import AsyncBatchParams, DeferredParams
-from actors.validators import (InvalidValue, between, in_range, non_empty, non_negative, positive, ratio, unit_share,
-                               zero_or_between)
+from actors.validators import (InvalidValue, between, in_range, non_empty, non_negative, positive, ratio, refers_to,
+                               unit_share, zero_or_between)
+from exitstorm.coherence import check_coherent
 from exitstorm.results import SAFE_NAME_RULE, safe_name
 from exitstorm.schema import ConfigError, structure
 
 Policy = Literal["fifo", "fair"]
 EventCategory = Literal["actor", "sched", "lock", "metric"]
+#: the classes of the threads the model makes itself (the others are named in the scenario)
+MODEL_THREAD_CLASSES = (KSWAPD_CLASS, KWORKER_CLASS, OOM_REAPER_CLASS)
 
 
 @frozen
@@ -111,9 +117,11 @@ def _locks_declared(inst: "Kernel", _attribute: Any, value: dict[str, LockSpec])
     }
     for key, path in paths.items():
         for i, seg in enumerate(path.segments):
-            for name in seg.locks + seg.readers:
-                if name not in value:
-                    raise InvalidValue(f"{key}.segments[{i}]", f"locks declared under [locks] ({', '.join(sorted(value))})", name)
+            for kind, names in (("locks", seg.locks), ("readers", seg.readers)):
+                for name in names:
+                    if name not in value:
+                        raise InvalidValue(f"{key}.segments[{i}].{kind}",
+                                           f"locks declared under [locks] ({', '.join(sorted(value))})", name)
             for name in seg.readers:
                 if value[name].kind not in ("rwlock", "rwsem", "line"):
                     raise InvalidValue(f"{key}.segments[{i}].readers", "locks of kind rwlock, rwsem or line", name)
@@ -199,8 +207,12 @@ class RunSettings:
     sample_ms: float = field(default=10.0, validator=between(0.1, 60_000))
     #: window of the CPU-share timeline (and of its peaks)
     cpu_window_ms: float = field(default=100.0, validator=between(1, 60_000))
-    #: thread classes whose CPU time is exit-related work (for the peak share)
-    exit_classes: list[str] = ["exiting", "reaper", "oom_reaper", "kworker"]
+    #: the most points a timeline keeps: a longer run's timelines are downsampled (every other point dropped,
+    #: the period doubled) so that its memory and summary.json stay bounded; peaks use the finest window
+    timeline_max_points: int = field(default=10_000, validator=in_range(100, 1_000_000))
+    #: thread classes whose CPU time is exit-related work (for the peak share); by default the scenario's
+    #: exiting tasks and reapers, and the model's kworkers and oom_reaper
+    exit_classes: list[str] | None = field(default=None, metadata=refers_to("thread classes"))
     #: the root frame of each stack in profile.folded: none, the thread's class, or its process (owning actor)
     profile_by: Literal["stack", "thread_class", "process"] = "stack"
     #: trace.json keeps the first this many CPU slices, lock waits and frames (0: no trace.json)
@@ -212,7 +224,7 @@ class ThreadSpec:
     """How a thread is scheduled; ``prio`` is for fifo, ``nice`` for fair."""
 
     policy: Policy
-    cpuset: str
+    cpuset: str = field(metadata=refers_to("a cpuset of the device"))
     thread_class: str
     prio: int = field(default=0, validator=in_range(0, 99))
     nice: int = field(default=0, validator=in_range(-20, 19))
@@ -220,6 +232,12 @@ class ThreadSpec:
     def __attrs_post_init__(self) -> None:
         if self.policy == "fifo" and self.prio < 1:
             raise InvalidValue("prio", "an integer in 1..99 for policy 'fifo'", self.prio)
+
+
+def _fits_period(budget_us: float, period_us: float) -> None:
+    """A frame's work fits its period on the fastest core: else every frame is late by construction."""
+    if not budget_us < period_us:
+        raise InvalidValue("budget_us", f"a budget shorter than period_us ({period_us:g})", budget_us)
 
 
 @frozen
@@ -231,6 +249,9 @@ class Periodic:
     period_us: float = field(validator=between(100, 10_000_000))
     budget_us: float = field(validator=positive)
     start_ms: float = field(validator=non_negative)
+
+    def __attrs_post_init__(self) -> None:
+        _fits_period(self.budget_us, self.period_us)
 
 
 @frozen
@@ -269,7 +290,7 @@ class AppBand:
     name: str
     adj_min: int = field(validator=in_range(-1000, 1000))
     adj_max: int = field(validator=in_range(-1000, 1000))
-    share: float = field(validator=positive)
+    share: float = field(validator=unit_share)
     thread: ThreadSpec
     burst_mean_us: float = field(default=0.0, validator=zero_or_between(1, 1e9))
     sleep_mean_us: float = field(default=0.0, validator=zero_or_between(1, 1e9))
@@ -291,6 +312,11 @@ class Apps:
     bands: list[AppBand] = field(validator=non_empty)
     #: accounting class of a killed app's thread while it exits
     exit_class: str = "exiting"
+
+    def __attrs_post_init__(self) -> None:
+        total = sum(band.share for band in self.bands)
+        if abs(total - 1.0) > 1e-6:
+            raise InvalidValue("bands", "shares of apps.count summing to 1", round(total, 6))
 
 
 @frozen
@@ -318,6 +344,9 @@ class Preview:
     stutter_window_frames: int = field(validator=in_range(1, 1_000_000))
     thread: ThreadSpec
 
+    def __attrs_post_init__(self) -> None:
+        _fits_period(self.budget_us, self.period_us)
+
 
 @frozen
 class Camera:
@@ -342,7 +371,7 @@ class LmkdConfig:
     reapers: int = field(validator=in_range(0, 64))
     main_thread: ThreadSpec
     reaper_thread: ThreadSpec
-    victim_cpuset: str
+    victim_cpuset: str = field(metadata=refers_to("a cpuset of the device"))
     victim_nice: int = field(validator=in_range(-20, 19))
 
 
@@ -400,6 +429,55 @@ class ScenarioConfig:
     #: keys merged into the device / kernel profile before validation (sensitivity runs)
     device_overrides: dict[str, Any] = {}
     kernel_overrides: dict[str, Any] = {}
+
+    def threads(self) -> Iterator[tuple[str, ThreadSpec]]:
+        """(key path, spec) of every thread the scenario describes."""
+        for i, spec in enumerate(self.periodic):
+            yield f"periodic[{i}].thread", spec.thread
+        for i, spec in enumerate(self.load):
+            yield f"load[{i}].thread", spec.thread
+        if self.storm is not None:
+            yield "storm.thread", self.storm.thread
+            if self.storm.reaper_thread is not None:
+                yield "storm.reaper_thread", self.storm.reaper_thread
+            if self.storm.sender is not None:
+                yield "storm.sender.thread", self.storm.sender.thread
+            if self.storm.pool_poller is not None:
+                yield "storm.pool_poller.thread", self.storm.pool_poller.thread
+        if self.apps is not None:
+            for i, band in enumerate(self.apps.bands):
+                yield f"apps.bands[{i}].thread", band.thread
+        if self.camera is not None:
+            yield "camera.thread", self.camera.thread
+            yield "camera.preview.thread", self.camera.preview.thread
+        if self.cgroup is not None:
+            yield "cgroup.thread", self.cgroup.thread
+        if self.lmkd is not None:
+            yield "lmkd.main_thread", self.lmkd.main_thread
+            yield "lmkd.reaper_thread", self.lmkd.reaper_thread
+
+    def thread_classes(self) -> set[str]:
+        """Every class a thread of this scenario has, exiting apps' and the model's own threads included."""
+        classes = {thread.thread_class for _, thread in self.threads()} | set(MODEL_THREAD_CLASSES)
+        if self.apps is not None:
+            classes.add(self.apps.exit_class)
+        return classes
+
+    def exit_work_classes(self) -> list[str]:
+        """The classes whose CPU is exit work: ``scenario.exit_classes``, or the exiting tasks (apps, a
+        storm's victims), the reapers (lmkd's, a storm's, the oom_reaper) and the kworkers."""
+        if self.scenario.exit_classes is not None:
+            return list(self.scenario.exit_classes)
+        classes = {KWORKER_CLASS, OOM_REAPER_CLASS}
+        if self.apps is not None:
+            classes.add(self.apps.exit_class)
+        if self.lmkd is not None:
+            classes.add(self.lmkd.reaper_thread.thread_class)
+        if self.storm is not None:
+            classes.add(self.storm.thread.thread_class)
+            if self.storm.reaper_thread is not None:
+                classes.add(self.storm.reaper_thread.thread_class)
+        return sorted(classes)
 
     def __attrs_post_init__(self) -> None:
         for name in self.variants:
@@ -561,7 +639,25 @@ def load_experiment(path: str | Path, overrides: list[str] = (), seed: int | Non
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ConfigError(f"{source}: periodic/load names: expected unique names, {dupes[0]!r} is repeated")
+    check_coherent(scenario, kernel, source, lambda: _declared_locks(kernel_path.parent))
+    if variant is None:  # a file's variants, as it has them, are checked wherever it is read
+        for name, changes in scenario.variants.items():
+            load_experiment(path, variant=(name, changes))
     return Experiment(source=source, config=scenario, device=device, kernel=kernel, raw=raw)
+
+
+def _declared_locks(kernels: Path) -> set[str]:
+    """The names of the locks the kernel profiles in ``kernels`` declare (a file that is not a profile adds
+    none: it is refused where it is used)."""
+    names: set[str] = set()
+    for path in sorted(kernels.glob("*.toml")):
+        try:
+            locks = _read_toml(path).get("locks", {})
+        except ConfigError:
+            continue
+        if isinstance(locks, dict):
+            names.update(locks)
+    return names
 
 
 def _with_base(path: Path, source: str, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
@@ -607,29 +703,9 @@ def _profile_path(name: str, kind: str, config_path: Path, source: str) -> Path:
 
 def _cpusets(sc: ScenarioConfig) -> Iterator[tuple[str, str]]:
     """(key path, cpuset name) of every cpuset the scenario names."""
-    for i, spec in enumerate(sc.periodic):
-        yield f"periodic[{i}].thread.cpuset", spec.thread.cpuset
-    for i, spec in enumerate(sc.load):
-        yield f"load[{i}].thread.cpuset", spec.thread.cpuset
-    if sc.storm is not None:
-        yield "storm.thread.cpuset", sc.storm.thread.cpuset
-        if sc.storm.reaper_thread is not None:
-            yield "storm.reaper_thread.cpuset", sc.storm.reaper_thread.cpuset
-        if sc.storm.sender is not None:
-            yield "storm.sender.thread.cpuset", sc.storm.sender.thread.cpuset
-        if sc.storm.pool_poller is not None:
-            yield "storm.pool_poller.thread.cpuset", sc.storm.pool_poller.thread.cpuset
-    if sc.apps is not None:
-        for i, band in enumerate(sc.apps.bands):
-            yield f"apps.bands[{i}].thread.cpuset", band.thread.cpuset
-    if sc.camera is not None:
-        yield "camera.thread.cpuset", sc.camera.thread.cpuset
-        yield "camera.preview.thread.cpuset", sc.camera.preview.thread.cpuset
-    if sc.cgroup is not None:
-        yield "cgroup.thread.cpuset", sc.cgroup.thread.cpuset
+    for key, thread in sc.threads():
+        yield f"{key}.cpuset", thread.cpuset
     if sc.lmkd is not None:
-        yield "lmkd.main_thread.cpuset", sc.lmkd.main_thread.cpuset
-        yield "lmkd.reaper_thread.cpuset", sc.lmkd.reaper_thread.cpuset
         yield "lmkd.victim_cpuset", sc.lmkd.victim_cpuset
 
 

@@ -67,33 +67,26 @@ def cpu_accounting(world: World) -> dict[str, Any]:
 def cpu_timeline(world: World) -> dict[str, Any]:
     """CPU share by thread class per window (``scenario.cpu_window_ms``), and the peak of exit work.
 
-    Exit work is the classes in ``scenario.exit_classes`` (exiting tasks,
-    reapers, kworkers): the peak is the largest share they took in a window.
+    Exit work is the classes of ``ScenarioConfig.exit_work_classes`` (exiting
+    tasks, reapers, kworkers): the peak is the largest share they took in a window.
     """
     samples = world.cpu_sampler.samples
     ncores = len(world.scheduler.cores)
-    end = (world.runtime.now, world.scheduler.busy_by_class())
-    points = samples + [end] if samples and samples[-1][0] < end[0] else samples
-    classes = sorted({cls for _, busy in points for cls in busy})
-    exit_classes = set(world.experiment.config.scenario.exit_classes)
+    end = world.end_cpu_windows()
+    if samples and samples[-1][0] < end[0]:
+        samples = samples + [end]
+    classes = sorted({cls for _, busy in samples for cls in busy})
     t_ms: list[float] = []
     share: dict[str, list[float]] = {cls: [] for cls in classes}
-    peak, peak_at = 0.0, None
-    for (t0, b0), (t1, b1) in zip(points, points[1:]):
+    for (t0, b0), (t1, b1) in zip(samples, samples[1:]):
         cap = ncores * (t1 - t0)
         t_ms.append(ms(t0))
-        exit_share = 0.0
         for cls in classes:
-            v = (b1.get(cls, 0) - b0.get(cls, 0)) / cap
-            share[cls].append(round(v, 6))
-            if cls in exit_classes:
-                exit_share += v
-        if exit_share > peak:
-            peak, peak_at = exit_share, t0
+            share[cls].append(round((b1.get(cls, 0) - b0.get(cls, 0)) / cap, 6))
+    peak, peak_at = world.exit_peak
     return {
-        "timeline": {"window_ms": world.experiment.config.scenario.cpu_window_ms, "t_ms": t_ms, "share": share},
-        "exit_work_peak": {"share": round(peak, 6), "t_ms": ms(peak_at),
-                           "classes": sorted(exit_classes)},
+        "timeline": {"window_ms": world.cpu_sampler.period_ns / NS_PER_MS, "t_ms": t_ms, "share": share},
+        "exit_work_peak": {"share": round(peak, 6), "t_ms": ms(peak_at), "classes": world.exit_classes},
     }
 
 
@@ -264,7 +257,7 @@ def summarize(world: World) -> dict[str, Any]:
         "exit_profile": exit_profile(world),
         "memory": memory,
         "free_memory_mb": {
-            "period_ms": world.experiment.config.scenario.sample_ms,
+            "period_ms": world.sampler.period_ns / NS_PER_MS,
             "t_ms": [ms(t) for t, _ in world.sampler.samples],
             "mb": [mb(sample.free) for _, sample in world.sampler.samples],
         },

@@ -39,25 +39,22 @@ def new_histogram() -> HdrHistogram:
 _UNIT_SHIFT = new_histogram().unit_magnitude
 
 
-def _histogram(samples: list[list[int]]) -> HdrHistogram:
-    """A histogram of samples kept in units of the finest resolution (counts of equal values at once)."""
-    h = new_histogram()
-    counts: collections.Counter[int] = collections.Counter()
-    for units in samples:
-        counts.update(units)
+def _record_units(h: HdrHistogram, counts: dict[int, int]) -> None:
+    """Record counts of values kept in units of the finest resolution."""
     if counts:
         record_counts(h, {unit << _UNIT_SHIFT: n for unit, n in counts.items()})
-    return h
 
 
 class LatencyRecorder:
-    """Records ``(t_ns, value_ns)`` samples; clamps values into the histogram's range.
+    """Records ``(t_ns, value_ns)`` samples, in time order; clamps values into the histogram's range.
 
-    Samples are kept per interval as integers and recorded into HdrHistograms
-    only when a figure or a file is asked for (counts of equal values at
-    once). An interval's histogram is built, written and dropped one at a
-    time: a histogram of this range holds ~100 KB of counts, so keeping one
-    per interval of a long run would cost hundreds of MB.
+    Only the open interval's samples are kept as integers: when a sample
+    falls in a later interval, the open one is closed: its histogram is
+    built (counts of equal values at once), encoded as its ``.hlog`` line,
+    added to the whole run's histogram, and dropped. So a recorder holds one
+    interval of samples, one histogram (~100 KB of counts) and a line of a
+    few hundred bytes per interval, however long the run and however many
+    samples it takes.
     """
 
     def __init__(self, name: str, interval_ns: int) -> None:
@@ -65,9 +62,12 @@ class LatencyRecorder:
             raise ValueError("interval must be positive")
         self.name = name
         self.interval_ns = interval_ns
-        self._total: HdrHistogram | None = None
-        self._pending: dict[int, list[int]] = {}
         self.clamped = 0
+        self._k: int | None = None
+        self._open: list[int] = []
+        self._lines: list[str] = []
+        self._closed = new_histogram()
+        self._total: HdrHistogram | None = None
 
     def record(self, t_ns: int, value_ns: int) -> None:
         if value_ns > HIGHEST_NS:
@@ -76,29 +76,59 @@ class LatencyRecorder:
         elif value_ns < 0:
             value_ns = 0
         k = t_ns // self.interval_ns
-        pending = self._pending.get(k)
-        if pending is None:
-            pending = self._pending[k] = []
-        pending.append(value_ns >> _UNIT_SHIFT)
+        if k != self._k:
+            if self._k is not None:
+                if k < self._k:
+                    raise ValueError(f"{self.name}: a sample at {t_ns} ns came after one at "
+                                     f"{self._k * self.interval_ns} ns or later (samples come in time order)")
+                self._close((self._k + 1) * self.interval_ns)
+            self._k = k
+        self._open.append(value_ns >> _UNIT_SHIFT)
         self._total = None
+
+    def _close(self, end_ns: int) -> None:
+        """Encode the open interval's line (ending at ``end_ns``) and add it to the whole run."""
+        counts = collections.Counter(self._open)
+        h = new_histogram()
+        _record_units(h, counts)
+        start = self._k * self.interval_ns
+        self._lines.append("%.3f,%.3f,%.3f,%s\n" % (start / NS_PER_S, (end_ns - start) / NS_PER_S,
+                                                    h.get_max_value() / NS_PER_MS, h.encode().decode()))
+        _record_units(self._closed, counts)
+        self._open = []
+
+    @property
+    def samples_held(self) -> int:
+        """Samples kept as integers: those of the open interval."""
+        return len(self._open)
 
     @property
     def total(self) -> HdrHistogram:
         """The whole run."""
+        if not self._open:
+            return self._closed
         if self._total is None:
-            self._total = _histogram([self._pending[k] for k in sorted(self._pending)])
+            h = self._total = new_histogram()
+            h.add(self._closed)
+            h.min_value = self._closed.min_value  # (add takes an empty histogram's minimum as 0)
+            _record_units(h, collections.Counter(self._open))
         return self._total
 
     @property
     def count(self) -> int:
-        return sum(len(v) for v in self._pending.values())
+        return self._closed.total_count + len(self._open)
 
     def percentiles_ms(self) -> dict[str, float | int]:
         """p50/p90/p99/max in ms (3 decimals) and the sample count."""
         return hdr_percentiles_ms(self.total)
 
     def write(self, directory: Path, end_ns: int) -> None:
-        """Write ``NAME.hlog`` (interval log, virtual seconds from 0) and ``NAME.hgrm``."""
+        """Write ``NAME.hlog`` (interval log, virtual seconds from 0) and ``NAME.hgrm``; the open interval is
+        closed at ``end_ns`` (the run's end)."""
+        if self._open:
+            start = self._k * self.interval_ns
+            self._close(min(start + self.interval_ns, max(end_ns, start + 1)))
+        total = self.total
         directory.mkdir(parents=True, exist_ok=True)
         with (directory / f"{self.name}.hlog").open("w") as fh:
             writer = HistogramLogWriter(fh)
@@ -106,15 +136,8 @@ class LatencyRecorder:
             writer.output_log_format_version()
             writer.output_base_time(0)
             writer.output_legend()
-            for k in sorted(self._pending):
-                h = _histogram([self._pending[k]])
-                start = k * self.interval_ns
-                end = min(start + self.interval_ns, max(end_ns, start + 1))
-                writer.log.write(
-                    "%.3f,%.3f,%.3f,%s\n"
-                    % (start / NS_PER_S, (end - start) / NS_PER_S, h.get_max_value() / NS_PER_MS, h.encode().decode())
-                )
-        (directory / f"{self.name}.hgrm").write_text(percentile_distribution(self.total, NS_PER_MS))
+            writer.log.writelines(self._lines)
+        (directory / f"{self.name}.hgrm").write_text(percentile_distribution(total, NS_PER_MS))
 
 
 def read_hlog(path: Path) -> HdrHistogram:

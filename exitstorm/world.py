@@ -13,7 +13,7 @@ from actors.camera import CameraLaunch
 from actors.cgroup import CgroupMigrations
 from actors.cpuload import CpuLoad, bursts
 from actors.events import EventLog
-from actors.kernel import Kernel, Kswapd
+from actors.kernel import KSWAPD_CLASS, Kernel, Kswapd
 from actors.lmkd import CGROUP_MUTEX, Lmkd, LmkdReaper
 from actors.memory import MM, PAGES_PER_MB, Memory, mb_to_pages, zram_pages
 from actors.periodic import PeriodicThread
@@ -79,6 +79,14 @@ class MemorySample(NamedTuple):
     psi_full_ns: int
 
 
+def exit_share(before: dict[str, int], after: dict[str, int], capacity_ns: int, classes: list[str]) -> float:
+    """The share of ``capacity_ns`` (cores x window) that ``classes`` took between two cumulative CPU counts."""
+    share = 0.0
+    for cls in classes:
+        share += (after.get(cls, 0) - before.get(cls, 0)) / capacity_ns
+    return share
+
+
 class FrameStats:
     """Per periodic thread: lateness and response-time histograms, janky count."""
 
@@ -137,7 +145,7 @@ class World:
         self.kernel = Kernel(self.scheduler, self.memory, exp.kernel.profile, dev.costs)
         all_cpus = list(range(dev.ncpus))
         self.runtime.add(Kswapd("kswapd0", self.kernel, {
-            "policy": "fair", "nice": exp.kernel.kswapd.nice, "cpus": all_cpus, "thread_class": "kswapd"}))
+            "policy": "fair", "nice": exp.kernel.kswapd.nice, "cpus": all_cpus, "thread_class": KSWAPD_CLASS}))
         self.frames: dict[str, FrameStats] = {}
         for spec in sc.periodic:
             stats = self.frames[spec.name] = FrameStats(
@@ -178,10 +186,16 @@ class World:
         self.camera: CameraLaunch | None = None
         self.pool_poller: PoolPoller | None = None
         self.preview_start: tuple[int, int] | None = None  # (t_ns, free pages)
+        points = sc.scenario.timeline_max_points
         self.sampler = self.runtime.add(Sampler("sampler", max(1, round(sc.scenario.sample_ms * NS_PER_MS)),
-                                                self._memory_sample))
+                                                self._memory_sample, points))
+        #: the exit work classes, and the largest share of the cores they took in one cpu window: (share, t_ns)
+        self.exit_classes = sorted(sc.exit_work_classes())
+        self.exit_peak: tuple[float, int | None] = (0.0, None)
+        self._cpu_last: tuple[int, dict[str, int]] | None = None
         self.cpu_sampler = self.runtime.add(Sampler(
-            "cpu_sampler", max(1, round(sc.scenario.cpu_window_ms * NS_PER_MS)), self.scheduler.busy_by_class))
+            "cpu_sampler", max(1, round(sc.scenario.cpu_window_ms * NS_PER_MS)), self.scheduler.busy_by_class,
+            points, on_sample=self.cpu_window))
         if sc.storm is not None:
             self._add_storm(exp)
         if sc.apps is not None:
@@ -333,6 +347,22 @@ class World:
         mem = self.memory
         mem.psi.flush()
         return MemorySample(mem.free, mem.zpool, mem.psi.some_ns, mem.psi.full_ns)
+
+    def cpu_window(self, t_ns: int, busy: dict[str, int]) -> None:
+        """A cpu window ends at ``t_ns`` (or the run does): the peak of exit work, at the finest window."""
+        if self._cpu_last is not None:
+            t0, before = self._cpu_last
+            share = exit_share(before, busy, len(self.scheduler.cores) * (t_ns - t0), self.exit_classes)
+            if share > self.exit_peak[0]:
+                self.exit_peak = (share, t0)
+        self._cpu_last = (t_ns, busy)
+
+    def end_cpu_windows(self) -> tuple[int, dict[str, int]]:
+        """The run's last, partial cpu window is counted (once); the cumulative CPU by class at the end."""
+        end = (self.runtime.now, self.scheduler.busy_by_class())
+        if self._cpu_last is not None and self._cpu_last[0] < end[0]:
+            self.cpu_window(*end)
+        return end
 
     def _busy(self) -> tuple[int, dict[str, int]]:
         return self.runtime.now, self.scheduler.busy_by_class()

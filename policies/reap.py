@@ -5,7 +5,7 @@ from __future__ import annotations
 from attrs import field, frozen
 
 from actors.kernel import Kernel
-from actors.oom_reaper import OomReaper
+from actors.oom_reaper import OOM_REAPER_CLASS, OomReaper
 from actors.process import Process
 from actors.runtime import NS_PER_MS, Runtime
 from actors.validators import in_range, non_negative
@@ -48,6 +48,6 @@ class OomReaperReap(Reap):
     def install(self, runtime: Runtime, kernel: Kernel, apps: list[Process]) -> None:
         reaper = self.reaper = runtime.add(OomReaper(
             "oom_reaper", kernel, threads=self.threads, delay_ns=round(self.params.delay_ms * NS_PER_MS),
-            thread_kw={"policy": "fair", "nice": self.params.nice, "thread_class": "oom_reaper"}))
+            thread_kw={"policy": "fair", "nice": self.params.nice, "thread_class": OOM_REAPER_CLASS}))
         for app in apps:
             app.watch_kill(reaper.queue)

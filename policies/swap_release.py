@@ -28,20 +28,25 @@ from attrs import field, frozen
 from actors.exit_path import PathPlan, PathSteps, ZapPlans, ZapWork, split_index
 from actors.kernel import Kernel
 from actors.runtime import Runtime
-from actors.validators import in_range, non_negative
+from actors.validators import in_range, non_negative, refers_to
 from actors.work import COND_RESCHED, Compute, Step
-from actors.workqueue import Workqueue
+from actors.workqueue import KWORKER_CLASS, Workqueue
 
 
 @frozen
 class DeferredParams:
     """Where the swap-entry path splits, what the hand-off costs, and the workqueue."""
 
-    split_frame: str                 # the first frame the workqueue runs
-    handoff_frame: str               # the frame of the zapper's per-entry hand-off
-    handoff_ns: float = field(validator=non_negative)   # per entry, at capacity 1.0
-    drop_locks: list[str]            # locks of the page-table walk the workqueue does not hold
-    prefix: list[str]                # the workqueue's frames above the split path
+    #: the first frame the workqueue runs
+    split_frame: str = field(metadata=refers_to("a frame of the kernel's swap-entry path"))
+    #: the frame of the zapper's per-entry hand-off
+    handoff_frame: str
+    #: per entry, at capacity 1.0
+    handoff_ns: float = field(validator=non_negative)
+    #: locks of the page-table walk the workqueue does not hold
+    drop_locks: list[str] = field(metadata=refers_to("locks the kernel holds from split_frame on"))
+    #: the workqueue's frames above the split path
+    prefix: list[str]
     batch_entries: int = field(validator=in_range(1, 1 << 30))
     max_active: int = field(validator=in_range(1, 512))
     nice: int = field(validator=in_range(-20, 19))
@@ -84,7 +89,7 @@ class DeferredRelease(ABC):
         self._later = PathPlan(path, kernel.costs.swap_entry_free_ns, tuple(p.prefix), skip=above,
                                part=slice(self._split, None), drop_locks=frozenset(p.drop_locks))
         self.wq = runtime.add(Workqueue(self.name, kernel.scheduler, max_active=p.max_active,
-                                        thread_kw={"policy": "fair", "nice": p.nice, "thread_class": "kworker"}))
+                                        thread_kw={"policy": "fair", "nice": p.nice, "thread_class": KWORKER_CLASS}))
         kernel.swap_release = self
 
     def zap_swap(self, steps: PathSteps, plans: ZapPlans, zap: ZapWork, n: int) -> Generator[Step, None, int]:

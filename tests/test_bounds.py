@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from exitstorm.config import load_experiment
+from exitstorm.experiment import run_experiment
 from tests.conftest import ROOT, exitstorm
 
 CONFIG = str(ROOT / "configs" / "camera_launch.toml")
@@ -31,3 +33,21 @@ def test_work_setting_inputs_are_bounded(tmp_path: Path, args: list[str], expect
     proc = exitstorm(*args, "--out", str(tmp_path / "out"))
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and expected in proc.stderr, proc.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_long_run_keeps_bounded_timelines_and_its_peak_at_the_finest_window(tmp_path: Path) -> None:
+    """What grows with virtual time is downsampled: at most scenario.timeline_max_points per timeline, the
+    period doubled as often as needed; the peak of exit work is still found at cpu_window_ms."""
+    def run(name: str, points: int) -> dict:
+        exp = load_experiment(ROOT / "configs" / "vm_storm.toml",
+                              ["scenario.cpu_window_ms=10", f"scenario.timeline_max_points={points}"])
+        return run_experiment(exp, tmp_path / name)
+
+    whole, bounded = run("whole", 1000), run("bounded", 100)
+    assert len(whole["free_memory_mb"]["t_ms"]) == 501  # 5 s at 10 ms, and the end
+    memory, cpu = bounded["free_memory_mb"], bounded["cpu_share"]["timeline"]
+    assert memory["period_ms"] == 80.0 and len(memory["t_ms"]) <= 100 and memory["t_ms"][:3] == [0.0, 80.0, 160.0]
+    assert memory["mb"] == whole["free_memory_mb"]["mb"][::8][:len(memory["mb"])]
+    assert cpu["window_ms"] == 80.0 and len(cpu["t_ms"]) <= 100
+    assert bounded["cpu_share"]["exit_work_peak"] == whole["cpu_share"]["exit_work_peak"]
+    assert whole["cpu_share"]["exit_work_peak"]["share"] > 0

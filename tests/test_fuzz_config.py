@@ -3,7 +3,7 @@
 Generated documents start from ``configs/camera_launch.toml`` with one key
 changed (a wrong type, a huge, negative or non-finite number, a string, a
 list, a deeply nested value), removed, or added; others are raw text or
-bytes. A document that loads is run for 50 ms of virtual time: it must run,
+bytes. A document that loads is run for 250 ms of virtual time (the camera launches at 200 ms): it must run,
 or be refused as an impossible combination, or end in the model's own
 out-of-memory failure; never a traceback, never a hang.
 """
@@ -113,7 +113,7 @@ def _one_line_naming(exc: ConfigError, path: Path) -> None:
 
 def _load_and_run(path: Path) -> None:
     try:
-        exp = load_experiment(path, ["scenario.duration_s=0.05"])
+        exp = load_experiment(path, ["scenario.duration_s=0.25"])
         world = build_world(exp, None)
     except ConfigError as exc:
         _one_line_naming(exc, path)
@@ -151,7 +151,7 @@ def test_garbage_files_are_refused_in_one_line(tmp_path: Path, data: bytes) -> N
 @given(st.sampled_from([p for p in PATHS if all(isinstance(k, str) for k in p)]), hostile)
 def test_a_hostile_set_is_refused_in_one_line_or_runs(key: tuple, value: Any) -> None:
     try:
-        exp = load_experiment(CAMERA, [f"{'.'.join(key)}={toml_value(value)}", "scenario.duration_s=0.05"])
+        exp = load_experiment(CAMERA, [f"{'.'.join(key)}={toml_value(value)}", "scenario.duration_s=0.25"])
         world = build_world(exp, None)
     except ConfigError as exc:
         assert "\n" not in str(exc) and str(exc)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from hdrh.histogram import HdrHistogram
 from hdrh.log import HistogramLogReader
 from hypothesis import given, strategies as st
 
-from exitstorm.histograms import (HIGHEST_NS, LOWEST_NS, LatencyRecorder, nonzero_cells, percentile_distribution,
-                                  record_counts)
+from exitstorm.histograms import (HIGHEST_NS, LOWEST_NS, LatencyRecorder, hdr_percentiles_ms, new_histogram,
+                                  nonzero_cells, percentile_distribution, read_hlog, record_counts)
 
 MS = 1_000_000
 
@@ -49,9 +50,9 @@ def test_inlined_index_arithmetic_is_hdrhs(values: dict[int, int]) -> None:
 
 def test_recorder_percentiles_clamp_to_max_and_intervals_sum_to_total(tmp_path: Path) -> None:
     rec = LatencyRecorder("exit_latency", interval_ns=100 * MS)
+    rec.record(5, 0)
     for i in range(1, 301):
         rec.record(i * MS, i * 10_000)  # 10 µs .. 3 ms, spread over 3 intervals
-    rec.record(5, 0)
     figures = rec.percentiles_ms()
     assert figures["count"] == 301
     assert figures["p50"] <= figures["p90"] <= figures["p99"] <= figures["max"]
@@ -63,3 +64,22 @@ def test_recorder_percentiles_clamp_to_max_and_intervals_sum_to_total(tmp_path: 
         counts.append(h.get_total_count())
     assert counts == [100, 100, 100, 1]
     assert (tmp_path / "exit_latency.hgrm").read_text().startswith("       Value     Percentile")
+
+
+def test_a_recorder_holds_one_interval_of_samples_and_writes_what_one_whole_histogram_would(tmp_path: Path) -> None:
+    streamed = LatencyRecorder("x", interval_ns=10 * MS)
+    values = [(t * MS // 4, (t * 7919) % 50_000_000) for t in range(4000)]  # 100 intervals of 40 samples
+    held = []
+    for t, v in values:
+        streamed.record(t, v)
+        held.append(streamed.samples_held)
+    assert max(held) == 40 and streamed.count == 4000
+    whole = new_histogram()
+    for _t, v in values:
+        whole.record_value(max(v, 0) >> streamed.total.unit_magnitude << streamed.total.unit_magnitude)
+    assert hdr_percentiles_ms(streamed.total) == hdr_percentiles_ms(whole)
+    streamed.write(tmp_path, end_ns=1000 * MS)
+    assert read_hlog(tmp_path / "x.hlog").get_total_count() == 4000
+    assert hdr_percentiles_ms(read_hlog(tmp_path / "x.hlog")) == hdr_percentiles_ms(whole)
+    with pytest.raises(ValueError, match="time order"):
+        streamed.record(5 * MS, 1)

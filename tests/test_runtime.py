@@ -10,6 +10,7 @@ import trio
 
 from actors.events import EventLog
 from actors.runtime import Actor, ActorFailed, Runtime, stream_seed
+from actors.sampler import Sampler
 
 
 class Recorder(Actor):
@@ -200,3 +201,13 @@ def test_ordering_is_independent_of_trio_task_order() -> None:
     for _ in range(5):
         assert trace(5) == first
     assert trace(6) != first
+
+
+async def test_a_full_sampler_drops_every_other_sample_and_doubles_its_period() -> None:
+    rt = Runtime(seed=0, end_ns=100)
+    seen: list[int] = []
+    sampler = rt.add(Sampler("s", 10, lambda: rt.now, max_samples=4, on_sample=lambda t, _v: seen.append(t)))
+    await rt.run()
+    # kept: 0 10 20 30 40 → 0 20 40 (period 20); 60 80 → 0 40 80 (period 40); the next would be at 120
+    assert [t for t, _ in sampler.samples] == [0, 40, 80] and sampler.period_ns == 40
+    assert seen == [0, 10, 20, 30, 40, 60, 80]  # every sample taken, before any is dropped

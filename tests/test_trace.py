@@ -128,7 +128,7 @@ def test_a_capped_trace_stops_at_the_cap_and_stays_valid(tmp_path: Path) -> None
 
 def test_no_trace_when_the_cap_is_zero(tmp_path: Path) -> None:
     out = tmp_path / "off"
-    run_experiment(load_experiment(CONFIG, ["scenario.duration_s=0.2", "scenario.trace_max_events=0"]), out)
+    run_experiment(load_experiment(CONFIG, ["scenario.duration_s=0.3", "scenario.trace_max_events=0"]), out)
     assert not (out / "trace.json").exists()
     assert (out / "summary.json").exists()
 

@@ -32,7 +32,7 @@ from actors.memory import mb_to_pages
 from actors.process import Process, process_mrelease
 from actors.runtime import NS_PER_MS, NS_PER_US, Actor
 from actors.scheduler import Thread
-from actors.validators import InvalidValue, in_range, non_negative, positive
+from actors.validators import InvalidValue, between, in_range, non_negative, positive
 from actors.work import Compute, Lock, Step, Unlock
 
 #: the kernel's global cgroup mutex: cgroup migrations and cgroup.kill writes take it
@@ -65,9 +65,12 @@ class LmkdProps:
     use_minfree_levels: bool
     psi_partial_stall_ms: float = field(validator=positive)
     psi_complete_stall_ms: float = field(validator=positive)
-    psi_window_ms: float = field(validator=positive)      # PSI_WINDOW_SIZE_MS
-    poll_period_short_ms: float = field(validator=positive)  # PSI_POLL_PERIOD_SHORT_MS
-    poll_period_long_ms: float = field(validator=positive)   # PSI_POLL_PERIOD_LONG_MS
+    #: PSI_WINDOW_SIZE_MS; the kernel accepts a trigger window of 500 ms to 10 s (kernel/sched/psi.c,
+    #: WINDOW_MIN_US and WINDOW_MAX_US)
+    psi_window_ms: float = field(validator=between(500, 10_000))
+    #: PSI_POLL_PERIOD_SHORT_MS and PSI_POLL_PERIOD_LONG_MS (at least 1 ms: lmkd's poll timeout is in ms)
+    poll_period_short_ms: float = field(validator=between(1, 10_000))
+    poll_period_long_ms: float = field(validator=between(1, 10_000))
     kill_timeout_ms: float = field(validator=non_negative)
     swap_free_low_percentage: float = field(validator=in_range(0, 100))
     pressure_after_kill_min_score: int = field(validator=in_range(-1000, 1001))

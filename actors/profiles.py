@@ -79,11 +79,12 @@ class ExitProfile:
     real harness's sampler, which preempts a victim every 0.6 ms (configs/vm_storm_harness.toml: 128)."""
 
     #: PTEs one scheduler step of the zap stands for: the model's resolution, not the kernel's
-    chunk_entries: int = field(validator=in_range(1, 1 << 20))
+    #: (at least 16: a finer step resolves nothing more and multiplies a run's events, 512x at 1)
+    chunk_entries: int = field(validator=in_range(16, 1 << 20))
     #: PTEs per page table (PTRS_PER_PTE): zap_pmd_range() calls cond_resched() once per table
     ptes_per_table: int = field(validator=in_range(1, 1 << 20))
     #: present pages an mmu_gather collects before it is flushed (freed), and where the free path starts
-    tlb_batch_pages: int = field(validator=in_range(1, 1 << 30))
+    tlb_batch_pages: int = field(validator=in_range(16, 1 << 30))
     tlb_flush_frame: str
     prefix: list[str]
     swap_entry: ItemPath
@@ -103,7 +104,8 @@ class ExitProfile:
 class ReclaimProfile:
     """Anon reclaim: compress pages into ZRAM (kswapd or direct reclaim), per batch of pages."""
 
-    batch_pages: int = field(validator=in_range(1, 1 << 20))
+    #: (at least 8: a step per page would multiply a run's reclaim events)
+    batch_pages: int = field(validator=in_range(8, 1 << 20))
     prefix_kswapd: list[str]
     prefix_direct: list[str]
     compress_page: ItemPath
@@ -117,7 +119,8 @@ class AllocProfile:
     checks the watermarks for).
     """
 
-    batch_pages: int = field(validator=in_range(1, 1 << 20))
+    #: (at least 8: a step per page would multiply a run's allocation events)
+    batch_pages: int = field(validator=in_range(8, 1 << 20))
     prefix: list[str]
     page: ItemPath
 

@@ -202,7 +202,8 @@ class RunSettings:
     duration_s: float = field(validator=between(0.001, 3600))
     seed: int = field(validator=non_negative)
     events: list[EventCategory]
-    hist_interval_ms: float = field(validator=positive)
+    #: each interval is a line of every .hlog: at least 1 ms
+    hist_interval_ms: float = field(validator=between(1, 3_600_000))
     #: period of the sampled free-memory timeline
     sample_ms: float = field(default=10.0, validator=between(0.1, 60_000))
     #: window of the CPU-share timeline (and of its peaks)

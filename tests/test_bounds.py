@@ -27,9 +27,16 @@ AXES = [f"--grid=apps.count={','.join(str(10 + i) for i in range(10))}",
     (["compare", CONFIG, "--variant", "a:apps.count=20,,lmkd.reapers=1"], "expected key=value between every two"),
     (["run", CONFIG, "--set", "kernel_overrides.sched.base_slice_ns=1"],
      "sched.base_slice_ns: expected a number in [50000, 1e+09]"),
+    (["run", CONFIG, "--set", "kernel_overrides.exit.chunk_entries=1"],
+     "exit.chunk_entries: expected an integer in 16..1048576"),
+    (["run", CONFIG, "--set", "lmkd.props.psi_window_ms=0.001"],
+     "lmkd.props.psi_window_ms: expected a number in [500, 10000]"),
+    (["run", CONFIG, "--set", "scenario.hist_interval_ms=1e-6"],
+     "scenario.hist_interval_ms: expected a number in [1, 3.6e+06]"),
 ])
 def test_work_setting_inputs_are_bounded(tmp_path: Path, args: list[str], expected: str) -> None:
-    # each of these once ran for minutes or was killed by the OOM killer; now it is refused before any work
+    # each of these once ran for minutes, was killed by the OOM killer or multiplied the work (chunk_entries=1:
+    # 16x the events), or is outside what the kernel accepts (a PSI window); now it is refused before any work
     proc = exitstorm(*args, "--out", str(tmp_path / "out"))
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and expected in proc.stderr, proc.stderr
     assert list(tmp_path.iterdir()) == []

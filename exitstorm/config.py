@@ -641,9 +641,9 @@ def load_experiment(path: str | Path, overrides: list[str] = (), seed: int | Non
     if dupes:
         raise ConfigError(f"{source}: periodic/load names: expected unique names, {dupes[0]!r} is repeated")
     check_coherent(scenario, kernel, source, lambda: _declared_locks(kernel_path.parent))
-    if variant is None:  # a file's variants, as it has them, are checked wherever it is read
+    if variant is None:  # what a comparison of the same file and --set would refuse, a run refuses too
         for name, changes in scenario.variants.items():
-            load_experiment(path, variant=(name, changes))
+            load_experiment(path, overrides, variant=(name, changes))
     return Experiment(source=source, config=scenario, device=device, kernel=kernel, raw=raw)
 
 

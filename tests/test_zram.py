@@ -186,7 +186,7 @@ def test_an_unreadable_journal_is_one_line_and_nothing_is_touched(tmp_path: Path
 
 @real_host
 @pytest.mark.usefixtures("commands_signals")
-@pytest.mark.parametrize("step", SET_UP[1:])
+@pytest.mark.parametrize("step", SET_UP)
 def test_on_this_host_a_sigterm_at_any_step_of_the_set_up_puts_zram_back(tmp_path: Path, step: str) -> None:
     before = zram_state()
     with pytest.raises(KeyboardInterrupt):

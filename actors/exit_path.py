@@ -308,13 +308,24 @@ class ZapWork:
 
 
 class SwapRelease(Protocol):
-    """How zapped swap entries are released (the swap-release policy; None means synchronously)."""
+    """How zapped swap entries are released (the swap-release policy)."""
 
     def zap_swap(self, steps: PathSteps, plans: ZapPlans, zap: ZapWork, n: int) -> Generator[Step, None, int]:
         """Steps of zapping ``n`` swap PTEs of ``zap``; returns how many to free now with the chunk."""
 
     def zapped(self, zap: ZapWork) -> None:
         """A zapper finished its walk of ``zap``: hand over anything it left pending."""
+
+
+class SynchronousRelease:
+    """The kernel as it is: the zapper frees each entry in free_swap_and_cache_nr, nothing is left pending."""
+
+    def zap_swap(self, steps: PathSteps, plans: ZapPlans, zap: ZapWork, n: int) -> Generator[Step, None, int]:
+        yield steps.segments(plans.swap_entry, n)
+        return n
+
+    def zapped(self, zap: ZapWork) -> None:
+        """Nothing was deferred."""
 
 
 class Gather:
@@ -341,17 +352,14 @@ class Gather:
 
 
 def _zap_claim(steps: PathSteps, plans: ZapPlans, claim: tuple[int, int, int], zap: ZapWork, gather: Gather,
-               release: SwapRelease | None) -> Iterator[Step]:
+               release: SwapRelease) -> Iterator[Step]:
     """Zap one claim (a page table, under its lock), then free what it frees at once."""
     anon, swap, file = claim
     now = swap
     if anon:
         yield steps.segments(plans.present_zap, anon)
     if swap:
-        if release is None:
-            yield steps.segments(plans.swap_entry, swap)
-        else:
-            now = yield from release.zap_swap(steps, plans, zap, swap)
+        now = yield from release.zap_swap(steps, plans, zap, swap)
     if file:
         yield steps.segments(plans.file_page, file)
     yield steps.release()
@@ -362,7 +370,7 @@ def _zap_claim(steps: PathSteps, plans: ZapPlans, claim: tuple[int, int, int], z
 
 
 def exit_program(zap: ZapWork, plans: ExitPlans, compiler: StepCompiler, mmap_lock: str,
-                 release: SwapRelease | None = None) -> Iterator[Step]:
+                 release: SwapRelease) -> Iterator[Step]:
     """do_exit of a process's last thread: fixed work, the mm teardown chunk by chunk, the rest.
 
     exit_mmap zaps under mmap_lock held for read (a reaper may zap alongside),
@@ -382,8 +390,7 @@ def exit_program(zap: ZapWork, plans: ExitPlans, compiler: StepCompiler, mmap_lo
         if claims % plans.chunks_per_table == 0:
             yield COND_RESCHED  # zap_pmd_range(): once per page table
     yield from gather.flush(steps)
-    if release is not None:
-        release.zapped(zap)
+    release.zapped(zap)
     yield Unlock(mmap_lock)
     zap.exit_done()
     yield Lock(mmap_lock)
@@ -393,7 +400,7 @@ def exit_program(zap: ZapWork, plans: ExitPlans, compiler: StepCompiler, mmap_lo
 
 
 def reap_program(zap: ZapWork, plans: ZapPlans, compiler: StepCompiler, mmap_lock: str, tlb_batch_pages: int,
-                 chunks_per_table: int, release: SwapRelease | None = None) -> Iterator[Step]:
+                 chunks_per_table: int, release: SwapRelease) -> Iterator[Step]:
     """__oom_reap_task_mm in the reaper's own context: anon and swap PTEs from the end of the mm."""
     steps = PathSteps(compiler)
     gather = Gather(zap, plans, tlb_batch_pages)
@@ -407,7 +414,6 @@ def reap_program(zap: ZapWork, plans: ZapPlans, compiler: StepCompiler, mmap_loc
         if claims % chunks_per_table == 0:
             yield COND_RESCHED  # zap_pmd_range(): once per page table
     yield from gather.flush(steps)
-    if release is not None:
-        release.zapped(zap)
+    release.zapped(zap)
     yield Unlock(mmap_lock)
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterator
 
-from actors.exit_path import ExitPlans, PathPlan, StepCompiler, SwapRelease, ZapWork, exit_program, reap_program
+from actors.exit_path import (ExitPlans, PathPlan, StepCompiler, SwapRelease, SynchronousRelease, ZapWork, exit_program,
+                              reap_program)
 from actors.memory import MM, Memory, allocation
 from actors.profiles import DeviceCosts, KernelProfile
 from actors.runtime import Actor
@@ -36,8 +37,8 @@ class Kernel:
         self.plans = ExitPlans(profile, costs)
         self.kswapd: Kswapd | None = None
         self._compilers: dict[tuple[int, str], StepCompiler] = {}
-        #: the swap-release policy's hook (None: entries are released synchronously by the zapper)
-        self.swap_release: SwapRelease | None = None
+        #: the swap-release policy (by default the kernel as it is: the zapper frees each entry)
+        self.swap_release: SwapRelease = SynchronousRelease()
 
     def _transfer_ns(self, name: str) -> int:
         return round(self.profile.locks[name].lines * self.costs.cacheline_transfer_ns)

@@ -45,6 +45,14 @@ class KillMethod(Protocol):
     def steps(self, victim: Process) -> Iterable[Step]: ...
 
 
+class ReapPolicy(Protocol):
+    """What one of lmkd's reaper threads does with a victim lmkd handed it (the reap policy), with the
+    reaper's own steps (:meth:`LmkdReaper.kill`, :meth:`LmkdReaper.reprioritise`,
+    :meth:`LmkdReaper.mrelease`, or any work program through :meth:`LmkdReaper.run`)."""
+
+    async def handle(self, reaper: "LmkdReaper", victim: Process) -> None: ...
+
+
 @frozen
 class MinfreeLevel:
     """One legacy minfree level: kill adj >= ``adj`` when free and file cache are below ``mb``."""
@@ -165,10 +173,11 @@ def choose_victim(apps: list[Process], min_adj: int, props: LmkdProps) -> Proces
 
 
 class LmkdReaper(Actor):
-    """One lmkd reaper thread: SIGKILL, reprioritise the victim, process_mrelease() (or not)."""
+    """One lmkd reaper thread: what it does with each victim is the reap policy's (typically SIGKILL,
+    reprioritise the victim, process_mrelease())."""
 
     def __init__(self, name: str, kernel: Kernel, *, thread_kw: dict[str, Any], costs: LmkdCosts,
-                 kill_method: KillMethod, victim_cpus: list[int], victim_nice: int, mrelease: bool) -> None:
+                 kill_method: KillMethod, victim_cpus: list[int], victim_nice: int, reap: ReapPolicy) -> None:
         super().__init__(name)
         self.kernel = kernel
         self.thread: Thread = kernel.scheduler.spawn(name, self, **thread_kw)
@@ -178,7 +187,9 @@ class LmkdReaper(Actor):
                          Unlock(CGROUP_MUTEX))
         self.victim_cpus = victim_cpus
         self.victim_nice = victim_nice
-        self.mrelease = mrelease
+        #: pidfd_send_signal()'s cost, for a remedy that sends the signal itself
+        self.signal_ns = round(costs.signal_us * NS_PER_US)
+        self.reap = reap
         self.busy = False
         self.esrch = 0
         self.reaps = 0
@@ -193,16 +204,28 @@ class LmkdReaper(Actor):
         else:
             self.esrch += 1
 
+    async def run(self, steps: Iterable[Step]) -> None:
+        """Run a work program on this reaper's thread."""
+        await self.kernel.scheduler.execute(self.thread, steps)
+
+    async def kill(self, victim: Process) -> None:
+        """Kill ``victim`` with the kill policy's steps."""
+        await self.run(self.kill_method.steps(victim))
+
+    async def reprioritise(self, victim: Process) -> None:
+        """set_process_group_and_prio(): the victim's cgroup move (under cgroup_mutex) and its nice and cpus."""
+        await self.run(self.set_prio)
+        if victim.exited_at is None:
+            self.kernel.scheduler.reconfigure(victim.thread, nice=self.victim_nice, cpus=self.victim_cpus)
+
+    async def mrelease(self, victim: Process) -> None:
+        """process_mrelease(pidfd, 0): reap the victim's mm, or fail with ESRCH once its exit has taken it."""
+        await self.run(self._process_mrelease(victim))
+
     async def main(self) -> None:
-        sched = self.kernel.scheduler
         while True:
             victim: Process = await self.receive()
-            await sched.execute(self.thread, self.kill_method.steps(victim))
-            await sched.execute(self.thread, self.set_prio)
-            if victim.exited_at is None:
-                sched.reconfigure(victim.thread, nice=self.victim_nice, cpus=self.victim_cpus)
-            if self.mrelease:
-                await sched.execute(self.thread, self._process_mrelease(victim))
+            await self.reap.handle(self, victim)
             self.busy = False
 
 

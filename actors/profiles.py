@@ -132,14 +132,13 @@ class ReapProfile:
     A reaper zaps the anon and swap PTEs with the exit path's item costs and
     locks, under its own frames: ``exit_only_frames`` are the exit walk's
     frames the reaper does not pass through (it calls unmap_page_range
-    directly). The oom_reaper kthread waits ``oom_reaper_delay_ms`` after a
-    victim is queued (OOM_REAPER_DELAY).
+    directly). How long the oom_reaper waits before reaping is the reap
+    policy's (``[policies.oom_reaper] delay_ms``).
     """
 
     prefix_mrelease: list[str]
     prefix_oom_reaper: list[str]
     exit_only_frames: list[str]
-    oom_reaper_delay_ms: float = field(validator=non_negative)
 
 
 @frozen

@@ -3,8 +3,9 @@
 The schema checks every value on its own (its type, its range). What it
 cannot see is a relation between a scenario and its profiles, or between
 two keys far apart: a camera launched after the run has ended, a lock the
-kernel profile does not have, a thread class no thread carries. Each of
-these would run and print figures that mean nothing (no frames, so no janky
+kernel profile does not have, a thread class no thread carries (a remedy
+checks its own parameters against the kernel profile: its registered
+``check``). Each of these would run and print figures that mean nothing (no frames, so no janky
 frame; a peak CPU share of 0), so each is refused at load with the key
 path and the reason, for ``run``, ``compare`` and ``sweep`` alike.
 """
@@ -13,12 +14,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable, Iterator
 
-from actors.exit_path import split_index
 from exitstorm.schema import ConfigError
-from policies.swap_release import DeferredParams
+from policies import AXES
 
 if TYPE_CHECKING:
     from exitstorm.config import Kernel, ScenarioConfig
+
 
 def check_coherent(sc: ScenarioConfig, kernel: Kernel, source: str, kernel_locks: Callable[[], set[str]]) -> None:
     """Refuse, in one line naming ``source`` and the key, what would make a run of ``sc`` on ``kernel``
@@ -40,10 +41,12 @@ def _incoherent(sc: ScenarioConfig, kernel: Kernel,
         if name not in known:
             yield f"scenario.exit_classes[{i}]", f"a thread class of this scenario or the model ({', '.join(known)})", \
                 name
-    release = sc.policies.swap_release
-    params = {"async_batch": sc.policies.async_batch, "deferred_zs_free": sc.policies.deferred_zs_free}.get(release)
-    if params is not None:
-        yield from _split_path(params, kernel, kernel_locks, f"policies.{release}")
+    for axis in AXES:
+        remedy = sc.policies.remedy(axis)
+        if remedy.check is not None:
+            for key, expected, got in remedy.check(sc.policies.params(axis), kernel.profile, kernel.name,
+                                                   kernel_locks):
+                yield f"policies.{remedy.table}.{key}", expected, got
 
 
 def _starts(sc: ScenarioConfig) -> Iterator[tuple[str, float]]:
@@ -54,22 +57,3 @@ def _starts(sc: ScenarioConfig) -> Iterator[tuple[str, float]]:
         yield "camera.launch_ms", sc.camera.launch_ms
     if sc.storm is not None:
         yield "storm.kill_at_ms", sc.storm.kill_at_ms
-
-
-def _split_path(params: DeferredParams, kernel: Kernel, kernel_locks: Callable[[], set[str]],
-                key: str) -> Iterator[tuple[str, str, object]]:
-    """A deferred release splits the kernel's swap-entry path at a frame it has (another kernel's frame would
-    defer nothing), and leaves out locks that exist: this kernel's, or another generation's (one list of
-    parameters serves every kernel profile a comparison runs)."""
-    path = kernel.exit.swap_entry
-    try:
-        split_index(path, params.split_frame)
-    except ValueError:
-        frames = sorted({frame for seg in path.segments for frame in seg.frames})
-        yield f"{key}.split_frame", f"a frame of kernel {kernel.name!r}'s exit.swap_entry path ({', '.join(frames)})", \
-            params.split_frame
-        return
-    known = set(kernel.locks) | kernel_locks()
-    for i, lock in enumerate(params.drop_locks):
-        if lock not in known:
-            yield f"{key}.drop_locks[{i}]", f"a lock of a kernel profile ({', '.join(sorted(known))})", lock

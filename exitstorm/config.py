@@ -14,6 +14,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Iterator, Literal
 
+import attrs
 from attrs import evolve, field, frozen
 from attrs.validators import optional
 
@@ -23,10 +24,10 @@ from actors.lmkd import LmkdCosts, LmkdProps
 from actors.oom_reaper import OOM_REAPER_CLASS
 from actors.workqueue import KWORKER_CLASS
 from actors.scheduler import Preempt
-from policies import KillName, ReapName, SwapReleaseName
-from policies.kill import CgroupKillParams
-from policies.reap import OomReaperParams
-from policies.swap_release import AsyncBatchParams, DeferredParams
+from policies.kill import KILL
+from policies.reap import REAP
+from policies.registry import Axis, Remedy
+from policies.swap_release import SWAP_RELEASE
 from actors.validators import (InvalidValue, between, in_range, non_empty, non_negative, positive, ratio, refers_to,
                                unit_share, zero_or_between)
 from exitstorm.coherence import check_coherent
@@ -376,27 +377,48 @@ class LmkdConfig:
     victim_nice: int = field(validator=in_range(-20, 19))
 
 
-@frozen
-class Policies:
-    """The remedy on each axis (docs/design.md §7), and the parameters of the ones that need them."""
+class _Policies:
+    """The remedy on each axis (docs/design.md §7), and the parameter tables of the registered remedies.
 
-    kill: KillName = "sigkill"
-    reap: ReapName = "process_mrelease"
-    swap_release: SwapReleaseName = "sync"
-    cgroup_kill: CgroupKillParams | None = None
-    oom_reaper: OomReaperParams | None = None
-    async_batch: AsyncBatchParams | None = None
-    deferred_zs_free: DeferredParams | None = None
+    The class (``PoliciesConfig``) is made from the axes' registries: a field per axis (one of its
+    remedies' names) and one per parameter table, so that a remedy is known here without being named.
+    """
+
+    def remedy(self, axis: Axis) -> Remedy:
+        return axis.get(getattr(self, axis.name))
+
+    def params(self, axis: Axis) -> Any:
+        """The parameters of the axis's selected remedy (None if it has none)."""
+        table = self.remedy(axis).table
+        return None if table is None else getattr(self, table)
+
+    def build(self, axis: Axis, **model: Any) -> Any:
+        """The axis's selected remedy, made with its parameters and what the model gives it."""
+        return axis.build(getattr(self, axis.name), self.params(axis), **model)
 
     def __attrs_post_init__(self) -> None:
-        needs = {"cgroup_kill": ("kill", self.kill == "cgroup_kill"),
-                 "oom_reaper": ("reap", self.reap in ("oom_reaper", "parallel_oom_reaper")),
-                 "async_batch": ("swap_release", self.swap_release == "async_batch"),
-                 "deferred_zs_free": ("swap_release", self.swap_release == "deferred_zs_free")}
-        for key, (axis, needed) in needs.items():
-            if needed and getattr(self, key) is None:
-                raise InvalidValue(key, f"a [policies.{key}] table of parameters (policies.{axis} = "
-                                        f"{getattr(self, axis)!r} needs it)", None)
+        for axis in POLICY_FIELD_ORDER:
+            remedy = self.remedy(axis)
+            if remedy.table is not None and getattr(self, remedy.table) is None:
+                raise InvalidValue(remedy.table, f"a [policies.{remedy.table}] table of parameters "
+                                                 f"(policies.{axis.name} = {remedy.name!r} needs it)", None)
+
+
+#: the order of the [policies] fields: the axes as a scenario lists them, then their remedies' tables
+POLICY_FIELD_ORDER = (KILL, REAP, SWAP_RELEASE)
+
+
+def _policies_class() -> type:
+    fields: dict[str, Any] = {axis.name: attrs.field(type=Literal[tuple(axis.names())], default=axis.default)
+                              for axis in POLICY_FIELD_ORDER}
+    for axis in POLICY_FIELD_ORDER:
+        for remedy in axis.remedies():
+            if remedy.table is not None and remedy.table not in fields:
+                fields[remedy.table] = attrs.field(type=remedy.params | None, default=None)
+    return attrs.make_class("PoliciesConfig", fields, bases=(_Policies,), frozen=True)
+
+
+PoliciesConfig = _policies_class()
 
 
 @frozen
@@ -424,7 +446,7 @@ class ScenarioConfig:
     camera: Camera | None = None
     lmkd: LmkdConfig | None = None
     cgroup: CgroupMigrationLoad | None = None
-    policies: Policies = Policies()
+    policies: PoliciesConfig = PoliciesConfig()  # type: ignore[valid-type]
     #: named variants for ``exitstorm compare``: dotted key → value overrides
     variants: dict[str, dict[str, Any]] = {}
     #: keys merged into the device / kernel profile before validation (sensitivity runs)

@@ -26,7 +26,9 @@ from actors.scheduler import CoreSpec, Scheduler, SchedTunables, Thread
 from actors.timeline import Timeline
 from exitstorm.config import AppBand, Apps, Device, Experiment, SystemMemory, ThreadSpec, Uniform
 from exitstorm.histograms import LatencyRecorder
-from policies import kill_method, reap_policy, swap_release_policy
+from policies.kill import KILL
+from policies.reap import REAP
+from policies.swap_release import SWAP_RELEASE
 
 #: pid ranges by kind of process, so that pids say what a process is
 SYSTEM_PID, STORM_PID, APP_PID, CAMERA_PID = 100, 1000, 2000, 5000
@@ -205,10 +207,10 @@ class World:
         if sc.system is not None:
             self._add_system(sc.system)
         pol = sc.policies
-        swap_release = swap_release_policy(pol.swap_release, pol.async_batch, pol.deferred_zs_free)
-        if swap_release is not None:
-            swap_release.install(self.runtime, self.kernel)
-        self.reap = reap_policy(pol.reap, pol.oom_reaper)
+        swap_release = pol.build(SWAP_RELEASE)
+        swap_release.install(self.runtime, self.kernel)
+        self.kernel.swap_release = swap_release
+        self.reap = pol.build(REAP)
         self.reap.install(self.runtime, self.kernel, list(self.processes))
         if sc.lmkd is not None or sc.cgroup is not None:
             self.scheduler.add_lock(CGROUP_MUTEX, "mutex")
@@ -323,12 +325,12 @@ class World:
         cfg = exp.config.lmkd
         dev = exp.device
         pol = exp.config.policies
-        killer = kill_method(pol.kill, round(cfg.costs.signal_us * NS_PER_US), pol.cgroup_kill)
+        killer = pol.build(KILL, signal_ns=round(cfg.costs.signal_us * NS_PER_US))
         reapers = [
             self.runtime.add(LmkdReaper(
                 f"lmkd_reaper{i}", self.kernel, thread_kw=thread_kw(cfg.reaper_thread, dev), costs=cfg.costs,
                 kill_method=killer, victim_cpus=dev.cpusets[cfg.victim_cpuset], victim_nice=cfg.victim_nice,
-                mrelease=self.reap.mrelease))
+                reap=self.reap))
             for i in range(cfg.reapers)
         ]
         lmkd = self.runtime.add(Lmkd(

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from policies.reap import REAP
 from tests.conftest import ROOT, exitstorm
 
 CONFIG = ROOT / "configs" / "camera_launch.toml"
@@ -71,7 +72,8 @@ def test_histograms_and_same_seed_same_bytes(run: Path, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("override, expected", [
     ("lmkd.victim_cpuset=nope", "lmkd.victim_cpuset: expected a cpuset of device 'phone_1p3p4'"),
-    ("policies.reap=magic", "policies.reap: expected one of 'none', 'process_mrelease', 'oom_reaper', 'parallel_oom_reaper', got 'magic'"),
+    ("policies.reap=magic",  # every registered remedy, in the order the registry found them
+     f"policies.reap: expected one of {', '.join(repr(name) for name in REAP.names())}, got 'magic'"),
     ("apps.bands[0].adj_max=100", "apps.bands[0].adj_max: expected an adj >= adj_min (900), got 100"),
     ("lmkd.props.psi_partial_stall_ms=2000", "lmkd.props.psi_partial_stall_ms: expected a stall threshold <="),
     ("apps.count=100", "impossible combination: cached"),

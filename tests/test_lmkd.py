@@ -8,7 +8,8 @@ from actors.lmkd import (CGROUP_MUTEX, Lmkd, LmkdCosts, LmkdProps, LmkdReaper, M
                          minfree_kill_decision, psi_kill_decision)
 from actors.memory import PAGES_PER_MB
 from actors.psi_monitor import PsiMonitor, PsiTrigger
-from policies.kill import SigKill
+from policies.kill.sigkill import SigKill
+from policies.reap.process_mrelease import ProcessMrelease
 
 from tests.conftest import COSTS, FAIR, MS, ROOT, KernelWorld
 
@@ -73,13 +74,13 @@ def paced_world(exit_fixed_ms: float, reapers: int = 0, set_prio_ms: float = 0):
     apps = [hog] + [w.process(10 + i, anon=8, adj=adj, thread_kw=cached)
                     for i, adj in enumerate([900, 950, 999, 800, 200])]
     rs = [w.rt.add(LmkdReaper(f"reaper{i}", w.kernel, thread_kw={**FAIR, "nice": -20},
-                              costs=LmkdCosts(0, 0, 0, set_prio_ms * 1000), kill_method=SigKill(0),
-                              victim_cpus=[0, 1, 2, 3], victim_nice=0, mrelease=True))
+                              costs=LmkdCosts(0, 0, 0, set_prio_ms * 1000), kill_method=SigKill(signal_ns=0),
+                              victim_cpus=[0, 1, 2, 3], victim_nice=0, reap=ProcessMrelease()))
           for i in range(reapers)]
     kills = []
     lmkd = w.rt.add(Lmkd("lmkd", w.kernel, apps, props=PROPS,
                          costs=LmkdCosts(cycle_us=1000, kill_us=500, signal_us=0, set_prio_us=0),
-                         thread_kw={"policy": "fifo", "prio": 1, "thread_class": "lmkd"}, kill_method=SigKill(0),
+                         thread_kw={"policy": "fifo", "prio": 1, "thread_class": "lmkd"}, kill_method=SigKill(signal_ns=0),
                          reapers=rs,
                          on_kill=lambda v, reason, adj, via: kills.append((v.pid, reason))))
     w.rt.at(0, lambda _: lmkd.psi_event("medium"))

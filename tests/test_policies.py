@@ -9,10 +9,13 @@ from actors.exit_path import apportion
 from actors.memory import MM
 from actors.process import SimultaneousKill
 from actors.work import Compute, Lock, Unlock
-from policies import reap_policy, swap_release_policy
-from policies.kill import CgroupKill, CgroupKillParams, SigKill
-from policies.reap import OomReaperParams
-from policies.swap_release import AsyncBatchParams, DeferredParams
+from policies.kill.cgroup_kill import CgroupKill, CgroupKillParams
+from policies.kill.sigkill import SigKill
+from policies.reap import REAP
+from policies.reap.oom_reaper import OomReaperParams
+from policies.swap_release import SWAP_RELEASE
+from policies.swap_release.async_batch import AsyncBatchParams
+from policies.swap_release.deferred import DeferredParams
 
 from tests.conftest import COSTS, FAIR, MS, KernelWorld
 
@@ -29,10 +32,9 @@ DEFERRED = DeferredParams(split_frame="zs_free", handoff_frame="zs_free_deferred
 def exit_world(policy: str, params=None, hog_below: str | None = None):
     w = KernelWorld(cores=2, costs=NO_TRANSFERS)
     w.mem.on_low = None
-    release = swap_release_policy(policy, params if policy == "async_batch" else None,
-                                  params if policy == "deferred_zs_free" else None)
-    if release is not None:
-        release.install(w.rt, w.kernel)
+    release = SWAP_RELEASE.build(policy, params)
+    release.install(w.rt, w.kernel)
+    w.kernel.swap_release = release
     victim = w.process(7, **SIZES)
     if hog_below is not None:  # leave free memory just under that watermark
         target = getattr(w.mem, f"wmark_{hog_below}") - 100
@@ -99,7 +101,7 @@ async def test_deferred_zs_free_frees_entries_at_once_and_pool_memory_at_the_dra
 
 async def test_cgroup_kill_waits_for_cgroup_mutex_and_sigkill_does_not() -> None:
     for kill, expected in ((CgroupKill(CgroupKillParams(kill_us=150)), 5 * MS + 150_000),
-                           (SigKill(20_000), 1 * MS + 20_000)):
+                           (SigKill(signal_ns=20_000), 1 * MS + 20_000)):
         w = KernelWorld(cores=2)
         w.sched.add_lock(CGROUP_MUTEX, "mutex")
         victim = w.process(7, anon=100)
@@ -116,9 +118,9 @@ async def test_oom_reaper_policy_queues_every_killed_app() -> None:
     w = KernelWorld(cores=4, costs=NO_TRANSFERS)
     w.mem.on_low = None
     apps = [w.process(7 + i, **SIZES) for i in range(3)]
-    reap = reap_policy("parallel_oom_reaper", OomReaperParams(delay_ms=0, nice=0, parallel_threads=3))
+    reap = REAP.build("parallel_oom_reaper", OomReaperParams(delay_ms=0, nice=0, parallel_threads=3))
     reap.install(w.rt, w.kernel, apps)
-    assert not reap.mrelease and len(reap.reaper.threads) == 3
+    assert len(reap.reaper.threads) == 3
     w.rt.add(SimultaneousKill("kill", apps[:2], 1 * MS))
     await w.rt.run()
     assert reap.reaper.reaped == 2 and apps[2].killed_at is None

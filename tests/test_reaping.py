@@ -8,9 +8,10 @@ from actors.lmkd import CGROUP_MUTEX, LmkdCosts, LmkdReaper
 from actors.oom_reaper import OomReaper
 from actors.process import SimultaneousKill
 from actors.runtime import Actor
-from actors.work import Compute
+from actors.work import Compute, Lock, Unlock
 from actors.workqueue import Workqueue
-from policies.kill import SigKill
+from policies.kill.sigkill import SigKill
+from policies.reap import REAP
 
 from tests.conftest import COSTS, FAIR, MS, KernelWorld
 
@@ -66,11 +67,12 @@ async def test_the_exit_and_the_reaper_never_share_a_page_table_lock() -> None:
     assert w.sched.locks["ptl/7"].contended == 0 and w.sched.locks["ptl/7/reap"].contended == 0
 
 
-def lmkd_reaper(w: KernelWorld, mrelease: bool = True) -> LmkdReaper:
+def lmkd_reaper(w: KernelWorld, reap: str = "process_mrelease") -> LmkdReaper:
     costs = LmkdCosts(cycle_us=0, kill_us=0, signal_us=10, set_prio_us=100)
     w.sched.add_lock(CGROUP_MUTEX, "mutex")
     return w.rt.add(LmkdReaper("lmkd_reaper", w.kernel, thread_kw={**FAIR, "nice": -20}, costs=costs,
-                               kill_method=SigKill(10_000), victim_cpus=[1], victim_nice=0, mrelease=mrelease))
+                               kill_method=SigKill(signal_ns=10_000), victim_cpus=[1], victim_nice=0,
+                               reap=REAP.build(reap, None)))
 
 
 async def test_lmkd_reaper_kills_reprioritises_and_reaps() -> None:
@@ -155,8 +157,30 @@ async def test_without_process_mrelease_the_reaper_only_kills_and_reprioritises(
     w = KernelWorld(cores=2)
     w.mem.on_low = None
     victim = w.process(7, **SIZES, thread_kw={**FAIR, "nice": 10, "cpus": [0]})
-    reaper = lmkd_reaper(w, mrelease=False)
+    reaper = lmkd_reaper(w, reap="none")
     w.rt.at(1 * MS, lambda _: reaper.hand(victim))
     await w.rt.run()
     assert victim.exited_at is not None and victim.zap.reaped == [0, 0]
     assert victim.thread.mask == 0b10 and reaper.reaps == 0 and not reaper.busy
+
+
+async def test_reap_kill_reaps_where_a_cgroup_move_before_process_mrelease_comes_too_late() -> None:
+    """PROCESS_MRELEASE_REAP_KILL: the syscall holds the mm before it signals. Without it, the reaper's cgroup
+    move waits 5 ms behind a migration holding cgroup_mutex while the victim passes exit_mm (0.15 ms after
+    its kill), and process_mrelease then fails with ESRCH."""
+    reaped = {}
+    for reap in ("process_mrelease", "process_mrelease_reap_kill"):
+        w = KernelWorld(cores=3)
+        w.mem.on_low = None
+        victim = w.process(7, **SIZES, thread_kw={**FAIR, "cpus": [0]})
+        reaper = lmkd_reaper(w, reap=reap)
+        migrator = w.sched.spawn("migrator", None, **{**FAIR, "cpus": [2]})
+        w.rt.at(0, lambda _, w=w, m=migrator: w.sched.submit(m, [Lock(CGROUP_MUTEX), Compute(5 * MS),
+                                                                 Unlock(CGROUP_MUTEX)]))
+        w.rt.at(1 * MS, lambda _, r=reaper, v=victim: r.hand(v))
+        await w.rt.run()
+        assert victim.killed_at == 1 * MS + 10_000  # the same signal cost, sent by the syscall or before it
+        reaped[reap] = (reaper.reaps, reaper.esrch, victim.zap.reaped[1], victim.freed_at)
+    assert reaped["process_mrelease"][:3] == (0, 1, 0)
+    reaps, esrch, swap_pages, freed_at = reaped["process_mrelease_reap_kill"]
+    assert (reaps, esrch) == (1, 0) and swap_pages > 0 and freed_at < reaped["process_mrelease"][3]

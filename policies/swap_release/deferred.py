@@ -1,32 +1,22 @@
-"""Swap-release policies: who frees a dying mm's swap entries, and when (docs/design.md §7).
+"""What the deferred swap-release remedies share: the split of the swap-entry path, the hand-off, the workqueue.
 
-``sync`` is the kernel as it is: the zapper frees each entry in
-free_swap_and_cache_nr (the model's default, no hook). The two deferred
-policies split the swap-entry path at a frame: the zapper runs the path up
-to that frame plus a cheap hand-off per entry, and an unbound workqueue runs
-the rest later, at the kworkers' priority, outside the page-table walk
-(without the locks in ``drop_locks``), in page-table-sized pieces.
-Hand-offs are batched per mm.
-
-* ``async_batch`` (Lei Liu, vivo, 2025): past ``threshold_entries`` of an
-  mm, entries are gathered instead of freed and released in batches of
-  ``batch_entries``. Gathered entries stay used swap, and their ZRAM memory
-  stays allocated, until released. While free memory is under the
-  ``sync_below`` watermark the zapper frees synchronously.
-* ``deferred_zs_free`` (Wenchao Hao, 2026 RFC): zs_free is deferred to a
-  list an unbound workqueue drains; the swap entry is freed at once, its
-  compressed memory only when the drain runs.
+Both split the kernel's swap-entry path at a frame: the zapper runs the path
+up to that frame plus a cheap hand-off per entry, and an unbound workqueue
+runs the rest later, at the kworkers' priority, outside the page-table walk
+(without the locks in ``drop_locks``), in page-table-sized pieces. Hand-offs
+are batched per mm.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Generator, Iterator, Literal
+from typing import Callable, Generator, Iterator
 
 from attrs import field, frozen
 
 from actors.exit_path import PathPlan, PathSteps, ZapPlans, ZapWork, split_index
 from actors.kernel import Kernel
+from actors.profiles import KernelProfile
 from actors.runtime import Runtime
 from actors.validators import in_range, non_negative, refers_to
 from actors.work import COND_RESCHED, Compute, Step
@@ -50,14 +40,6 @@ class DeferredParams:
     batch_entries: int = field(validator=in_range(1, 1 << 30))
     max_active: int = field(validator=in_range(1, 512))
     nice: int = field(validator=in_range(-20, 19))
-
-
-@frozen(kw_only=True)
-class AsyncBatchParams(DeferredParams):
-    """Also: entries per mm freed synchronously first, and the watermark below which all are."""
-
-    threshold_entries: int = field(validator=in_range(0, 1 << 40))
-    sync_below: Literal["min", "low", "high"]
 
 
 class DeferredRelease(ABC):
@@ -90,7 +72,6 @@ class DeferredRelease(ABC):
                                part=slice(self._split, None), drop_locks=frozenset(p.drop_locks))
         self.wq = runtime.add(Workqueue(self.name, kernel.scheduler, max_active=p.max_active,
                                         thread_kw={"policy": "fair", "nice": p.nice, "thread_class": KWORKER_CLASS}))
-        kernel.swap_release = self
 
     def zap_swap(self, steps: PathSteps, plans: ZapPlans, zap: ZapWork, n: int) -> Generator[Step, None, int]:
         if not self._defers(zap, n):
@@ -156,46 +137,20 @@ class DeferredRelease(ABC):
         """Memory effect of the workqueue's release of ``entries`` (``pool`` pages when deferred)."""
 
 
-class AsyncBatch(DeferredRelease):
-    name = "async_batch"
-
-    def __init__(self, params: AsyncBatchParams) -> None:
-        super().__init__(params)
-        self.threshold = params.threshold_entries
-        self.sync_below = params.sync_below
-        self.seen: dict[int, int] = {}
-        self.forced_sync = 0
-
-    def _defers(self, zap: ZapWork, n: int) -> bool:
-        pid = zap.mm.pid
-        seen = self.seen.get(pid, 0)
-        self.seen[pid] = seen + n
-        if seen < self.threshold:
-            return False
-        mem = self.kernel.memory
-        wmark = {"min": mem.wmark_min, "low": mem.wmark_low, "high": mem.wmark_high}[self.sync_below]
-        if mem.free < wmark:
-            self.forced_sync += n
-            return False
-        return True
-
-    def _handed_off(self, zap: ZapWork, n: int) -> int:
-        return 0  # gathered entries stay used swap, their ZRAM memory allocated
-
-    def _released(self, zap: ZapWork, entries: int, pool: int) -> None:
-        self.kernel.memory.free_swap(zap.mm, entries)
-        zap.settle(entries)
-
-
-class DeferredZsFree(DeferredRelease):
-    name = "deferred_zs_free"
-
-    def _defers(self, zap: ZapWork, n: int) -> bool:
-        return True
-
-    def _handed_off(self, zap: ZapWork, n: int) -> int:
-        return self.kernel.memory.free_swap(zap.mm, n, defer_pool=True)
-
-    def _released(self, zap: ZapWork, entries: int, pool: int) -> None:
-        self.kernel.memory.release_deferred(pool, zap.mm)
-        zap.settle(entries)
+def check_split(params: DeferredParams, kernel: KernelProfile, kernel_name: str,
+                known_locks: Callable[[], set[str]]) -> Iterator[tuple[str, str, object]]:
+    """The split is at a frame of the kernel's swap-entry path (another kernel's frame would defer nothing),
+    and the dropped locks exist: this kernel's or another generation's (one list of parameters serves
+    every kernel profile a comparison runs)."""
+    path = kernel.exit.swap_entry
+    try:
+        split_index(path, params.split_frame)
+    except ValueError:
+        frames = sorted({frame for seg in path.segments for frame in seg.frames})
+        yield "split_frame", f"a frame of kernel {kernel_name!r}'s exit.swap_entry path ({', '.join(frames)})", \
+            params.split_frame
+        return
+    known = set(kernel.locks) | known_locks()
+    for i, lock in enumerate(params.drop_locks):
+        if lock not in known:
+            yield f"drop_locks[{i}]", f"a lock of a kernel profile ({', '.join(sorted(known))})", lock

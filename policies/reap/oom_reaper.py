@@ -1,14 +1,17 @@
-"""Reap policies: who reaps a killed app's memory besides its own exit (docs/design.md §7)."""
+"""The kernel's oom_reaper reaps every killed app (Shakeel Butt's proposal, docs/domain.md §3.4), with one
+kthread or with several."""
 
 from __future__ import annotations
 
 from attrs import field, frozen
 
 from actors.kernel import Kernel
+from actors.lmkd import LmkdReaper
 from actors.oom_reaper import OOM_REAPER_CLASS, OomReaper
 from actors.process import Process
 from actors.runtime import NS_PER_MS, Runtime
 from actors.validators import in_range, non_negative
+from policies.reap import REAP
 
 
 @frozen
@@ -26,21 +29,10 @@ class OomReaperParams:
     parallel_threads: int = field(validator=in_range(1, 64))
 
 
-class Reap:
-    """``none`` or ``process_mrelease``: what LMKD's reaper threads do after the kill."""
-
-    def __init__(self, mrelease: bool) -> None:
-        self.mrelease = mrelease
-
-    def install(self, runtime: Runtime, kernel: Kernel, apps: list[Process]) -> None:
-        """Nothing beyond LMKD's own reaper threads."""
-
-
-class OomReaperReap(Reap):
-    """The kernel's oom_reaper reaps every killed app (Shakeel Butt's proposal, docs/domain.md §3.4)."""
+class OomReaperReap:
+    """Every killed app is queued for the oom_reaper; lmkd's reaper threads only kill and reprioritise."""
 
     def __init__(self, params: OomReaperParams, threads: int) -> None:
-        super().__init__(mrelease=False)
         self.params = params
         self.threads = threads
         self.reaper: OomReaper | None = None
@@ -51,3 +43,17 @@ class OomReaperReap(Reap):
             thread_kw={"policy": "fair", "nice": self.params.nice, "thread_class": OOM_REAPER_CLASS}))
         for app in apps:
             app.watch_kill(reaper.queue)
+
+    async def handle(self, reaper: LmkdReaper, victim: Process) -> None:
+        await reaper.kill(victim)
+        await reaper.reprioritise(victim)
+
+
+@REAP.register("oom_reaper", params=OomReaperParams)
+def oom_reaper(params: OomReaperParams) -> OomReaperReap:
+    return OomReaperReap(params, threads=1)
+
+
+@REAP.register("parallel_oom_reaper", params=OomReaperParams, table="oom_reaper")
+def parallel_oom_reaper(params: OomReaperParams) -> OomReaperReap:
+    return OomReaperReap(params, threads=params.parallel_threads)

@@ -1,4 +1,4 @@
-"""Kill policies: how LMKD's threads kill a victim (docs/design.md §7, axis "how LMKD kills")."""
+"""Write 1 to the app's cgroup.kill instead of signalling its process (docs/domain.md §4.4)."""
 
 from __future__ import annotations
 
@@ -11,17 +11,7 @@ from actors.process import Process
 from actors.runtime import NS_PER_US
 from actors.validators import non_negative
 from actors.work import Compute, Lock, Step, Unlock
-
-
-class SigKill:
-    """pidfd_send_signal(SIGKILL): a short syscall in the killing thread."""
-
-    def __init__(self, signal_ns: int) -> None:
-        self.signal_ns = signal_ns
-
-    def steps(self, victim: Process) -> Iterator[Step]:
-        yield Compute(self.signal_ns, ("pidfd_send_signal",))
-        victim.signal()
+from policies.kill import KILL
 
 
 @frozen
@@ -31,15 +21,16 @@ class CgroupKillParams:
     kill_us: float = field(validator=non_negative)
 
 
+@KILL.register("cgroup_kill", params=CgroupKillParams)
 class CgroupKill:
-    """Write 1 to the app's cgroup.kill: cgroup_kill_write() takes the global cgroup_mutex (docs/domain.md §4.4).
+    """cgroup_kill_write() takes the global cgroup_mutex.
 
     cgroup_mutex is a sleeping lock that every cgroup migration also takes
     (lmkd's own reprioritisation, ActivityManager moving processes), so the
     kill waits behind them when they hold it.
     """
 
-    def __init__(self, params: CgroupKillParams) -> None:
+    def __init__(self, params: CgroupKillParams, *, signal_ns: int = 0) -> None:
         self.kill_ns = round(params.kill_us * NS_PER_US)
 
     def steps(self, victim: Process) -> Iterator[Step]:

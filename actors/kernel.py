@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterator
 from actors.exit_path import (ExitPlans, PathPlan, StepCompiler, SwapRelease, SynchronousRelease, ZapWork, exit_program,
                               reap_program)
 from actors.memory import MM, Memory, allocation
+from actors.messages import WakeKswapd
 from actors.profiles import DeviceCosts, KernelProfile
 from actors.runtime import Actor
 from actors.scheduler import Scheduler, Thread
@@ -35,10 +36,18 @@ class Kernel:
             if spec.scope == "global":
                 scheduler.add_lock(name, spec.kind, self._transfer_ns(name))
         self.plans = ExitPlans(profile, costs)
+        #: kswapd, once assembly connects it; and whether it has been woken and not gone back to sleep
         self.kswapd: Kswapd | None = None
+        self.kswapd_awake = False
         self._compilers: dict[tuple[int, str], StepCompiler] = {}
         #: the swap-release policy (by default the kernel as it is: the zapper frees each entry)
         self.swap_release: SwapRelease = SynchronousRelease()
+
+    def wakeup_kswapd(self) -> None:
+        """mm/vmscan.c wakeup_kswapd(): wake kswapd unless it is awake already (its waitqueue is empty)."""
+        if self.kswapd is not None and not self.kswapd_awake:
+            self.kswapd_awake = True
+            self.scheduler.runtime.post(self.kswapd, WakeKswapd())
 
     def _transfer_ns(self, name: str) -> int:
         return round(self.profile.locks[name].lines * self.costs.cacheline_transfer_ns)
@@ -111,20 +120,15 @@ KSWAPD_CLASS = "kswapd"
 
 
 class Kswapd(Actor):
-    """kswapd: woken when free memory falls below the low watermark, reclaims up to high."""
+    """kswapd: woken when free memory falls below the low watermark (a WakeKswapd), reclaims up to high.
+
+    Assembly connects it: ``kernel.kswapd = kswapd`` and ``memory.on_low = kernel.wakeup_kswapd``."""
 
     def __init__(self, name: str, kernel: Kernel, thread_kw: dict[str, Any]) -> None:
         super().__init__(name)
         self.kernel = kernel
         self.thread: Thread = kernel.scheduler.spawn(name, self, **thread_kw)
-        self._woken = False
-        kernel.kswapd = self
-        kernel.memory.on_low = self.wake
 
-    def wake(self) -> None:
-        if not self._woken:
-            self._woken = True
-            self.send(self, "wake")
 
     def _balance(self) -> Iterator[Step]:
         memory = self.kernel.memory
@@ -144,5 +148,5 @@ class Kswapd(Actor):
             await self.receive()
             self.log("kswapd_wake", free_pages=self.kernel.memory.free)
             await self.kernel.scheduler.execute(self.thread, self._balance())
-            self._woken = False
+            self.kernel.kswapd_awake = False
             self.log("kswapd_sleep", free_pages=self.kernel.memory.free)

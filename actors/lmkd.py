@@ -29,6 +29,7 @@ from attrs import field, frozen
 
 from actors.kernel import Kernel
 from actors.memory import mb_to_pages
+from actors.messages import ProcessExited, PsiEvent, ReapDone, ReapRequest
 from actors.process import Process, process_mrelease
 from actors.runtime import NS_PER_MS, NS_PER_US, Actor
 from actors.scheduler import Thread
@@ -190,13 +191,8 @@ class LmkdReaper(Actor):
         #: pidfd_send_signal()'s cost, for a remedy that sends the signal itself
         self.signal_ns = round(costs.signal_us * NS_PER_US)
         self.reap = reap
-        self.busy = False
         self.esrch = 0
         self.reaps = 0
-
-    def hand(self, victim: Process) -> None:
-        self.busy = True
-        self.send(self, victim)
 
     def _process_mrelease(self, victim: Process) -> Iterator[Step]:
         if (yield from process_mrelease(self.kernel, victim, self.log)):
@@ -224,13 +220,18 @@ class LmkdReaper(Actor):
 
     async def main(self) -> None:
         while True:
-            victim: Process = await self.receive()
-            await self.reap.handle(self, victim)
-            self.busy = False
+            request: ReapRequest = await self.receive()
+            await self.reap.handle(self, request.victim)
+            if request.reply_to is not None:
+                self.send(request.reply_to, ReapDone(self, request.victim.pid))
 
 
 class Lmkd(Actor):
-    """lmkd's main thread. ``on_kill(victim, reason, min_adj, via)`` reports each kill decision."""
+    """lmkd's main thread. ``on_kill(victim, reason, min_adj, via)`` reports each kill decision.
+
+    It learns everything from its mailbox: PSI events from the psi monitor, a reaper's ReapDone (it is
+    free again), a victim's ProcessExited. :meth:`_take` folds each message into lmkd's state, whichever
+    wait it arrives in."""
 
     def __init__(self, name: str, kernel: Kernel, apps: list[Process], *, props: LmkdProps, costs: LmkdCosts,
                  thread_kw: dict[str, Any], kill_method: KillMethod, reapers: list[LmkdReaper],
@@ -249,15 +250,38 @@ class Lmkd(Actor):
         self.short_ns = round(props.poll_period_short_ms * NS_PER_MS)
         self.long_ns = round(props.poll_period_long_ms * NS_PER_MS)
         self.kill_timeout_ns = round(props.kill_timeout_ms * NS_PER_MS)
-        self._token = 0
+        #: reapers that told lmkd they are free (all, at first)
+        self._idle: set[LmkdReaper] = set(reapers)
+        #: PSI events received and not yet acted on (the last one's trigger)
+        self._psi: list[str] = []
+        self._exited: set[int] = set()
         self._critical = False
         self.cycles = 0
         self.kills = 0
         self.kill_timeouts = 0
 
-    def psi_event(self, trigger: str) -> None:
-        """A PSI trigger fired (``medium`` or ``critical``)."""
-        self.send(self, ("psi", trigger))
+    def _take(self, message: PsiEvent | ReapDone | ProcessExited) -> None:
+        if type(message) is PsiEvent:
+            self._psi.append(message.trigger)
+            if message.trigger == "critical":
+                self._critical = True
+        elif type(message) is ReapDone:
+            self._idle.add(message.reaper)
+        elif type(message) is ProcessExited:
+            self._exited.add(message.pid)
+        else:
+            raise TypeError(f"lmkd: unexpected message {message!r}")
+
+    async def _wait(self, timeout_ns: int, until: Callable[[], bool]) -> bool:
+        """Take messages until ``until()`` holds (True), or ``timeout_ns`` passes first (False)."""
+        deadline = self.now + timeout_ns
+        while True:
+            message = await self.receive(until_ns=deadline)
+            if message is None:
+                return False
+            self._take(message)
+            if until():
+                return True
 
     def _state(self) -> MemoryState:
         mem = self.kernel.memory
@@ -268,24 +292,12 @@ class Lmkd(Actor):
         mem = self.kernel.memory
         return swap_is_low(mem.swap_total - mem.swap_used, mem.swap_total, self.props.swap_free_low_percentage)
 
-    async def _wait(self, timeout_ns: int, until: Callable[[tuple[Any, ...]], bool]) -> tuple[Any, ...] | None:
-        """The first message ``until`` accepts, or None when ``timeout_ns`` passes first.
-
-        A critical PSI event seen meanwhile is remembered for the next cycle.
-        """
-        self._token += 1
-        token = self._token
-        self.send(self, ("timer", token), timeout_ns)
-        while True:
-            msg = await self.receive()
-            if msg[0] == "timer":
-                if msg[1] == token:
-                    return None
-                continue
-            if msg[0] == "psi" and msg[1] == "critical":
-                self._critical = True
-            if until(msg):
-                return msg
+    def _free_reaper(self) -> LmkdReaper | None:
+        """The first reaper that is free, after taking the messages already delivered (a reaper that finished
+        while lmkd was deciding has said so)."""
+        while (message := self.poll()) is not None:
+            self._take(message)
+        return next((r for r in self.reapers if r in self._idle), None)
 
     async def _cycle(self, after_kill: bool) -> bool:
         """One poll: read state, maybe kill one process and wait for it. True if it killed."""
@@ -306,7 +318,7 @@ class Lmkd(Actor):
             self.log("lmkd_no_victim", reason=reason, min_adj=min_adj)
             return False
         await sched.execute(self.thread, [Compute(self.kill_ns, ("lmkd", "find_and_kill_process"))])
-        reaper = next((r for r in self.reapers if not r.busy), None)
+        reaper = self._free_reaper()
         self.kills += 1
         via = reaper.name if reaper is not None else self.name
         self.log("lmkd_kill", pid=victim.pid, victim=victim.name, adj=victim.adj, reason=reason, min_adj=min_adj,
@@ -314,28 +326,28 @@ class Lmkd(Actor):
         if self.on_kill is not None:
             self.on_kill(victim, reason, min_adj, via)
         if reaper is not None:
-            reaper.hand(victim)
+            self._idle.discard(reaper)
+            self.send(reaper, ReapRequest(victim, self))
         else:
             await sched.execute(self.thread, self.kill_method.steps(victim))
-        victim.watch_exit(lambda proc: self.send(self, ("exited", proc.pid)))
+        victim.notify_exit(self)
         if victim.exited_at is None:
-            died = await self._wait(self.kill_timeout_ns, lambda msg: msg == ("exited", victim.pid))
-            if died is None:
+            if not await self._wait(self.kill_timeout_ns, lambda: victim.pid in self._exited):
                 self.kill_timeouts += 1
         return True
 
     async def main(self) -> None:
         while True:
-            msg = await self.receive()
-            if msg[0] != "psi":
-                continue  # a stale timer or a death noticed after its wait
-            if msg[1] == "critical":
-                self._critical = True
-            self.log("lmkd_poll_start", trigger=msg[1])
+            while not self._psi:
+                self._take(await self.receive())
+            trigger = self._psi.pop()
+            self._psi.clear()
+            self.log("lmkd_poll_start", trigger=trigger)
             polling_until = self.now + self.window_ns
             killing = False
             after_kill = False
             while True:
+                self._psi.clear()
                 after_kill = await self._cycle(after_kill)
                 if after_kill:
                     killing = True
@@ -347,5 +359,5 @@ class Lmkd(Actor):
                     self.log("lmkd_poll_stop", cycles=self.cycles, kills=self.kills)
                     break
                 period = self.short_ns if killing or self._swap_low() else self.long_ns
-                if await self._wait(period, lambda msg: msg[0] == "psi") is not None:
+                if await self._wait(period, lambda: bool(self._psi)):
                     polling_until = self.now + self.window_ns

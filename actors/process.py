@@ -14,6 +14,7 @@ from typing import Any, Callable, Generator, Iterator
 from actors.exit_path import ZapWork
 from actors.kernel import Kernel
 from actors.memory import MM
+from actors.messages import ProcessExited, SignalWakeUp
 from actors.runtime import Actor
 from actors.scheduler import Scheduler, Thread
 from actors.work import Compute, Marker, Step
@@ -78,6 +79,14 @@ class Process(Actor):
         """Call ``fn(process)`` when all its anon memory and swap are freed (possibly after its exit)."""
         self._freed_watchers.append(fn)
 
+    def notify_exit(self, actor: Actor) -> None:
+        """Send ``actor`` a ProcessExited when the process has exited (now, if it already has): a pidfd
+        that becomes readable."""
+        if self.exited_at is not None:
+            self.send(actor, ProcessExited(self.pid))
+        else:
+            self._exit_watchers.append(lambda proc: proc.send(actor, ProcessExited(proc.pid)))
+
     def watch_exit(self, fn: Callable[["Process"], None]) -> None:
         """Call ``fn(process)`` when the process has exited (at once if it already has)."""
         if self.exited_at is not None:
@@ -103,7 +112,7 @@ class Process(Actor):
         if self.exit_class is not None:
             sched.reconfigure(self.thread, thread_class=self.exit_class)
         sched.interrupt(self.thread)
-        self.send(self, "SIGKILL")
+        self.runtime.post(self, SignalWakeUp())  # a process waiting for work wakes to exit
         for fn in self._kill_watchers:
             fn(self)
 

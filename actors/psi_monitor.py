@@ -9,11 +9,12 @@ window; so does this monitor, from the :class:`actors.memory.Psi` totals.
 from __future__ import annotations
 
 import collections
-from typing import Callable, Literal
+from typing import Literal
 
 from attrs import frozen
 
 from actors.memory import Psi
+from actors.messages import PsiEvent
 from actors.runtime import Actor
 
 SAMPLES_PER_WINDOW = 10
@@ -28,11 +29,11 @@ class PsiTrigger:
 
 
 class PsiMonitor(Actor):
-    """Calls ``on_event(trigger_name)`` when a trigger fires."""
+    """Sends ``notify`` a PsiEvent when a trigger fires (the poll() on the trigger's fd returning)."""
 
     passive = True
 
-    def __init__(self, name: str, psi: Psi, triggers: list[PsiTrigger], on_event: Callable[[str], None]) -> None:
+    def __init__(self, name: str, psi: Psi, triggers: list[PsiTrigger], notify: Actor) -> None:
         super().__init__(name)
         if not triggers:
             raise ValueError(f"{name}: needs at least one trigger")
@@ -41,7 +42,7 @@ class PsiMonitor(Actor):
                 raise ValueError(f"{name}: trigger {trig.name}: expected 0 < threshold <= window")
         self.psi = psi
         self.triggers = triggers
-        self.on_event = on_event
+        self.notify = notify
         self.period_ns = min(t.window_ns for t in triggers) // SAMPLES_PER_WINDOW
         self._history = {t.name: collections.deque() for t in triggers}
         self._last_fired = {t.name: None for t in triggers}
@@ -65,5 +66,5 @@ class PsiMonitor(Actor):
                 self._last_fired[trig.name] = now
                 self.fired[trig.name] += 1
                 self.log("psi_event", trigger=trig.name, stall_kind=trig.kind, growth_ns=growth)
-                self.on_event(trig.name)
+                self.send(self.notify, PsiEvent(trig.name))
         self.runtime.at(now + self.period_ns, self._sample)

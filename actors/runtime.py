@@ -69,6 +69,15 @@ def _abort_ok(_raise_cancel: Any) -> Abort:
     return Abort.SUCCEEDED
 
 
+class _Expired:
+    """The deadline of a receive passed (a runtime message, never returned to the actor)."""
+
+    __slots__ = ("token",)
+
+    def __init__(self, token: int) -> None:
+        self.token = token
+
+
 class Actor:
     """A named participant of the simulated world.
 
@@ -87,6 +96,9 @@ class Actor:
         self._receiving = False
         self._inbox_send: trio.MemorySendChannel[Any] | None = None
         self._inbox_recv: trio.MemoryReceiveChannel[Any] | None = None
+        #: the virtual time a receive is waiting until, and the token of its expiry event
+        self._deadline: int | None = None
+        self._deadline_token = 0
         self.rng: random.Random | None = None
 
     # -- hooks -------------------------------------------------------------
@@ -109,18 +121,40 @@ class Actor:
         rt.events.emit(category, rt.now, self.name, event, **fields)
 
     def send(self, to: "Actor", message: Any, delay_ns: int = 0) -> None:
-        """Post ``message`` to ``to``'s mailbox, delivered ``delay_ns`` from now."""
-        self.runtime.at(self.runtime.now + delay_ns, self.runtime._deliver, (to, message))
+        """Post ``message`` to ``to``'s mailbox, delivered ``delay_ns`` from now (as an event: after the
+        current one)."""
+        self.runtime.post(to, message, delay_ns)
 
-    async def receive(self) -> Any:
-        """The next message in this actor's mailbox, waiting if it is empty."""
-        try:
-            return self._inbox_recv.receive_nowait()
-        except trio.WouldBlock:
-            pass
-        self._receiving = True
-        self.runtime._deactivate()
-        return await self._inbox_recv.receive()
+    async def receive(self, until_ns: int | None = None) -> Any:
+        """The next message in this actor's mailbox, waiting if it is empty; with ``until_ns``, None once
+        virtual time reaches it first. Successive calls with the same ``until_ns`` are one wait."""
+        if until_ns is not None and until_ns != self._deadline:
+            self._deadline = until_ns
+            self._deadline_token += 1
+            self.runtime.at(until_ns, self.runtime._expire, (self, self._deadline_token))
+        while True:
+            try:
+                message = self._inbox_recv.receive_nowait()
+            except trio.WouldBlock:
+                self._receiving = True
+                self.runtime._deactivate()
+                message = await self._inbox_recv.receive()
+            if type(message) is not _Expired:
+                return message
+            if until_ns is not None and message.token == self._deadline_token:
+                self._deadline = None
+                return None
+            # the deadline of a wait that a message ended: nothing to do
+
+    def poll(self) -> Any:
+        """The next message in this actor's mailbox, or None if it is empty (never waits)."""
+        while True:
+            try:
+                message = self._inbox_recv.receive_nowait()
+            except trio.WouldBlock:
+                return None
+            if type(message) is not _Expired:
+                return message
 
     async def sleep_until(self, t_ns: int) -> None:
         rt = self.runtime
@@ -179,6 +213,15 @@ class Runtime:
         """The event heap and its sequence counter, for a hot path that pushes ``(t, next(seq), fn, arg)``
         itself (skipping :meth:`at`'s check that ``t`` is not in the past)."""
         return self._heap, self._seq
+
+    def post(self, to: Actor, message: Any, delay_ns: int = 0) -> None:
+        """Deliver ``message`` to ``to``'s mailbox ``delay_ns`` from now, as an event (from an actor:
+        :meth:`Actor.send`; from a test or the kernel's own code, such as a signal's delivery)."""
+        heapq.heappush(self._heap, (self.now + delay_ns, next(self._seq), self._deliver, (to, message)))
+
+    def _expire(self, arg: tuple[Actor, int]) -> None:
+        actor, token = arg
+        self._deliver((actor, _Expired(token)))
 
     def wake(self, actor: Actor, value: Any = None) -> None:
         """Resume a parked actor with ``value``, as an event at the current instant."""

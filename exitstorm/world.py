@@ -13,16 +13,16 @@ from actors.camera import CameraLaunch
 from actors.cgroup import CgroupMigrations
 from actors.cpuload import CpuLoad, bursts
 from actors.events import EventLog
-from actors.kernel import KSWAPD_CLASS, Kernel, Kswapd
+from actors.device import build_device
 from actors.lmkd import CGROUP_MUTEX, Lmkd, LmkdReaper
-from actors.memory import MM, PAGES_PER_MB, Memory, mb_to_pages, zram_pages
+from actors.memory import MM, PAGES_PER_MB, mb_to_pages, zram_pages
 from actors.periodic import PeriodicThread
 from actors.pool_poller import PoolPoller
 from actors.process import KillSender, MreleaseReapers, Process, SimultaneousKill
 from actors.psi_monitor import PsiMonitor, PsiTrigger
 from actors.runtime import NS_PER_MS, NS_PER_S, NS_PER_US, Runtime, stream_seed
 from actors.sampler import Sampler
-from actors.scheduler import CoreSpec, Scheduler, SchedTunables, Thread
+from actors.scheduler import CoreSpec, SchedTunables, Thread
 from actors.timeline import Timeline
 from exitstorm.config import AppBand, Apps, Device, Experiment, SystemMemory, ThreadSpec, Uniform
 from exitstorm.histograms import LatencyRecorder
@@ -136,18 +136,14 @@ class World:
                                  preempt=build.preempt if build.preempt is not None else ks.preempt,
                                  tick_ns=NS_PER_S // hz,
                                  busy_balance_ns=round(ks.balance_ms_per_cpu * dev.ncpus * ks.busy_factor * NS_PER_MS))
-        self.scheduler = self.runtime.add(
-            Scheduler("scheduler", core_specs(dev), tunables, on_delay=self._on_delay, timeline=self.timeline)
-        )
+        device = build_device(
+            self.runtime, core_specs(dev), tunables, total_pages=mb_to_pages(dev.memory.total_mb),
+            kernel_pages=mb_to_pages(dev.memory.kernel_mb), watermark_scale_factor=dev.memory.watermark_scale_factor,
+            zram_pages=mb_to_pages(dev.memory.zram_disksize_mb), profile=exp.kernel.profile, costs=dev.costs,
+            kswapd_thread={"policy": "fair", "nice": exp.kernel.kswapd.nice, "cpus": list(range(dev.ncpus))},
+            on_delay=self._on_delay, timeline=self.timeline)
+        self.scheduler, self.memory, self.kernel = device.scheduler, device.memory, device.kernel
         self.scheduler.draw_phases()
-        self.memory = Memory(
-            mb_to_pages(dev.memory.total_mb), mb_to_pages(dev.memory.kernel_mb),
-            dev.memory.watermark_scale_factor, mb_to_pages(dev.memory.zram_disksize_mb), self.scheduler,
-        )
-        self.kernel = Kernel(self.scheduler, self.memory, exp.kernel.profile, dev.costs)
-        all_cpus = list(range(dev.ncpus))
-        self.runtime.add(Kswapd("kswapd0", self.kernel, {
-            "policy": "fair", "nice": exp.kernel.kswapd.nice, "cpus": all_cpus, "thread_class": KSWAPD_CLASS}))
         self.frames: dict[str, FrameStats] = {}
         for spec in sc.periodic:
             stats = self.frames[spec.name] = FrameStats(
@@ -343,7 +339,7 @@ class World:
         self.runtime.add(PsiMonitor("psi_monitor", self.memory.psi, [
             PsiTrigger("medium", "some", round(props.psi_partial_stall_ms * NS_PER_MS), window),
             PsiTrigger("critical", "full", round(props.psi_complete_stall_ms * NS_PER_MS), window),
-        ], lmkd.psi_event))
+        ], lmkd))
 
     def _memory_sample(self) -> MemorySample:
         mem = self.memory

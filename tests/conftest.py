@@ -10,8 +10,8 @@ from typing import Any, Iterable
 
 import pytest
 
-from actors.kernel import Kernel, Kswapd
-from actors.memory import MM, Memory, mb_to_pages
+from actors.device import build_device
+from actors.memory import MM, mb_to_pages
 from actors.process import Process
 from actors.profiles import DeviceCosts
 from actors.runtime import Runtime
@@ -89,15 +89,17 @@ class Bench:
 
 
 class KernelWorld:
-    """A runtime, a scheduler of equal cores, memory, the swap_table kernel and kswapd."""
+    """A runtime and a device (exitstorm's own assembly) of equal cores, memory, the swap_table kernel and,
+    unless ``kswapd=False``, kswapd."""
 
     def __init__(self, total_mb: float = 1024, kernel_mb: float = 64, cores: int = 2,
-                 costs: DeviceCosts = COSTS, end_ns: int | None = None) -> None:
+                 costs: DeviceCosts = COSTS, end_ns: int | None = None, kswapd: bool = True) -> None:
         self.rt = Runtime(seed=1, end_ns=end_ns)
-        self.sched = self.rt.add(Scheduler("cpu", [CoreSpec(1.0)] * cores, SchedTunables(700_000, "log", True, True)))
-        self.mem = Memory(mb_to_pages(total_mb), mb_to_pages(kernel_mb), 10, mb_to_pages(4096), self.sched)
-        self.kernel = Kernel(self.sched, self.mem, PROFILE, costs)
-        self.kswapd = self.rt.add(Kswapd("kswapd0", self.kernel, FAIR))
+        device = build_device(self.rt, [CoreSpec(1.0)] * cores, SchedTunables(700_000, "log", True, True),
+                              total_pages=mb_to_pages(total_mb), kernel_pages=mb_to_pages(kernel_mb),
+                              watermark_scale_factor=10, zram_pages=mb_to_pages(4096), profile=PROFILE, costs=costs,
+                              kswapd_thread=FAIR if kswapd else None, scheduler_name="cpu")
+        self.sched, self.mem, self.kernel, self.kswapd = device.scheduler, device.memory, device.kernel, device.kswapd
 
     def process(self, pid: int, anon: int = 0, file: int = 0, swap: int = 0, adj: int = 0,
                 thread_kw: dict[str, Any] = FAIR, **kw: Any) -> Process:

@@ -18,8 +18,7 @@ async def test_launch_allocates_then_the_preview_runs_and_a_fifo_hog_makes_two_f
     # one core; allocating 1000 pages at 1 µs each takes 1..2 ms; the preview (4 ms every 10 ms)
     # starts at 2 ms: frames release at 2, 12, 22, 32, 42, 52. A FIFO thread runs 20..35 ms:
     # frame 2 (due 32) runs 35..39, 7 ms late; frame 3 (due 42) runs 39..43, 1 ms late.
-    w = KernelWorld(cores=1, costs=attrs.evolve(COSTS, alloc_page_ns=1000), end_ns=60 * MS)
-    w.mem.on_low = None
+    w = KernelWorld(cores=1, costs=attrs.evolve(COSTS, alloc_page_ns=1000), end_ns=60 * MS, kswapd=False)
     mm = MM(5000, "camera", 1.0)
     w.kernel.add_mm(mm, anon=0, file=0, swap=0)
     stats = FrameStats("preview", 10 * MS, 1000 * MS, lambda *a, **k: None)
@@ -41,8 +40,7 @@ async def test_launch_allocates_then_the_preview_runs_and_a_fifo_hog_makes_two_f
 
 
 async def test_a_launch_split_over_threads_and_steps_allocates_exactly_the_total() -> None:
-    w = KernelWorld(cores=2, end_ns=100 * MS)
-    w.mem.on_low = None
+    w = KernelWorld(cores=2, end_ns=100 * MS, kswapd=False)
     mm = MM(5000, "camera", 1.0)
     w.kernel.add_mm(mm, anon=0, file=0, swap=0)
     preview = w.rt.add(PeriodicThread("preview", w.sched, period_ns=10 * MS, budget_ns=1 * MS, start_ns=None,

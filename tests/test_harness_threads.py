@@ -37,8 +37,7 @@ async def test_reads_every_interval_until_the_target_and_takes_its_cpu_from_a_fa
 async def test_the_sender_kills_back_to_back_from_its_core_and_then_starts_what_follows() -> None:
     # two cores, each running a fair hog; the sender (last on core 0) wakes at 1 ms, preempts the hog there
     # and sends two SIGKILLs of 10 us each: at 1.01 and 1.02 ms, when on_sent() runs too
-    w = KernelWorld(cores=2)
-    w.mem.on_low = None
+    w = KernelWorld(cores=2, kswapd=False)
     victims = [w.process(pid, anon=100) for pid in (7, 8)]
     sent = []
     sender = w.rt.add(KillSender("sender", w.sched, victims, 1 * MS, 10_000,

@@ -8,6 +8,8 @@ from actors.lmkd import (CGROUP_MUTEX, Lmkd, LmkdCosts, LmkdProps, LmkdReaper, M
                          minfree_kill_decision, psi_kill_decision)
 from actors.memory import PAGES_PER_MB
 from actors.psi_monitor import PsiMonitor, PsiTrigger
+from actors.messages import PsiEvent
+from actors.runtime import Actor
 from policies.kill.sigkill import SigKill
 from policies.reap.process_mrelease import ProcessMrelease
 
@@ -66,8 +68,7 @@ def test_victims_highest_adj_first_then_oldest_or_heaviest() -> None:
 
 def paced_world(exit_fixed_ms: float, reapers: int = 0, set_prio_ms: float = 0):
     """free between min and low, no kswapd; each exit costs ``exit_fixed_ms`` of CPU."""
-    w = KernelWorld(cores=4, costs=attrs.evolve(COSTS, exit_fixed_ns=round(exit_fixed_ms * MS)), end_ns=2000 * MS)
-    w.mem.on_low = None
+    w = KernelWorld(cores=4, costs=attrs.evolve(COSTS, exit_fixed_ns=round(exit_fixed_ms * MS)), end_ns=2000 * MS, kswapd=False)
     hog = w.process(1, anon=w.mem.free - (w.mem.wmark_min + w.mem.wmark_low) // 2, adj=-900)
     w.sched.add_lock(CGROUP_MUTEX, "mutex")
     cached = {**FAIR, "nice": 10, "cpus": [0]}
@@ -83,7 +84,7 @@ def paced_world(exit_fixed_ms: float, reapers: int = 0, set_prio_ms: float = 0):
                          thread_kw={"policy": "fifo", "prio": 1, "thread_class": "lmkd"}, kill_method=SigKill(signal_ns=0),
                          reapers=rs,
                          on_kill=lambda v, reason, adj, via: kills.append((v.pid, reason))))
-    w.rt.at(0, lambda _: lmkd.psi_event("medium"))
+    w.rt.at(0, lambda _: w.rt.post(lmkd, PsiEvent("medium")))
     return w, apps, lmkd, kills
 
 
@@ -118,12 +119,25 @@ async def test_kills_go_through_free_reapers_and_fall_back_to_the_main_thread() 
     assert sum(r.reaps + r.esrch for r in lmkd.reapers) == 3 and apps[1].zap.reaped == [0, 0]
 
 
+class Inbox(Actor):
+    """Records (time, trigger) of each PsiEvent it receives."""
+
+    def __init__(self, name: str, seen: list[tuple[int, str]]) -> None:
+        super().__init__(name)
+        self.seen = seen
+
+    async def main(self) -> None:
+        while True:
+            event: PsiEvent = await self.receive()
+            self.seen.append((self.now, event.trigger))
+
+
 async def test_psi_trigger_fires_when_stall_growth_reaches_the_threshold_once_per_window() -> None:
     w = KernelWorld(end_ns=2500 * MS)
     psi = w.mem.psi
     events: list[tuple[int, str]] = []
     mon = w.rt.add(PsiMonitor("psi", psi, [PsiTrigger("medium", "some", 70 * MS, 1000 * MS)],
-                              lambda name: events.append((w.rt.now, name))))
+                              w.rt.add(Inbox("lmkd", events))))
     for start, end in [(0, 80), (200, 260), (1150, 1230)]:
         w.rt.at(start * MS, lambda _: psi.enter())
         w.rt.at(end * MS, lambda _: psi.leave())

@@ -10,11 +10,11 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actors.kernel import Kernel, Kswapd
-from actors.memory import MM, Memory, MemoryAccountingError, mb_to_pages, watermarks
+from actors.device import build_device
+from actors.memory import MM, MemoryAccountingError, mb_to_pages, watermarks
 from actors.process import Process, SimultaneousKill
 from actors.runtime import Actor, Runtime
-from actors.scheduler import CoreSpec, Scheduler, SchedTunables
+from actors.scheduler import CoreSpec, SchedTunables
 from exitstorm.config import Kernel as KernelConfig
 from exitstorm.schema import structure
 
@@ -86,8 +86,7 @@ async def test_kswapd_wakes_below_low_and_stops_at_high() -> None:
 
 
 async def test_no_direct_reclaim_while_allocations_stay_above_min() -> None:
-    w, fg = tight_world(costs=attrs.evolve(COSTS, alloc_page_ns=1000))
-    w.mem.on_low = None  # no kswapd: only the allocator could reclaim
+    w, fg = tight_world(costs=attrs.evolve(COSTS, alloc_page_ns=1000), kswapd=False)  # only the allocator reclaims
     above_min = w.mem.free - w.mem.wmark_min - 64
     a = w.rt.add(Allocator(w, fg, above_min))
     await w.rt.run()
@@ -97,8 +96,7 @@ async def test_no_direct_reclaim_while_allocations_stay_above_min() -> None:
 
 
 async def test_direct_reclaim_when_an_allocation_would_cross_min() -> None:
-    w, fg = tight_world()
-    w.mem.on_low = None
+    w, fg = tight_world(kswapd=False)
     beyond = w.mem.free - w.mem.wmark_min + 4096
     a = w.rt.add(Allocator(w, fg, beyond))
     await w.rt.run()
@@ -131,10 +129,11 @@ def test_storms_return_all_memory_and_conserve_cpu_time(kernel: str, cores: int,
     profile = KERNELS[kernel]
     profile = attrs.evolve(profile, exit=attrs.evolve(profile.exit, chunk_entries=chunk))
     rt = Runtime(seed=3)
-    sched = rt.add(Scheduler("cpu", [CoreSpec(1.0)] * cores, SchedTunables(700_000, "log", True, True)))
-    mem = Memory(mb_to_pages(1024), mb_to_pages(64), 10, mb_to_pages(1024), sched)
-    k = Kernel(sched, mem, profile, COSTS)
-    rt.add(Kswapd("kswapd0", k, FAIR))
+    device = build_device(rt, [CoreSpec(1.0)] * cores, SchedTunables(700_000, "log", True, True),
+                          total_pages=mb_to_pages(1024), kernel_pages=mb_to_pages(64), watermark_scale_factor=10,
+                          zram_pages=mb_to_pages(1024), profile=profile, costs=COSTS, kswapd_thread=FAIR,
+                          scheduler_name="cpu")
+    sched, mem, k = device.scheduler, device.memory, device.kernel
     free0 = mem.free
     victims = []
     for i, (anon, file, swap, kill_at) in enumerate(procs):

@@ -30,8 +30,7 @@ DEFERRED = DeferredParams(split_frame="zs_free", handoff_frame="zs_free_deferred
 
 
 def exit_world(policy: str, params=None, hog_below: str | None = None):
-    w = KernelWorld(cores=2, costs=NO_TRANSFERS)
-    w.mem.on_low = None
+    w = KernelWorld(cores=2, costs=NO_TRANSFERS, kswapd=False)
     release = SWAP_RELEASE.build(policy, params)
     release.install(w.rt, w.kernel)
     w.kernel.swap_release = release
@@ -115,8 +114,7 @@ async def test_cgroup_kill_waits_for_cgroup_mutex_and_sigkill_does_not() -> None
 
 
 async def test_oom_reaper_policy_queues_every_killed_app() -> None:
-    w = KernelWorld(cores=4, costs=NO_TRANSFERS)
-    w.mem.on_low = None
+    w = KernelWorld(cores=4, costs=NO_TRANSFERS, kswapd=False)
     apps = [w.process(7 + i, **SIZES) for i in range(3)]
     reap = REAP.build("parallel_oom_reaper", OomReaperParams(delay_ms=0, nice=0, parallel_threads=3))
     reap.install(w.rt, w.kernel, apps)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import attrs
 
 from actors.lmkd import CGROUP_MUTEX, LmkdCosts, LmkdReaper
+from actors.messages import ReapRequest
 from actors.oom_reaper import OomReaper
 from actors.process import SimultaneousKill
 from actors.runtime import Actor
@@ -35,8 +36,7 @@ class Mrelease(Actor):
 
 
 async def storm(reap: bool):
-    w = KernelWorld(cores=2, costs=NO_TRANSFERS)
-    w.mem.on_low = None
+    w = KernelWorld(cores=2, costs=NO_TRANSFERS, kswapd=False)
     victim = w.process(7, **SIZES)
     w.rt.add(SimultaneousKill("kill", [victim], 1 * MS))
     reaper = w.rt.add(Mrelease(w, victim, 1 * MS)) if reap else None
@@ -76,25 +76,23 @@ def lmkd_reaper(w: KernelWorld, reap: str = "process_mrelease") -> LmkdReaper:
 
 
 async def test_lmkd_reaper_kills_reprioritises_and_reaps() -> None:
-    w = KernelWorld(cores=2)
-    w.mem.on_low = None
+    w = KernelWorld(cores=2, kswapd=False)
     victim = w.process(7, **SIZES, thread_kw={**FAIR, "nice": 10, "cpus": [0]})
     reaper = lmkd_reaper(w)
-    w.rt.at(1 * MS, lambda _: reaper.hand(victim))
+    w.rt.at(1 * MS, lambda _: w.rt.post(reaper, ReapRequest(victim, None)))
     await w.rt.run()
     assert victim.killed_at == 1 * MS + 10_000  # after the reaper's pidfd_send_signal
     assert victim.thread.mask == 0b10 and victim.thread.weight == 1024
-    assert reaper.reaps == 1 and reaper.esrch == 0 and not reaper.busy
+    assert reaper.reaps == 1 and reaper.esrch == 0
     assert victim.zap.reaped[1] > 0
 
 
 async def test_process_mrelease_after_exit_mm_fails_with_esrch() -> None:
-    w = KernelWorld(cores=2)
-    w.mem.on_low = None
+    w = KernelWorld(cores=2, kswapd=False)
     victim = w.process(7, **SIZES)
     w.rt.add(SimultaneousKill("kill", [victim], 0))
     reaper = lmkd_reaper(w)
-    w.rt.at(2 * MS, lambda _: reaper.hand(victim))  # the exit passed exit_mm at 0.15 ms
+    w.rt.at(2 * MS, lambda _: w.rt.post(reaper, ReapRequest(victim, None)))  # the exit passed exit_mm at 0.15 ms
     await w.rt.run()
     assert victim.zap.mm_detached and victim.exited_at > 2 * MS
     assert reaper.esrch == 1 and reaper.reaps == 0 and victim.zap.reaped == [0, 0]
@@ -102,8 +100,7 @@ async def test_process_mrelease_after_exit_mm_fails_with_esrch() -> None:
 
 
 async def oom_reaper_storm(delay_ms: float, threads: int = 1, victims: int = 1):
-    w = KernelWorld(cores=4, costs=NO_TRANSFERS)
-    w.mem.on_low = None
+    w = KernelWorld(cores=4, costs=NO_TRANSFERS, kswapd=False)
     procs = [w.process(7 + i, **SIZES) for i in range(victims)]
     oom = w.rt.add(OomReaper("oom_reaper", w.kernel, threads=threads, delay_ns=round(delay_ms * MS),
                              thread_kw=FAIR))
@@ -154,14 +151,13 @@ async def test_workqueue_runs_at_most_max_active_items_at_once_in_fifo_order() -
 
 
 async def test_without_process_mrelease_the_reaper_only_kills_and_reprioritises() -> None:
-    w = KernelWorld(cores=2)
-    w.mem.on_low = None
+    w = KernelWorld(cores=2, kswapd=False)
     victim = w.process(7, **SIZES, thread_kw={**FAIR, "nice": 10, "cpus": [0]})
     reaper = lmkd_reaper(w, reap="none")
-    w.rt.at(1 * MS, lambda _: reaper.hand(victim))
+    w.rt.at(1 * MS, lambda _: w.rt.post(reaper, ReapRequest(victim, None)))
     await w.rt.run()
     assert victim.exited_at is not None and victim.zap.reaped == [0, 0]
-    assert victim.thread.mask == 0b10 and reaper.reaps == 0 and not reaper.busy
+    assert victim.thread.mask == 0b10 and reaper.reaps == 0
 
 
 async def test_reap_kill_reaps_where_a_cgroup_move_before_process_mrelease_comes_too_late() -> None:
@@ -170,14 +166,13 @@ async def test_reap_kill_reaps_where_a_cgroup_move_before_process_mrelease_comes
     its kill), and process_mrelease then fails with ESRCH."""
     reaped = {}
     for reap in ("process_mrelease", "process_mrelease_reap_kill"):
-        w = KernelWorld(cores=3)
-        w.mem.on_low = None
+        w = KernelWorld(cores=3, kswapd=False)
         victim = w.process(7, **SIZES, thread_kw={**FAIR, "cpus": [0]})
         reaper = lmkd_reaper(w, reap=reap)
         migrator = w.sched.spawn("migrator", None, **{**FAIR, "cpus": [2]})
         w.rt.at(0, lambda _, w=w, m=migrator: w.sched.submit(m, [Lock(CGROUP_MUTEX), Compute(5 * MS),
                                                                  Unlock(CGROUP_MUTEX)]))
-        w.rt.at(1 * MS, lambda _, r=reaper, v=victim: r.hand(v))
+        w.rt.at(1 * MS, lambda _, w=w, r=reaper, v=victim: w.rt.post(r, ReapRequest(v, None)))
         await w.rt.run()
         assert victim.killed_at == 1 * MS + 10_000  # the same signal cost, sent by the syscall or before it
         reaped[reap] = (reaper.reaps, reaper.esrch, victim.zap.reaped[1], victim.freed_at)

@@ -38,7 +38,7 @@ from attrs import asdict, frozen
 
 from actors.memory import PAGES_PER_MB
 from actors.runtime import NS_PER_MS
-from exitstorm.config import Device, load_device, load_experiment
+from exitstorm.config import DeviceConfig, load_device, load_experiment
 from exitstorm.results import write_whole
 from exitstorm.schema import ConfigError
 from exitstorm.validate import DEFAULT_SCENARIO, Cell, harness_sampling, sim_seeds, simulate
@@ -231,7 +231,7 @@ def compress_page_ns(timings: Iterable[ExitTiming]) -> int:
 
 
 def profile_toml(name: str, fit: ExitFit, measured: dict[str, int], cores: int, memory: dict[str, int],
-                 points: Sequence[tuple[float, float, float]], source: str, base: Device, base_path: Path,
+                 points: Sequence[tuple[float, float, float]], source: str, base: DeviceConfig, base_path: Path,
                  build: dict[str, int | str | None], contention: StormFit | None = None) -> str:
     """The device profile, in the form of configs/devices/*.toml, saying where each figure comes from.
 

@@ -18,17 +18,18 @@ from exitstorm.schema import ConfigError
 from policies import AXES
 
 if TYPE_CHECKING:
-    from exitstorm.config import Kernel, ScenarioConfig
+    from exitstorm.config import KernelConfig, ScenarioConfig
 
 
-def check_coherent(sc: ScenarioConfig, kernel: Kernel, source: str, kernel_locks: Callable[[], set[str]]) -> None:
+def check_coherent(sc: ScenarioConfig, kernel: KernelConfig, source: str,
+                   kernel_locks: Callable[[], set[str]]) -> None:
     """Refuse, in one line naming ``source`` and the key, what would make a run of ``sc`` on ``kernel``
     meaningless. ``kernel_locks()`` is every lock the kernel profiles beside ``kernel`` declare."""
     for key, expected, got in _incoherent(sc, kernel, kernel_locks):
         raise ConfigError(f"{source}: {key}: expected {expected}, got {got!r}")
 
 
-def _incoherent(sc: ScenarioConfig, kernel: Kernel,
+def _incoherent(sc: ScenarioConfig, kernel: KernelConfig,
                 kernel_locks: Callable[[], set[str]]) -> Iterator[tuple[str, str, object]]:
     run = sc.scenario
     end_ms = run.duration_s * 1000

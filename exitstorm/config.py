@@ -23,7 +23,7 @@ from actors.kernel import KSWAPD_CLASS
 from actors.lmkd import LmkdCosts, LmkdProps
 from actors.oom_reaper import OOM_REAPER_CLASS
 from actors.workqueue import KWORKER_CLASS
-from actors.scheduler import Preempt
+from actors.scheduler import Policy, Preempt
 from policies.kill import KILL
 from policies.reap import REAP
 from policies.registry import Axis, Remedy
@@ -34,14 +34,13 @@ from exitstorm.coherence import check_coherent
 from exitstorm.results import SAFE_NAME_RULE, safe_name
 from exitstorm.schema import ConfigError, structure
 
-Policy = Literal["fifo", "fair"]
 EventCategory = Literal["actor", "sched", "lock", "metric"]
 #: the classes of the threads the model makes itself (the others are named in the scenario)
 MODEL_THREAD_CLASSES = (KSWAPD_CLASS, KWORKER_CLASS, OOM_REAPER_CLASS)
 
 
 @frozen
-class Cluster:
+class ClusterConfig:
     """Identical cores; capacity is relative to the fastest core of the device (1.0)."""
 
     name: str
@@ -49,7 +48,7 @@ class Cluster:
     capacity: float = field(validator=positive)
 
 
-def _cpusets_valid(inst: "Device", _attribute: Any, value: dict[str, list[int]]) -> None:
+def _cpusets_valid(inst: "DeviceConfig", _attribute: Any, value: dict[str, list[int]]) -> None:
     ncpu = sum(c.count for c in inst.clusters)
     for name, cpus in value.items():
         if not cpus:
@@ -60,7 +59,7 @@ def _cpusets_valid(inst: "Device", _attribute: Any, value: dict[str, list[int]])
 
 
 @frozen
-class KernelBuild:
+class KernelBuildConfig:
     """How this device's kernel is built and booted, where it differs from its kernel profile's defaults
     (a development VM's distribution kernel is not an Android GKI build)."""
 
@@ -69,16 +68,16 @@ class KernelBuild:
 
 
 @frozen
-class Device:
+class DeviceConfig:
     """A device profile: its cores (numbered cluster by cluster) and its cpusets."""
 
     name: str
     description: str
-    clusters: list[Cluster] = field(validator=non_empty)
+    clusters: list[ClusterConfig] = field(validator=non_empty)
     memory: MemorySpec
     costs: DeviceCosts
     cpusets: dict[str, list[int]] = field(validator=_cpusets_valid)
-    build: KernelBuild = KernelBuild()
+    build: KernelBuildConfig = KernelBuildConfig()
 
     @property
     def ncpus(self) -> int:
@@ -86,7 +85,7 @@ class Device:
 
 
 @frozen
-class Sched:
+class SchedConfig:
     """Fair-class tunables (kernel/sched/fair.c: sysctl_sched_base_slice, features), the preemption model
     and the tick (CONFIG_PREEMPT_*, CONFIG_HZ), and periodic load balancing (kernel/sched/topology.c)."""
 
@@ -105,11 +104,11 @@ class Sched:
 
 
 @frozen
-class Kswapd:
+class KswapdConfig:
     nice: int = field(validator=in_range(-20, 19))
 
 
-def _locks_declared(inst: "Kernel", _attribute: Any, value: dict[str, LockSpec]) -> None:
+def _locks_declared(inst: "KernelConfig", _attribute: Any, value: dict[str, LockSpec]) -> None:
     paths = {
         "exit.present_page": inst.exit.present_page, "exit.swap_entry": inst.exit.swap_entry,
         "exit.file_page": inst.exit.file_page, "exit.fixed_before_mm": inst.exit.fixed_before_mm,
@@ -129,13 +128,13 @@ def _locks_declared(inst: "Kernel", _attribute: Any, value: dict[str, LockSpec])
 
 
 @frozen
-class Kernel:
+class KernelConfig:
     """A kernel profile: scheduler tunables, kswapd, the exit and reclaim paths, their locks."""
 
     name: str
     description: str
-    sched: "Sched"
-    kswapd: Kswapd
+    sched: "SchedConfig"
+    kswapd: KswapdConfig
     exit: ExitProfile
     reclaim: ReclaimProfile
     alloc: AllocProfile
@@ -149,7 +148,7 @@ class Kernel:
 
 
 @frozen
-class PoolPoller:
+class PoolPollerConfig:
     """A user-space thread reading the ZRAM pool's size from the kill on, every ``interval_us`` of sleep, until
     ``returned_share`` of the pool is back: the real harness's witness of returned memory, with the CPU each
     read costs (the CPU it takes from the storm is part of what the real side measures)."""
@@ -158,19 +157,19 @@ class PoolPoller:
     #: thread CPU per read (open, read and parse mm_stat, then the sleep's syscalls)
     cpu_us: float = field(validator=between(0.1, 100_000))
     returned_share: float = field(validator=unit_share)
-    thread: "ThreadSpec"
+    thread: "ThreadConfig"
 
 
 @frozen
-class KillSenderSpec:
+class KillSenderConfig:
     """The thread sending a storm's SIGKILLs back to back (the harness's main thread), ``kill_us`` of CPU each."""
 
     kill_us: float = field(validator=between(0.1, 100_000))
-    thread: "ThreadSpec"
+    thread: "ThreadConfig"
 
 
 @frozen
-class Storm:
+class StormConfig:
     """``count`` identical processes SIGKILLed together at ``kill_at_ms``: at one instant, or by a ``sender``
     thread back to back.
 
@@ -185,11 +184,11 @@ class Storm:
     file_mb: float = field(validator=non_negative)
     compression_ratio: float = field(validator=ratio)
     kill_at_ms: float = field(validator=non_negative)
-    thread: "ThreadSpec"
+    thread: "ThreadConfig"
     reapers: int = field(default=0, validator=in_range(0, 64))
-    reaper_thread: "ThreadSpec | None" = None
-    sender: KillSenderSpec | None = None
-    pool_poller: PoolPoller | None = None
+    reaper_thread: "ThreadConfig | None" = None
+    sender: KillSenderConfig | None = None
+    pool_poller: PoolPollerConfig | None = None
 
     def __attrs_post_init__(self) -> None:
         if self.reapers and self.reaper_thread is None:
@@ -197,7 +196,7 @@ class Storm:
 
 
 @frozen
-class RunSettings:
+class RunConfig:
     """The ``[scenario]`` table: how long to simulate, the seed, what to log."""
 
     duration_s: float = field(validator=between(0.001, 3600))
@@ -222,7 +221,7 @@ class RunSettings:
 
 
 @frozen
-class ThreadSpec:
+class ThreadConfig:
     """How a thread is scheduled; ``prio`` is for fifo, ``nice`` for fair."""
 
     policy: Policy
@@ -243,11 +242,11 @@ def _fits_period(budget_us: float, period_us: float) -> None:
 
 
 @frozen
-class Periodic:
+class PeriodicConfig:
     """A periodic thread (e.g. a camera preview): a CPU budget every period."""
 
     name: str
-    thread: ThreadSpec
+    thread: ThreadConfig
     period_us: float = field(validator=between(100, 10_000_000))
     budget_us: float = field(validator=positive)
     start_ms: float = field(validator=non_negative)
@@ -257,18 +256,18 @@ class Periodic:
 
 
 @frozen
-class Load:
+class LoadConfig:
     """``count`` CPU-bound threads alternating exponential bursts and sleeps."""
 
     name: str
     count: int = field(validator=in_range(1, 100_000))
-    thread: ThreadSpec
+    thread: ThreadConfig
     burst_mean_us: float = field(validator=between(1, 1e9))
     sleep_mean_us: float = field(validator=zero_or_between(1, 1e9))
 
 
 @frozen
-class Uniform:
+class UniformConfig:
     """A value drawn per app, uniformly in [min, max] (min == max for a fixed value)."""
 
     min: float = field(validator=non_negative)
@@ -280,7 +279,7 @@ class Uniform:
 
 
 @frozen
-class AppBand:
+class AppBandConfig:
     """Background apps of one oom_score_adj band (docs/domain.md §1.2).
 
     The band's apps get adj values spread evenly over [adj_min, adj_max],
@@ -293,7 +292,7 @@ class AppBand:
     adj_min: int = field(validator=in_range(-1000, 1000))
     adj_max: int = field(validator=in_range(-1000, 1000))
     share: float = field(validator=unit_share)
-    thread: ThreadSpec
+    thread: ThreadConfig
     burst_mean_us: float = field(default=0.0, validator=zero_or_between(1, 1e9))
     sleep_mean_us: float = field(default=0.0, validator=zero_or_between(1, 1e9))
 
@@ -303,15 +302,15 @@ class AppBand:
 
 
 @frozen
-class Apps:
+class AppsConfig:
     """The background apps LMKD chooses its victims from; sizes drawn per app from the seed."""
 
     count: int = field(validator=in_range(0, 100_000))
-    swapped_mb: Uniform
-    resident_mb: Uniform
-    file_mb: Uniform
+    swapped_mb: UniformConfig
+    resident_mb: UniformConfig
+    file_mb: UniformConfig
     compression_ratio: float = field(validator=ratio)
-    bands: list[AppBand] = field(validator=non_empty)
+    bands: list[AppBandConfig] = field(validator=non_empty)
     #: accounting class of a killed app's thread while it exits
     exit_class: str = "exiting"
 
@@ -322,7 +321,7 @@ class Apps:
 
 
 @frozen
-class SystemMemory:
+class SystemMemoryConfig:
     """The processes LMKD never kills (system_server, SurfaceFlinger, HALs; adj < 0).
 
     They hold whatever RAM the apps and the camera leave, less ``free_mb``:
@@ -337,21 +336,21 @@ class SystemMemory:
 
 
 @frozen
-class Preview:
+class PreviewConfig:
     """The camera preview: a fixed CPU budget per frame (at capacity 1.0) every period."""
 
     period_us: float = field(validator=between(100, 10_000_000))
     budget_us: float = field(validator=positive)
     start_delay_ms: float = field(validator=non_negative)
     stutter_window_frames: int = field(validator=in_range(1, 1_000_000))
-    thread: ThreadSpec
+    thread: ThreadConfig
 
     def __attrs_post_init__(self) -> None:
         _fits_period(self.budget_us, self.period_us)
 
 
 @frozen
-class Camera:
+class CameraConfig:
     """The camera cold launch: an allocation burst over a window, then the preview."""
 
     launch_ms: float = field(validator=non_negative)
@@ -360,8 +359,8 @@ class Camera:
     alloc_window_ms: float = field(validator=non_negative)
     alloc_steps: int = field(validator=in_range(1, 1_000_000))
     launch_threads: int = field(validator=in_range(1, 64))
-    thread: ThreadSpec
-    preview: Preview
+    thread: ThreadConfig
+    preview: PreviewConfig
 
 
 @frozen
@@ -371,8 +370,8 @@ class LmkdConfig:
     props: LmkdProps
     costs: LmkdCosts
     reapers: int = field(validator=in_range(0, 64))
-    main_thread: ThreadSpec
-    reaper_thread: ThreadSpec
+    main_thread: ThreadConfig
+    reaper_thread: ThreadConfig
     victim_cpuset: str = field(metadata=refers_to("a cpuset of the device"))
     victim_nice: int = field(validator=in_range(-20, 19))
 
@@ -422,13 +421,13 @@ PoliciesConfig = _policies_class()
 
 
 @frozen
-class CgroupMigrationLoad:
+class CgroupConfig:
     """System threads migrating tasks between cgroups: background users of cgroup_mutex."""
 
     threads: int = field(validator=in_range(0, 1024))
     interval_mean_us: float = field(validator=between(1, 1e9))
     hold_mean_us: float = field(validator=positive)
-    thread: ThreadSpec
+    thread: ThreadConfig
 
 
 @frozen
@@ -437,15 +436,15 @@ class ScenarioConfig:
 
     device: str
     kernel: str
-    scenario: RunSettings
-    periodic: list[Periodic] = []
-    load: list[Load] = []
-    storm: Storm | None = None
-    apps: Apps | None = None
-    system: SystemMemory | None = None
-    camera: Camera | None = None
+    scenario: RunConfig
+    periodic: list[PeriodicConfig] = []
+    load: list[LoadConfig] = []
+    storm: StormConfig | None = None
+    apps: AppsConfig | None = None
+    system: SystemMemoryConfig | None = None
+    camera: CameraConfig | None = None
     lmkd: LmkdConfig | None = None
-    cgroup: CgroupMigrationLoad | None = None
+    cgroup: CgroupConfig | None = None
     policies: PoliciesConfig = PoliciesConfig()  # type: ignore[valid-type]
     #: named variants for ``exitstorm compare``: dotted key → value overrides
     variants: dict[str, dict[str, Any]] = {}
@@ -453,7 +452,7 @@ class ScenarioConfig:
     device_overrides: dict[str, Any] = {}
     kernel_overrides: dict[str, Any] = {}
 
-    def threads(self) -> Iterator[tuple[str, ThreadSpec]]:
+    def threads(self) -> Iterator[tuple[str, ThreadConfig]]:
         """(key path, spec) of every thread the scenario describes."""
         for i, spec in enumerate(self.periodic):
             yield f"periodic[{i}].thread", spec.thread
@@ -518,8 +517,8 @@ class Experiment:
 
     source: str
     config: ScenarioConfig
-    device: Device
-    kernel: Kernel
+    device: DeviceConfig
+    kernel: KernelConfig
     raw: dict[str, Any]
 
     def with_seed(self, seed: int) -> "Experiment":
@@ -531,9 +530,9 @@ class Experiment:
         return evolve(self, config=evolve(self.config, scenario=scenario), raw=raw)
 
 
-def load_device(path: Path) -> Device:
+def load_device(path: Path) -> DeviceConfig:
     """A device profile file, validated."""
-    return structure(_read_toml(path), Device, str(path))
+    return structure(_read_toml(path), DeviceConfig, str(path))
 
 
 #: the largest config or profile file read (a config is a few KiB; /dev/zero is endless)
@@ -651,10 +650,10 @@ def load_experiment(path: str | Path, overrides: list[str] = (), seed: int | Non
         apply_override(raw, ["scenario", "seed"], seed, f"{source} (--seed)")
     scenario = structure(raw, ScenarioConfig, source)
     device_path = _profile_path(scenario.device, "device", path, source)
-    device = structure(_merged(_read_toml(device_path), scenario.device_overrides), Device,
+    device = structure(_merged(_read_toml(device_path), scenario.device_overrides), DeviceConfig,
                        _described(device_path, scenario.device_overrides, "device_overrides"))
     kernel_path = _profile_path(scenario.kernel, "kernel", path, source)
-    kernel = structure(_merged(_read_toml(kernel_path), scenario.kernel_overrides), Kernel,
+    kernel = structure(_merged(_read_toml(kernel_path), scenario.kernel_overrides), KernelConfig,
                        _described(kernel_path, scenario.kernel_overrides, "kernel_overrides"))
     for key, cpuset in _cpusets(scenario):
         _check_cpuset(cpuset, device, source, key)
@@ -732,7 +731,7 @@ def _cpusets(sc: ScenarioConfig) -> Iterator[tuple[str, str]]:
         yield "lmkd.victim_cpuset", sc.lmkd.victim_cpuset
 
 
-def _check_cpuset(cpuset: str, device: Device, source: str, key: str) -> None:
+def _check_cpuset(cpuset: str, device: DeviceConfig, source: str, key: str) -> None:
     if cpuset not in device.cpusets:
         known = ", ".join(sorted(device.cpusets))
         raise ConfigError(f"{source}: {key}: expected a cpuset of device {device.name!r} ({known}), got {cpuset!r}")

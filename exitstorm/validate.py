@@ -36,7 +36,7 @@ from attrs import asdict, frozen
 from rich.table import Table
 
 from actors.runtime import NS_PER_MS, NS_PER_S, NS_PER_US
-from exitstorm.config import Experiment, Periodic, load_experiment
+from exitstorm.config import Experiment, PeriodicConfig, load_experiment
 from exitstorm.experiment import build_world
 from exitstorm.preview import Frame, Preview
 from exitstorm.results import atomic_directory
@@ -122,7 +122,7 @@ class PreviewSpec:
     kill_after_ns: int
 
 
-def _preview(exp: Experiment) -> tuple[int, Periodic]:
+def _preview(exp: Experiment) -> tuple[int, PeriodicConfig]:
     """The index and spec of the scenario's ``[[periodic]]`` named "preview"."""
     found = [(i, p) for i, p in enumerate(exp.config.periodic) if p.name == "preview"]
     if not found:

@@ -24,7 +24,8 @@ from actors.runtime import NS_PER_MS, NS_PER_S, NS_PER_US, Runtime, stream_seed
 from actors.sampler import Sampler
 from actors.scheduler import CoreSpec, SchedTunables, Thread
 from actors.timeline import Timeline
-from exitstorm.config import AppBand, Apps, Device, Experiment, SystemMemory, ThreadSpec, Uniform
+from exitstorm.config import (AppBandConfig, AppsConfig, DeviceConfig, Experiment, SystemMemoryConfig, ThreadConfig,
+                              UniformConfig)
 from exitstorm.histograms import LatencyRecorder
 from policies.kill import KILL
 from policies.reap import REAP
@@ -34,8 +35,8 @@ from policies.swap_release import SWAP_RELEASE
 SYSTEM_PID, STORM_PID, APP_PID, CAMERA_PID = 100, 1000, 2000, 5000
 
 
-def band_sizes(count: int, bands: list[AppBand]) -> list[int]:
-    """Apps per band, proportional to the shares (largest remainder; ties to the earlier band)."""
+def band_sizes(count: int, bands: list[AppBandConfig]) -> list[int]:
+    """AppsConfig per band, proportional to the shares (largest remainder; ties to the earlier band)."""
     total = sum(b.share for b in bands)
     exact = [count * b.share / total for b in bands]
     sizes = [int(x) for x in exact]
@@ -45,7 +46,7 @@ def band_sizes(count: int, bands: list[AppBand]) -> list[int]:
     return sizes
 
 
-def spread_adj(band: AppBand, n: int) -> list[int]:
+def spread_adj(band: AppBandConfig, n: int) -> list[int]:
     """Adj values of a band's ``n`` apps, least recently used (highest adj) first."""
     if n == 1:
         return [band.adj_max]
@@ -53,16 +54,16 @@ def spread_adj(band: AppBand, n: int) -> list[int]:
     return [band.adj_max - span * j // (n - 1) for j in range(n)]
 
 
-def draw_mb(rng: random.Random, dist: Uniform) -> float:
+def draw_mb(rng: random.Random, dist: UniformConfig) -> float:
     return dist.min if dist.max == dist.min else rng.uniform(dist.min, dist.max)
 
 
-def core_specs(device: Device) -> list[CoreSpec]:
+def core_specs(device: DeviceConfig) -> list[CoreSpec]:
     """Cores numbered cluster by cluster, in the profile's order."""
     return [CoreSpec(c.capacity) for c in device.clusters for _ in range(c.count)]
 
 
-def thread_kw(spec: ThreadSpec, device: Device) -> dict[str, Any]:
+def thread_kw(spec: ThreadConfig, device: DeviceConfig) -> dict[str, Any]:
     return {
         "policy": spec.policy,
         "prio": spec.prio,
@@ -262,7 +263,7 @@ class World:
         proc.watch_exit(self._on_exit)
         self.processes.append(self.runtime.add(proc))
 
-    def _add_apps(self, apps: Apps, dev: Device) -> None:
+    def _add_apps(self, apps: AppsConfig, dev: DeviceConfig) -> None:
         """Background apps, sizes drawn from the ``apps`` stream of the seed, bands in config order."""
         rng = random.Random(stream_seed(self.runtime.seed, "apps"))
         pid = APP_PID
@@ -284,7 +285,7 @@ class World:
                 self._add_process(proc)
                 pid += 1
 
-    def _add_system(self, system: SystemMemory) -> None:
+    def _add_system(self, system: SystemMemoryConfig) -> None:
         """System processes take the RAM left over, less ``free_mb``."""
         mem = self.memory
         mm = MM(SYSTEM_PID, "system", system.compression_ratio, system.adj)

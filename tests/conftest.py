@@ -17,7 +17,7 @@ from actors.profiles import DeviceCosts
 from actors.runtime import Runtime
 from actors.scheduler import CoreSpec, Scheduler, SchedTunables, Thread
 from actors.work import Step
-from exitstorm.config import Kernel as KernelConfig
+from exitstorm.config import KernelConfig
 from exitstorm.schema import structure
 from exitstorm.zram import ZRAM0, HostError, require_host
 

@@ -9,7 +9,7 @@ from actors.memory import MM
 from actors.periodic import PeriodicThread
 from actors.work import Compute
 from exitstorm.world import FrameStats, band_sizes, spread_adj
-from exitstorm.config import AppBand, ThreadSpec
+from exitstorm.config import AppBandConfig, ThreadConfig
 
 from tests.conftest import COSTS, FAIR, MS, Bench, KernelWorld
 
@@ -54,9 +54,9 @@ async def test_a_launch_split_over_threads_and_steps_allocates_exactly_the_total
 
 
 def test_apps_are_split_over_bands_by_share_and_spread_over_each_band() -> None:
-    thread = ThreadSpec(policy="fair", cpuset="background", thread_class="app")
-    bands = [AppBand("cached", 900, 999, 0.72, thread), AppBand("service_b", 800, 800, 0.08, thread),
-             AppBand("previous", 700, 700, 0.04, thread), AppBand("service", 500, 500, 0.16, thread)]
+    thread = ThreadConfig(policy="fair", cpuset="background", thread_class="app")
+    bands = [AppBandConfig("cached", 900, 999, 0.72, thread), AppBandConfig("service_b", 800, 800, 0.08, thread),
+             AppBandConfig("previous", 700, 700, 0.04, thread), AppBandConfig("service", 500, 500, 0.16, thread)]
     assert band_sizes(25, bands) == [18, 2, 1, 4]
     assert band_sizes(100, bands) == [72, 8, 4, 16]
     assert sum(band_sizes(7, bands)) == 7

@@ -15,7 +15,7 @@ from actors.memory import MM, MemoryAccountingError, mb_to_pages, watermarks
 from actors.process import Process, SimultaneousKill
 from actors.runtime import Actor, Runtime
 from actors.scheduler import CoreSpec, SchedTunables
-from exitstorm.config import Kernel as KernelConfig
+from exitstorm.config import KernelConfig
 from exitstorm.schema import structure
 
 from tests.conftest import COSTS, FAIR, PROFILE, ROOT, KernelWorld as World

@@ -26,8 +26,8 @@ import attrs
 import pytest
 
 from actors.validators import REFERS_TO, Bounds
-from exitstorm.config import (Device, Kernel, ScenarioConfig, _merged, _read_toml, _with_base, load_experiment,
-                              resolve_profile)
+from exitstorm.config import (DeviceConfig, KernelConfig, ScenarioConfig, _merged, _read_toml, _with_base,
+                              load_experiment, resolve_profile)
 from exitstorm.schema import ConfigError
 from tests.conftest import ROOT, exitstorm
 from tests.test_fuzz_config import toml_document
@@ -51,7 +51,7 @@ def documents(name: str) -> dict[str, tuple[type, dict[str, Any]]]:
                      scenario.pop("device_overrides", {}))
     kernel = _merged(_read_toml(resolve_profile(scenario["kernel"], "kernels", path)),
                      scenario.pop("kernel_overrides", {}))
-    return {"scenario": (ScenarioConfig, scenario), "device": (Device, device), "kernel": (Kernel, kernel)}
+    return {"scenario": (ScenarioConfig, scenario), "device": (DeviceConfig, device), "kernel": (KernelConfig, kernel)}
 
 
 def _unwrap(t: Any) -> list[Any]:

@@ -31,7 +31,7 @@ from actors.kernel import Kernel
 from actors.memory import mb_to_pages
 from actors.messages import ProcessExited, PsiEvent, ReapDone, ReapRequest
 from actors.process import Process, process_mrelease
-from actors.runtime import NS_PER_MS, NS_PER_US, Actor
+from actors.runtime import Actor, ms_to_ns, us_to_ns
 from actors.scheduler import Thread
 from actors.validators import InvalidValue, between, in_range, non_negative, positive
 from actors.work import Compute, Lock, Step, Unlock
@@ -96,6 +96,30 @@ class LmkdProps:
             if getattr(self, key) > self.psi_window_ms:
                 raise InvalidValue(key, f"a stall threshold <= psi_window_ms ({self.psi_window_ms})", getattr(self, key))
 
+    @property
+    def psi_window_ns(self) -> int:
+        return ms_to_ns(self.psi_window_ms)
+
+    @property
+    def psi_partial_stall_ns(self) -> int:
+        return ms_to_ns(self.psi_partial_stall_ms)
+
+    @property
+    def psi_complete_stall_ns(self) -> int:
+        return ms_to_ns(self.psi_complete_stall_ms)
+
+    @property
+    def poll_period_short_ns(self) -> int:
+        return ms_to_ns(self.poll_period_short_ms)
+
+    @property
+    def poll_period_long_ns(self) -> int:
+        return ms_to_ns(self.poll_period_long_ms)
+
+    @property
+    def kill_timeout_ns(self) -> int:
+        return ms_to_ns(self.kill_timeout_ms)
+
 
 @frozen
 class LmkdCosts:
@@ -105,6 +129,22 @@ class LmkdCosts:
     kill_us: float = field(validator=non_negative)        # scan the adj slots, read statm and the victim's state
     signal_us: float = field(validator=non_negative)      # pidfd_send_signal(SIGKILL), by whichever thread sends it
     set_prio_us: float = field(validator=non_negative)    # reaper: cgroup move (under cgroup_mutex) + setpriority
+
+    @property
+    def cycle_ns(self) -> int:
+        return us_to_ns(self.cycle_us)
+
+    @property
+    def kill_ns(self) -> int:
+        return us_to_ns(self.kill_us)
+
+    @property
+    def signal_ns(self) -> int:
+        return us_to_ns(self.signal_us)
+
+    @property
+    def set_prio_ns(self) -> int:
+        return us_to_ns(self.set_prio_us)
 
 
 @frozen
@@ -184,12 +224,12 @@ class LmkdReaper(Actor):
         self.thread: Thread = kernel.scheduler.spawn(name, self, **thread_kw)
         self.kill_method = kill_method
         frame = ("set_process_group_and_prio",)
-        self.set_prio = (Lock(CGROUP_MUTEX, frame), Compute(round(costs.set_prio_us * NS_PER_US), frame),
+        self.set_prio = (Lock(CGROUP_MUTEX, frame), Compute(costs.set_prio_ns, frame),
                          Unlock(CGROUP_MUTEX))
         self.victim_cpus = victim_cpus
         self.victim_nice = victim_nice
         #: pidfd_send_signal()'s cost, for a remedy that sends the signal itself
-        self.signal_ns = round(costs.signal_us * NS_PER_US)
+        self.signal_ns = costs.signal_ns
         self.reap = reap
         self.esrch = 0
         self.reaps = 0
@@ -243,13 +283,13 @@ class Lmkd(Actor):
         self.thread: Thread = kernel.scheduler.spawn(name, self, **thread_kw)
         self.reapers = reapers
         self.on_kill = on_kill
-        self.cycle_ns = round(costs.cycle_us * NS_PER_US)
-        self.kill_ns = round(costs.kill_us * NS_PER_US)
+        self.cycle_ns = costs.cycle_ns
+        self.kill_ns = costs.kill_ns
         self.kill_method = kill_method
-        self.window_ns = round(props.psi_window_ms * NS_PER_MS)
-        self.short_ns = round(props.poll_period_short_ms * NS_PER_MS)
-        self.long_ns = round(props.poll_period_long_ms * NS_PER_MS)
-        self.kill_timeout_ns = round(props.kill_timeout_ms * NS_PER_MS)
+        self.window_ns = props.psi_window_ns
+        self.short_ns = props.poll_period_short_ns
+        self.long_ns = props.poll_period_long_ns
+        self.kill_timeout_ns = props.kill_timeout_ns
         #: reapers that told lmkd they are free (all, at first)
         self._idle: set[LmkdReaper] = set(reapers)
         #: PSI events received and not yet acted on (the last one's trigger)

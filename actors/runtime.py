@@ -41,6 +41,19 @@ NS_PER_MS = 1_000_000
 NS_PER_S = 1_000_000_000
 
 
+def us_to_ns(us: float) -> int:
+    """A configured duration in µs as the model's integer ns (the one place this is rounded)."""
+    return round(us * NS_PER_US)
+
+
+def ms_to_ns(ms: float) -> int:
+    return round(ms * NS_PER_MS)
+
+
+def s_to_ns(s: float) -> int:
+    return round(s * NS_PER_S)
+
+
 class ActorFailed(Exception):
     """An actor (or an event callback it owns) raised; names it and the virtual time."""
 

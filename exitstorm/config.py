@@ -23,6 +23,7 @@ from actors.kernel import KSWAPD_CLASS
 from actors.lmkd import LmkdCosts, LmkdProps
 from actors.oom_reaper import OOM_REAPER_CLASS
 from actors.workqueue import KWORKER_CLASS
+from actors.runtime import ms_to_ns, s_to_ns, us_to_ns
 from actors.scheduler import Policy, Preempt
 from policies.kill import KILL
 from policies.reap import REAP
@@ -159,6 +160,14 @@ class PoolPollerConfig:
     returned_share: float = field(validator=unit_share)
     thread: "ThreadConfig"
 
+    @property
+    def interval_ns(self) -> int:
+        return us_to_ns(self.interval_us)
+
+    @property
+    def read_ns(self) -> int:
+        return us_to_ns(self.cpu_us)
+
 
 @frozen
 class KillSenderConfig:
@@ -166,6 +175,10 @@ class KillSenderConfig:
 
     kill_us: float = field(validator=between(0.1, 100_000))
     thread: "ThreadConfig"
+
+    @property
+    def kill_ns(self) -> int:
+        return us_to_ns(self.kill_us)
 
 
 @frozen
@@ -194,6 +207,10 @@ class StormConfig:
         if self.reapers and self.reaper_thread is None:
             raise InvalidValue("reaper_thread", "a thread table for the reapers (storm.reapers > 0)", None)
 
+    @property
+    def kill_at_ns(self) -> int:
+        return ms_to_ns(self.kill_at_ms)
+
 
 @frozen
 class RunConfig:
@@ -218,6 +235,22 @@ class RunConfig:
     profile_by: Literal["stack", "thread_class", "process"] = "stack"
     #: trace.json keeps the first this many CPU slices, lock waits and frames (0: no trace.json)
     trace_max_events: int = field(default=200_000, validator=non_negative)
+
+    @property
+    def duration_ns(self) -> int:
+        return s_to_ns(self.duration_s)
+
+    @property
+    def hist_interval_ns(self) -> int:
+        return max(1, ms_to_ns(self.hist_interval_ms))
+
+    @property
+    def sample_ns(self) -> int:
+        return max(1, ms_to_ns(self.sample_ms))
+
+    @property
+    def cpu_window_ns(self) -> int:
+        return max(1, ms_to_ns(self.cpu_window_ms))
 
 
 @frozen
@@ -254,6 +287,18 @@ class PeriodicConfig:
     def __attrs_post_init__(self) -> None:
         _fits_period(self.budget_us, self.period_us)
 
+    @property
+    def period_ns(self) -> int:
+        return us_to_ns(self.period_us)
+
+    @property
+    def budget_ns(self) -> int:
+        return us_to_ns(self.budget_us)
+
+    @property
+    def start_ns(self) -> int:
+        return ms_to_ns(self.start_ms)
+
 
 @frozen
 class LoadConfig:
@@ -264,6 +309,14 @@ class LoadConfig:
     thread: ThreadConfig
     burst_mean_us: float = field(validator=between(1, 1e9))
     sleep_mean_us: float = field(validator=zero_or_between(1, 1e9))
+
+    @property
+    def burst_mean_ns(self) -> int:
+        return us_to_ns(self.burst_mean_us)
+
+    @property
+    def sleep_mean_ns(self) -> int:
+        return us_to_ns(self.sleep_mean_us)
 
 
 @frozen
@@ -299,6 +352,14 @@ class AppBandConfig:
     def __attrs_post_init__(self) -> None:
         if self.adj_max < self.adj_min:
             raise InvalidValue("adj_max", f"an adj >= adj_min ({self.adj_min})", self.adj_max)
+
+    @property
+    def burst_mean_ns(self) -> int:
+        return us_to_ns(self.burst_mean_us)
+
+    @property
+    def sleep_mean_ns(self) -> int:
+        return us_to_ns(self.sleep_mean_us)
 
 
 @frozen
@@ -348,6 +409,18 @@ class PreviewConfig:
     def __attrs_post_init__(self) -> None:
         _fits_period(self.budget_us, self.period_us)
 
+    @property
+    def period_ns(self) -> int:
+        return us_to_ns(self.period_us)
+
+    @property
+    def budget_ns(self) -> int:
+        return us_to_ns(self.budget_us)
+
+    @property
+    def start_delay_ns(self) -> int:
+        return ms_to_ns(self.start_delay_ms)
+
 
 @frozen
 class CameraConfig:
@@ -361,6 +434,14 @@ class CameraConfig:
     launch_threads: int = field(validator=in_range(1, 64))
     thread: ThreadConfig
     preview: PreviewConfig
+
+    @property
+    def launch_ns(self) -> int:
+        return ms_to_ns(self.launch_ms)
+
+    @property
+    def alloc_window_ns(self) -> int:
+        return ms_to_ns(self.alloc_window_ms)
 
 
 @frozen
@@ -428,6 +509,14 @@ class CgroupConfig:
     interval_mean_us: float = field(validator=between(1, 1e9))
     hold_mean_us: float = field(validator=positive)
     thread: ThreadConfig
+
+    @property
+    def interval_mean_ns(self) -> int:
+        return us_to_ns(self.interval_mean_us)
+
+    @property
+    def hold_mean_ns(self) -> int:
+        return us_to_ns(self.hold_mean_us)
 
 
 @frozen

@@ -20,7 +20,7 @@ from actors.periodic import PeriodicThread
 from actors.pool_poller import PoolPoller
 from actors.process import KillSender, MreleaseReapers, Process, SimultaneousKill
 from actors.psi_monitor import PsiMonitor, PsiTrigger
-from actors.runtime import NS_PER_MS, NS_PER_S, NS_PER_US, Runtime, stream_seed
+from actors.runtime import NS_PER_MS, NS_PER_S, Runtime, stream_seed
 from actors.sampler import Sampler
 from actors.scheduler import CoreSpec, SchedTunables, Thread
 from actors.timeline import Timeline
@@ -124,8 +124,8 @@ class World:
         sc = exp.config
         dev = exp.device
         self.experiment = exp
-        self.end_ns = round(sc.scenario.duration_s * NS_PER_S)
-        self.interval_ns = max(1, round(sc.scenario.hist_interval_ms * NS_PER_MS))
+        self.end_ns = sc.scenario.duration_ns
+        self.interval_ns = sc.scenario.hist_interval_ns
         self.events = EventLog(events_out, sc.scenario.events)
         self.runtime = Runtime(seed=sc.scenario.seed, end_ns=self.end_ns, events=self.events)
         self.sched_delay: dict[str, LatencyRecorder] = {}
@@ -148,15 +148,15 @@ class World:
         self.frames: dict[str, FrameStats] = {}
         for spec in sc.periodic:
             stats = self.frames[spec.name] = FrameStats(
-                spec.name, round(spec.period_us * NS_PER_US), self.interval_ns, self.events.emit, self.timeline
+                spec.name, spec.period_ns, self.interval_ns, self.events.emit, self.timeline
             )
             self.runtime.add(
                 PeriodicThread(
                     spec.name,
                     self.scheduler,
                     period_ns=stats.period_ns,
-                    budget_ns=round(spec.budget_us * NS_PER_US),
-                    start_ns=round(spec.start_ms * NS_PER_MS),
+                    budget_ns=spec.budget_ns,
+                    start_ns=spec.start_ns,
                     thread_kw=thread_kw(spec.thread, dev),
                     on_frame=stats.on_frame,
                 )
@@ -167,8 +167,8 @@ class World:
                     group.name,
                     self.scheduler,
                     count=group.count,
-                    burst_mean_ns=round(group.burst_mean_us * NS_PER_US),
-                    sleep_mean_ns=round(group.sleep_mean_us * NS_PER_US),
+                    burst_mean_ns=group.burst_mean_ns,
+                    sleep_mean_ns=group.sleep_mean_ns,
                     thread_kw=thread_kw(group.thread, dev),
                 )
             )
@@ -186,14 +186,14 @@ class World:
         self.pool_poller: PoolPoller | None = None
         self.preview_start: tuple[int, int] | None = None  # (t_ns, free pages)
         points = sc.scenario.timeline_max_points
-        self.sampler = self.runtime.add(Sampler("sampler", max(1, round(sc.scenario.sample_ms * NS_PER_MS)),
+        self.sampler = self.runtime.add(Sampler("sampler", sc.scenario.sample_ns,
                                                 self._memory_sample, points))
         #: the exit work classes, and the largest share of the cores they took in one cpu window: (share, t_ns)
         self.exit_classes = sorted(sc.exit_work_classes())
         self.exit_peak: tuple[float, int | None] = (0.0, None)
         self._cpu_last: tuple[int, dict[str, int]] | None = None
         self.cpu_sampler = self.runtime.add(Sampler(
-            "cpu_sampler", max(1, round(sc.scenario.cpu_window_ms * NS_PER_MS)), self.scheduler.busy_by_class,
+            "cpu_sampler", sc.scenario.cpu_window_ns, self.scheduler.busy_by_class,
             points, on_sample=self.cpu_window))
         if sc.storm is not None:
             self._add_storm(exp)
@@ -215,7 +215,7 @@ class World:
             cg = sc.cgroup
             self.runtime.add(CgroupMigrations(
                 "cgroup_migrations", self.scheduler, threads=cg.threads,
-                interval_mean_ns=round(cg.interval_mean_us * NS_PER_US), hold_mean_ns=round(cg.hold_mean_us * NS_PER_US),
+                interval_mean_ns=cg.interval_mean_ns, hold_mean_ns=cg.hold_mean_ns,
                 thread_kw=thread_kw(cg.thread, dev)))
         if sc.lmkd is not None:
             self._add_lmkd(exp)
@@ -237,14 +237,14 @@ class World:
                                                        thread_kw(storm.reaper_thread, exp.device)))
             for proc in self.processes:
                 proc.watch_kill(reapers.hand)
-        kill_ns = round(storm.kill_at_ms * NS_PER_MS)
+        kill_ns = storm.kill_at_ns
         poller = storm.pool_poller
         on_sent = None
         if poller is not None and storm.swapped_mb:  # nothing in ZRAM to watch without swapped memory
             victims = [proc.mm for proc in self.processes]
             self.pool_poller = self.runtime.add(PoolPoller(
                 "pool_poller", self.scheduler, lambda: self.memory.zpool, lambda: sum(mm.zpool for mm in victims),
-                interval_ns=round(poller.interval_us * NS_PER_US), read_ns=round(poller.cpu_us * NS_PER_US),
+                interval_ns=poller.interval_ns, read_ns=poller.read_ns,
                 returned_share=poller.returned_share, thread_kw=thread_kw(poller.thread, exp.device)))
             on_sent = self.pool_poller.begin
         sender = storm.sender
@@ -254,7 +254,7 @@ class World:
             # the sender slept where the seed says, among its cpuset's cores
             kw = thread_kw(sender.thread, exp.device)
             self.runtime.add(KillSender("storm_sender", self.scheduler, self.processes, kill_ns,
-                                        round(sender.kill_us * NS_PER_US), kw | {"last_cpu": rng.choice(kw["cpus"])},
+                                        sender.kill_ns, kw | {"last_cpu": rng.choice(kw["cpus"])},
                                         on_sent))
 
     def _add_process(self, proc: Process) -> None:
@@ -280,7 +280,7 @@ class World:
                                      f"device_overrides.memory.total_mb / zram_disksize_mb") from None
                 proc = Process(name, self.kernel, mm, thread_kw(band.thread, dev), exit_class=apps.exit_class)
                 if band.burst_mean_us > 0:
-                    burst_ns, sleep_ns = round(band.burst_mean_us * NS_PER_US), round(band.sleep_mean_us * NS_PER_US)
+                    burst_ns, sleep_ns = band.burst_mean_ns, band.sleep_mean_ns
                     proc.activity = lambda p=proc: bursts(p.rng, burst_ns, sleep_ns, (p.name,))
                 self._add_process(proc)
                 pid += 1
@@ -306,15 +306,15 @@ class World:
         mm = MM(CAMERA_PID, "camera", 1.0, 0)
         self.kernel.add_mm(mm, anon=mb_to_pages(cam.resident_mb), file=0, swap=0)
         pv = cam.preview
-        stats = self.frames["preview"] = FrameStats("preview", round(pv.period_us * NS_PER_US), self.interval_ns,
+        stats = self.frames["preview"] = FrameStats("preview", pv.period_ns, self.interval_ns,
                                                     self.events.emit, self.timeline)
         preview = self.runtime.add(PeriodicThread(
-            "preview", self.scheduler, period_ns=stats.period_ns, budget_ns=round(pv.budget_us * NS_PER_US),
+            "preview", self.scheduler, period_ns=stats.period_ns, budget_ns=pv.budget_ns,
             start_ns=None, thread_kw=thread_kw(pv.thread, dev), on_frame=stats.on_frame))
-        delay_ns = round(pv.start_delay_ms * NS_PER_MS)
+        delay_ns = pv.start_delay_ns
         self.camera = self.runtime.add(CameraLaunch(
-            "camera", self.kernel, mm, launch_ns=round(cam.launch_ms * NS_PER_MS), alloc_pages=mb_to_pages(cam.alloc_mb),
-            window_ns=round(cam.alloc_window_ms * NS_PER_MS), steps=cam.alloc_steps, threads=cam.launch_threads,
+            "camera", self.kernel, mm, launch_ns=cam.launch_ns, alloc_pages=mb_to_pages(cam.alloc_mb),
+            window_ns=cam.alloc_window_ns, steps=cam.alloc_steps, threads=cam.launch_threads,
             thread_kw=thread_kw(cam.thread, dev), preview=preview, preview_delay_ns=delay_ns,
             on_ready=lambda t: setattr(self, "preview_start", (t + delay_ns, self.memory.free))))
 
@@ -322,7 +322,7 @@ class World:
         cfg = exp.config.lmkd
         dev = exp.device
         pol = exp.config.policies
-        killer = pol.build(KILL, signal_ns=round(cfg.costs.signal_us * NS_PER_US))
+        killer = pol.build(KILL, signal_ns=cfg.costs.signal_ns)
         reapers = [
             self.runtime.add(LmkdReaper(
                 f"lmkd_reaper{i}", self.kernel, thread_kw=thread_kw(cfg.reaper_thread, dev), costs=cfg.costs,
@@ -336,10 +336,10 @@ class World:
             on_kill=lambda victim, reason, min_adj, via: self.kill_reasons.__setitem__(
                 victim.pid, (reason, min_adj, via, self.runtime.now))))
         props = cfg.props
-        window = round(props.psi_window_ms * NS_PER_MS)
+        window = props.psi_window_ns
         self.runtime.add(PsiMonitor("psi_monitor", self.memory.psi, [
-            PsiTrigger("medium", "some", round(props.psi_partial_stall_ms * NS_PER_MS), window),
-            PsiTrigger("critical", "full", round(props.psi_complete_stall_ms * NS_PER_MS), window),
+            PsiTrigger("medium", "some", props.psi_partial_stall_ns, window),
+            PsiTrigger("critical", "full", props.psi_complete_stall_ns, window),
         ], lmkd))
 
     def _memory_sample(self) -> MemorySample:

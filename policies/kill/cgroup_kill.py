@@ -8,7 +8,7 @@ from attrs import field, frozen
 
 from actors.lmkd import CGROUP_MUTEX
 from actors.process import Process
-from actors.runtime import NS_PER_US
+from actors.runtime import us_to_ns
 from actors.validators import non_negative
 from actors.work import Compute, Lock, Step, Unlock
 from policies.kill import KILL
@@ -19,6 +19,10 @@ class CgroupKillParams:
     """Cost of a cgroup.kill write (µs at capacity 1.0): walk the cgroup, signal each process."""
 
     kill_us: float = field(validator=non_negative)
+
+    @property
+    def kill_ns(self) -> int:
+        return us_to_ns(self.kill_us)
 
 
 @KILL.register("cgroup_kill", params=CgroupKillParams)
@@ -31,7 +35,7 @@ class CgroupKill:
     """
 
     def __init__(self, params: CgroupKillParams, *, signal_ns: int = 0) -> None:
-        self.kill_ns = round(params.kill_us * NS_PER_US)
+        self.kill_ns = params.kill_ns
 
     def steps(self, victim: Process) -> Iterator[Step]:
         yield Lock(CGROUP_MUTEX, ("cgroup_kill_write", "cgroup_kn_lock_live"))

@@ -9,7 +9,7 @@ from actors.kernel import Kernel
 from actors.lmkd import LmkdReaper
 from actors.oom_reaper import OOM_REAPER_CLASS, OomReaper
 from actors.process import Process
-from actors.runtime import NS_PER_MS, Runtime
+from actors.runtime import Runtime, ms_to_ns
 from actors.validators import in_range, non_negative
 from policies.reap import REAP
 
@@ -28,6 +28,10 @@ class OomReaperParams:
     nice: int = field(validator=in_range(-20, 19))
     parallel_threads: int = field(validator=in_range(1, 64))
 
+    @property
+    def delay_ns(self) -> int:
+        return ms_to_ns(self.delay_ms)
+
 
 class OomReaperReap:
     """Every killed app is queued for the oom_reaper; lmkd's reaper threads only kill and reprioritise."""
@@ -39,7 +43,7 @@ class OomReaperReap:
 
     def install(self, runtime: Runtime, kernel: Kernel, apps: list[Process]) -> None:
         reaper = self.reaper = runtime.add(OomReaper(
-            "oom_reaper", kernel, threads=self.threads, delay_ns=round(self.params.delay_ms * NS_PER_MS),
+            "oom_reaper", kernel, threads=self.threads, delay_ns=self.params.delay_ns,
             thread_kw={"policy": "fair", "nice": self.params.nice, "thread_class": OOM_REAPER_CLASS}))
         for app in apps:
             app.watch_kill(reaper.queue)

@@ -31,7 +31,7 @@ from actors.kernel import Kernel
 from actors.memory import mb_to_pages
 from actors.messages import ProcessExited, PsiEvent, ReapDone, ReapRequest
 from actors.process import Process, process_mrelease
-from actors.runtime import Actor, ms_to_ns, us_to_ns
+from actors.runtime import Actor, InNs
 from actors.scheduler import Thread
 from actors.validators import InvalidValue, between, in_range, non_negative, positive
 from actors.work import Compute, Lock, Step, Unlock
@@ -96,29 +96,12 @@ class LmkdProps:
             if getattr(self, key) > self.psi_window_ms:
                 raise InvalidValue(key, f"a stall threshold <= psi_window_ms ({self.psi_window_ms})", getattr(self, key))
 
-    @property
-    def psi_window_ns(self) -> int:
-        return ms_to_ns(self.psi_window_ms)
-
-    @property
-    def psi_partial_stall_ns(self) -> int:
-        return ms_to_ns(self.psi_partial_stall_ms)
-
-    @property
-    def psi_complete_stall_ns(self) -> int:
-        return ms_to_ns(self.psi_complete_stall_ms)
-
-    @property
-    def poll_period_short_ns(self) -> int:
-        return ms_to_ns(self.poll_period_short_ms)
-
-    @property
-    def poll_period_long_ns(self) -> int:
-        return ms_to_ns(self.poll_period_long_ms)
-
-    @property
-    def kill_timeout_ns(self) -> int:
-        return ms_to_ns(self.kill_timeout_ms)
+    psi_window_ns = InNs("psi_window_ms")
+    psi_partial_stall_ns = InNs("psi_partial_stall_ms")
+    psi_complete_stall_ns = InNs("psi_complete_stall_ms")
+    poll_period_short_ns = InNs("poll_period_short_ms")
+    poll_period_long_ns = InNs("poll_period_long_ms")
+    kill_timeout_ns = InNs("kill_timeout_ms")
 
 
 @frozen
@@ -130,21 +113,10 @@ class LmkdCosts:
     signal_us: float = field(validator=non_negative)      # pidfd_send_signal(SIGKILL), by whichever thread sends it
     set_prio_us: float = field(validator=non_negative)    # reaper: cgroup move (under cgroup_mutex) + setpriority
 
-    @property
-    def cycle_ns(self) -> int:
-        return us_to_ns(self.cycle_us)
-
-    @property
-    def kill_ns(self) -> int:
-        return us_to_ns(self.kill_us)
-
-    @property
-    def signal_ns(self) -> int:
-        return us_to_ns(self.signal_us)
-
-    @property
-    def set_prio_ns(self) -> int:
-        return us_to_ns(self.set_prio_us)
+    cycle_ns = InNs("cycle_us")
+    kill_ns = InNs("kill_us")
+    signal_ns = InNs("signal_us")
+    set_prio_ns = InNs("set_prio_us")
 
 
 @frozen

@@ -41,17 +41,24 @@ NS_PER_MS = 1_000_000
 NS_PER_S = 1_000_000_000
 
 
-def us_to_ns(us: float) -> int:
-    """A configured duration in µs as the model's integer ns (the one place this is rounded)."""
-    return round(us * NS_PER_US)
+_NS_PER = {"s": NS_PER_S, "ms": NS_PER_MS, "us": NS_PER_US}
 
 
-def ms_to_ns(ms: float) -> int:
-    return round(ms * NS_PER_MS)
+class InNs:
+    """A config's duration field (named ``…_us``, ``…_ms`` or ``…_s``) read as the model's integer ns:
+    ``period_ns = InNs("period_us")`` in the class. The one place a configured duration is rounded."""
 
+    __slots__ = ("field", "per", "minimum")
 
-def s_to_ns(s: float) -> int:
-    return round(s * NS_PER_S)
+    def __init__(self, field: str, minimum: int = 0) -> None:
+        self.field = field
+        self.per = _NS_PER[field.rsplit("_", 1)[1]]
+        self.minimum = minimum
+
+    def __get__(self, obj: Any, owner: Any = None) -> Any:
+        if obj is None:
+            return self
+        return max(self.minimum, round(getattr(obj, self.field) * self.per))
 
 
 class ActorFailed(Exception):

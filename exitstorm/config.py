@@ -23,7 +23,7 @@ from actors.kernel import KSWAPD_CLASS
 from actors.lmkd import LmkdCosts, LmkdProps
 from actors.oom_reaper import OOM_REAPER_CLASS
 from actors.workqueue import KWORKER_CLASS
-from actors.runtime import ms_to_ns, s_to_ns, us_to_ns
+from actors.runtime import InNs
 from actors.scheduler import Policy, Preempt
 from policies.kill import KILL
 from policies.reap import REAP
@@ -160,13 +160,8 @@ class PoolPollerConfig:
     returned_share: float = field(validator=unit_share)
     thread: "ThreadConfig"
 
-    @property
-    def interval_ns(self) -> int:
-        return us_to_ns(self.interval_us)
-
-    @property
-    def read_ns(self) -> int:
-        return us_to_ns(self.cpu_us)
+    interval_ns = InNs("interval_us")
+    read_ns = InNs("cpu_us")
 
 
 @frozen
@@ -176,9 +171,7 @@ class KillSenderConfig:
     kill_us: float = field(validator=between(0.1, 100_000))
     thread: "ThreadConfig"
 
-    @property
-    def kill_ns(self) -> int:
-        return us_to_ns(self.kill_us)
+    kill_ns = InNs("kill_us")
 
 
 @frozen
@@ -207,9 +200,7 @@ class StormConfig:
         if self.reapers and self.reaper_thread is None:
             raise InvalidValue("reaper_thread", "a thread table for the reapers (storm.reapers > 0)", None)
 
-    @property
-    def kill_at_ns(self) -> int:
-        return ms_to_ns(self.kill_at_ms)
+    kill_at_ns = InNs("kill_at_ms")
 
 
 @frozen
@@ -236,21 +227,10 @@ class RunConfig:
     #: trace.json keeps the first this many CPU slices, lock waits and frames (0: no trace.json)
     trace_max_events: int = field(default=200_000, validator=non_negative)
 
-    @property
-    def duration_ns(self) -> int:
-        return s_to_ns(self.duration_s)
-
-    @property
-    def hist_interval_ns(self) -> int:
-        return max(1, ms_to_ns(self.hist_interval_ms))
-
-    @property
-    def sample_ns(self) -> int:
-        return max(1, ms_to_ns(self.sample_ms))
-
-    @property
-    def cpu_window_ns(self) -> int:
-        return max(1, ms_to_ns(self.cpu_window_ms))
+    duration_ns = InNs("duration_s")
+    hist_interval_ns = InNs("hist_interval_ms", minimum=1)
+    sample_ns = InNs("sample_ms", minimum=1)
+    cpu_window_ns = InNs("cpu_window_ms", minimum=1)
 
 
 @frozen
@@ -287,17 +267,9 @@ class PeriodicConfig:
     def __attrs_post_init__(self) -> None:
         _fits_period(self.budget_us, self.period_us)
 
-    @property
-    def period_ns(self) -> int:
-        return us_to_ns(self.period_us)
-
-    @property
-    def budget_ns(self) -> int:
-        return us_to_ns(self.budget_us)
-
-    @property
-    def start_ns(self) -> int:
-        return ms_to_ns(self.start_ms)
+    period_ns = InNs("period_us")
+    budget_ns = InNs("budget_us")
+    start_ns = InNs("start_ms")
 
 
 @frozen
@@ -310,13 +282,8 @@ class LoadConfig:
     burst_mean_us: float = field(validator=between(1, 1e9))
     sleep_mean_us: float = field(validator=zero_or_between(1, 1e9))
 
-    @property
-    def burst_mean_ns(self) -> int:
-        return us_to_ns(self.burst_mean_us)
-
-    @property
-    def sleep_mean_ns(self) -> int:
-        return us_to_ns(self.sleep_mean_us)
+    burst_mean_ns = InNs("burst_mean_us")
+    sleep_mean_ns = InNs("sleep_mean_us")
 
 
 @frozen
@@ -353,13 +320,8 @@ class AppBandConfig:
         if self.adj_max < self.adj_min:
             raise InvalidValue("adj_max", f"an adj >= adj_min ({self.adj_min})", self.adj_max)
 
-    @property
-    def burst_mean_ns(self) -> int:
-        return us_to_ns(self.burst_mean_us)
-
-    @property
-    def sleep_mean_ns(self) -> int:
-        return us_to_ns(self.sleep_mean_us)
+    burst_mean_ns = InNs("burst_mean_us")
+    sleep_mean_ns = InNs("sleep_mean_us")
 
 
 @frozen
@@ -409,17 +371,9 @@ class PreviewConfig:
     def __attrs_post_init__(self) -> None:
         _fits_period(self.budget_us, self.period_us)
 
-    @property
-    def period_ns(self) -> int:
-        return us_to_ns(self.period_us)
-
-    @property
-    def budget_ns(self) -> int:
-        return us_to_ns(self.budget_us)
-
-    @property
-    def start_delay_ns(self) -> int:
-        return ms_to_ns(self.start_delay_ms)
+    period_ns = InNs("period_us")
+    budget_ns = InNs("budget_us")
+    start_delay_ns = InNs("start_delay_ms")
 
 
 @frozen
@@ -435,13 +389,8 @@ class CameraConfig:
     thread: ThreadConfig
     preview: PreviewConfig
 
-    @property
-    def launch_ns(self) -> int:
-        return ms_to_ns(self.launch_ms)
-
-    @property
-    def alloc_window_ns(self) -> int:
-        return ms_to_ns(self.alloc_window_ms)
+    launch_ns = InNs("launch_ms")
+    alloc_window_ns = InNs("alloc_window_ms")
 
 
 @frozen
@@ -510,13 +459,8 @@ class CgroupConfig:
     hold_mean_us: float = field(validator=positive)
     thread: ThreadConfig
 
-    @property
-    def interval_mean_ns(self) -> int:
-        return us_to_ns(self.interval_mean_us)
-
-    @property
-    def hold_mean_ns(self) -> int:
-        return us_to_ns(self.hold_mean_us)
+    interval_mean_ns = InNs("interval_mean_us")
+    hold_mean_ns = InNs("hold_mean_us")
 
 
 @frozen

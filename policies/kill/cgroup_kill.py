@@ -8,7 +8,7 @@ from attrs import field, frozen
 
 from actors.lmkd import CGROUP_MUTEX
 from actors.process import Process
-from actors.runtime import us_to_ns
+from actors.runtime import InNs
 from actors.validators import non_negative
 from actors.work import Compute, Lock, Step, Unlock
 from policies.kill import KILL
@@ -20,9 +20,7 @@ class CgroupKillParams:
 
     kill_us: float = field(validator=non_negative)
 
-    @property
-    def kill_ns(self) -> int:
-        return us_to_ns(self.kill_us)
+    kill_ns = InNs("kill_us")
 
 
 @KILL.register("cgroup_kill", params=CgroupKillParams)

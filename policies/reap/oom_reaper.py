@@ -9,7 +9,7 @@ from actors.kernel import Kernel
 from actors.lmkd import LmkdReaper
 from actors.oom_reaper import OOM_REAPER_CLASS, OomReaper
 from actors.process import Process
-from actors.runtime import Runtime, ms_to_ns
+from actors.runtime import InNs, Runtime
 from actors.validators import in_range, non_negative
 from policies.reap import REAP
 
@@ -28,9 +28,7 @@ class OomReaperParams:
     nice: int = field(validator=in_range(-20, 19))
     parallel_threads: int = field(validator=in_range(1, 64))
 
-    @property
-    def delay_ns(self) -> int:
-        return ms_to_ns(self.delay_ms)
+    delay_ns = InNs("delay_ms")
 
 
 class OomReaperReap:

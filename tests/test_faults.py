@@ -216,12 +216,13 @@ def test_calibrate_ended_by_a_signal_puts_zram_back_and_writes_no_profile(tmp_pa
         time.sleep(float(when))
     proc.send_signal(signum)
     _, stderr = proc.communicate(timeout=60)
-    assert "Traceback" not in stderr, stderr
-    assert zram_state() == before and not JOURNAL.exists()
+    said = f"status {proc.returncode}, stderr: {stderr!r}"
+    assert "Traceback" not in stderr, said
+    assert zram_state() == before and not JOURNAL.exists(), (zram_state(), before, said)
     if proc.returncode != 0:  # (a late signal can find the quick calibration done)
         # (one during start-up, before exitstorm takes the signal, ends it as the default action does:
         # the status a shell shows is the same)
-        assert proc.returncode in (status, -signum) and list(tmp_path.iterdir()) == []
+        assert proc.returncode in (status, -signum) and list(tmp_path.iterdir()) == [], said
 
 
 @real_host

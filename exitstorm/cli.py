@@ -17,7 +17,7 @@ from rich.measure import Measurement
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from exitstorm.calibrate import DEFAULT_BASE, calibrate
+from exitstorm.realkernel.calibrate import DEFAULT_BASE, calibrate
 from exitstorm.compare import compare, parse_variant, table
 from exitstorm.config import load_experiment
 from exitstorm.executor import MAX_RUNS, MODEL_FAILURES, OnRun, RunFailed, WorkerDied
@@ -28,10 +28,10 @@ from exitstorm.logs import EventFilter, matching_lines, parse_where, readable
 from exitstorm.report import write_report
 from exitstorm.schema import ConfigError
 from exitstorm.sweep import kept_runs, parse_grid, sweep
-from exitstorm.validate import DEFAULT_PREVIEW_SCENARIO, DEFAULT_SCENARIO, validate, validation_table
-from exitstorm.victims import DEFAULT_RANDOM_BYTES
+from exitstorm.realkernel.validate import DEFAULT_PREVIEW_SCENARIO, DEFAULT_SCENARIO, validate, validation_table
+from exitstorm.realkernel.victims import DEFAULT_RANDOM_BYTES
 from exitstorm.world import World
-from exitstorm.zram import HostError
+from exitstorm.realkernel.zram import HostError
 
 EXIT_BAD_INPUT = 2
 EXIT_MODEL_FAILURE = 1

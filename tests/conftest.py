@@ -19,7 +19,7 @@ from actors.scheduler import CoreSpec, Scheduler, SchedTunables, Thread
 from actors.work import Step
 from exitstorm.config import KernelConfig
 from exitstorm.schema import structure
-from exitstorm.zram import ZRAM0, HostError, require_host
+from exitstorm.realkernel.zram import ZRAM0, HostError, require_host
 
 MS = 1_000_000
 ROOT = Path(__file__).resolve().parent.parent

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from exitstorm.zram import ZramDevice
+from exitstorm.realkernel.zram import ZramDevice
 
 HEADER = "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n"
 ALGORITHMS = ("lzo-rle", "lzo", "lz4")
@@ -96,7 +96,7 @@ SignallingZram = signalling(ZramDevice)
 def killed_at(step: str, root: str, journal_dir: str) -> None:
     """Set up swap on the fake under ``root`` (or the real device if ``root`` is "real"), SIGKILLed right
     after ``step``: what a run killed there leaves behind."""
-    from exitstorm.zram import ZramSwap
+    from exitstorm.realkernel.zram import ZramSwap
 
     kill = {step: signal.SIGKILL}
     device = SignallingZram(signal_at=kill) if root == "real" else SignallingFake(Path(root), signal_at=kill)

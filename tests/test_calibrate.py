@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from exitstorm import calibrate as cal
+from exitstorm.realkernel import calibrate as cal
 from exitstorm.config import load_device, load_experiment
-from exitstorm.victims import ExitTiming, StormTiming
-from exitstorm.zram import HostError, require_host
+from exitstorm.realkernel.victims import ExitTiming, StormTiming
+from exitstorm.realkernel.zram import HostError, require_host
 from tests.conftest import HOST_PROBLEM, ROOT, exitstorm, zram_state
 
 VM_STORM = ROOT / "configs" / "vm_storm.toml"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from exitstorm import validate as val
+from exitstorm.realkernel import validate as val
 from exitstorm.config import Experiment, load_experiment
 from exitstorm.schema import ConfigError
 from exitstorm.world import World

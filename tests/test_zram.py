@@ -14,7 +14,7 @@ from typing import Iterator
 import pytest
 
 from exitstorm import lifecycle
-from exitstorm.zram import ZRAM0, HostError, ZramSwap
+from exitstorm.realkernel.zram import ZRAM0, HostError, ZramSwap
 from tests.conftest import HOST_PROBLEM, ROOT, zram_state
 from tests.fake_zram import FakeZram, SignallingFake, SignallingZram
 

@@ -21,8 +21,8 @@ from types import TracebackType
 from attrs import frozen
 
 from actors.runtime import NS_PER_S
-from exitstorm.victims import fork_child, kill_and_wait
-from exitstorm.zram import HostError
+from exitstorm.realkernel.victims import fork_child, kill_and_wait
+from exitstorm.realkernel.zram import HostError
 
 #: (k, release ns, done ns) on CLOCK_MONOTONIC
 Frame = tuple[int, int, int]

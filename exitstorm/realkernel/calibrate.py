@@ -1,7 +1,7 @@
 """``exitstorm calibrate``: a device profile fitted to single-process kills on this machine's kernel.
 
 Victims of several sizes, either all swapped (in ZRAM) or all resident, are
-SIGKILLed one at a time (:mod:`exitstorm.victims`). The model's exit of one
+SIGKILLed one at a time (:mod:`exitstorm.realkernel.victims`). The model's exit of one
 process costs ``exit_fixed_ns + swapped pages x swap_entry_free_ns +
 resident pages x present_page_free_ns`` of CPU, and alone on a core its
 latency is that cost, so a least-squares line through the median kill →
@@ -41,9 +41,9 @@ from actors.runtime import NS_PER_MS
 from exitstorm.config import DeviceConfig, load_device, load_experiment
 from exitstorm.results import write_whole
 from exitstorm.schema import ConfigError
-from exitstorm.validate import DEFAULT_SCENARIO, Cell, harness_sampling, sim_seeds, simulate
-from exitstorm.victims import DEFAULT_RANDOM_BYTES, ExitTiming, StormTiming, Victims, VictimSpec, check_random_bytes
-from exitstorm.zram import ZramSwap, meminfo_mb
+from exitstorm.realkernel.validate import DEFAULT_SCENARIO, Cell, harness_sampling, sim_seeds, simulate
+from exitstorm.realkernel.victims import DEFAULT_RANDOM_BYTES, ExitTiming, StormTiming, Victims, VictimSpec, check_random_bytes
+from exitstorm.realkernel.zram import ZramSwap, meminfo_mb
 
 #: victim sizes (MB) and kills per size: the full plan takes a few minutes, --quick under one
 FULL_SIZES_MB = (50, 100, 200, 400, 800)

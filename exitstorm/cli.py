@@ -23,7 +23,7 @@ from exitstorm.config import load_experiment
 from exitstorm.executor import MAX_RUNS, MODEL_FAILURES, OnRun, RunFailed, WorkerDied
 from exitstorm.experiment import run_experiment
 from exitstorm.histograms import hdr_percentiles_ms, histogram_sources
-from exitstorm.lifecycle import interrupted_status, terminate_like_interrupt
+from exitstorm.lifecycle import interrupted, interrupted_status, terminate_like_interrupt
 from exitstorm.logs import EventFilter, matching_lines, parse_where, readable
 from exitstorm.report import write_report
 from exitstorm.schema import ConfigError
@@ -370,7 +370,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         return interrupted_status()
-    return 0
+    return interrupted_status() if interrupted() else 0  # an interrupt Python could not raise still counts
 
 
 if __name__ == "__main__":

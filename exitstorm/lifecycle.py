@@ -33,19 +33,33 @@ def die_with_parent(parent: int) -> bool:
 
 
 def _ending(signum: int, frame: FrameType | None) -> None:
-    """End the command exactly as Ctrl-C does: through the SIGINT handler in place (trio's, while a
-    simulation runs, which delivers the interrupt where it is safe), else with KeyboardInterrupt."""
+    """Record the signal, then end the command as Ctrl-C does (a simulation replaces this handler with
+    :func:`deferred_interrupts`' while it runs, so the interrupt is never raised inside an actor's step)."""
     _received.append(signum)
-    handler = signal.getsignal(signal.SIGINT)
-    if not callable(handler):  # SIGINT ignored (a background job): end it all the same
-        raise KeyboardInterrupt
-    handler(signal.SIGINT, frame)
+    raise KeyboardInterrupt
 
 
 def terminate_like_interrupt() -> None:
-    """From now on, SIGTERM and SIGHUP interrupt the main thread as SIGINT would."""
+    """From now on, SIGINT (unless ignored), SIGTERM and SIGHUP record themselves and raise KeyboardInterrupt;
+    none received yet."""
+    _received.clear()
     for signum in ENDING:
         signal.signal(signum, _ending)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _ending)
+
+
+def interrupted() -> bool:
+    """Whether an ending signal came since :func:`terminate_like_interrupt`."""
+    return bool(_received)
+
+
+def raise_if_interrupted() -> None:
+    """Raise KeyboardInterrupt if an ending signal came, even one whose KeyboardInterrupt was lost: Python
+    cannot raise it inside an at-fork callback or a finalizer (it prints "Exception ignored" and goes on),
+    so whatever publishes results calls this first, and nothing is published after an interrupt."""
+    if _received:
+        raise KeyboardInterrupt
 
 
 def interrupted_status() -> int:
@@ -77,6 +91,5 @@ def deferred_interrupts(stop: Callable[[], None]) -> Iterator[None]:
         for s, handler in previous.items():
             signal.signal(s, handler)
     if pending:
-        if pending[0] != signal.SIGINT:
-            _received.append(pending[0])
+        _received.append(pending[0])
         raise KeyboardInterrupt

@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+from exitstorm.lifecycle import raise_if_interrupted
 from exitstorm.pidlock import Held, pid_lock
 from exitstorm.schema import ConfigError
 
@@ -106,6 +107,7 @@ def clear_leftovers(final: Path, force: bool) -> None:
 def publish(tmp: Path, final: Path, force: bool) -> None:
     """Mark the complete directory ``tmp`` (a sibling of ``final``) as exitstorm's results and rename it to
     ``final``, replacing what is there only as :func:`check_target` allows."""
+    raise_if_interrupted()
     (tmp / MARKER).write_text("exitstorm results: --force may replace this directory\n")
     check_target(final, force)
     if final.exists():
@@ -119,6 +121,7 @@ def publish(tmp: Path, final: Path, force: bool) -> None:
 
 def write_whole(path: Path, text: str) -> None:
     """Write ``path`` whole: a reader sees the old file or the new one (temp file + rename)."""
+    raise_if_interrupted()
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)

@@ -237,3 +237,32 @@ def test_after_a_killed_calibrate_the_next_one_undoes_what_it_left(tmp_path: Pat
     _, stderr = again.communicate(timeout=120)
     assert again.returncode == 0, stderr
     assert stderr.count("putting it back as it was") == 1 and zram_state() == before and not JOURNAL.exists()
+
+
+SWALLOWED = """
+import os, signal, sys
+from pathlib import Path
+from exitstorm import lifecycle, results
+lifecycle.terminate_like_interrupt()
+# a signal whose KeyboardInterrupt lands in an at-fork callback: Python prints "Exception ignored" and goes on
+os.register_at_fork(after_in_parent=lambda: signal.raise_signal(signal.SIGHUP))
+pid = os.fork()
+if pid == 0:
+    os._exit(0)
+os.waitpid(pid, 0)
+try:
+    results.write_whole(Path(sys.argv[1]), "a profile written after the interrupt\\n")
+except KeyboardInterrupt:
+    sys.exit(lifecycle.interrupted_status())
+sys.exit(0)
+"""
+
+
+def test_an_interrupt_python_could_not_raise_still_stops_what_would_be_published(tmp_path: Path) -> None:
+    """calibrate once wrote its profile with status 0 after a SIGHUP whose KeyboardInterrupt fell in an at-fork
+    callback of logging: the signal is recorded, and nothing is published after it."""
+    out = tmp_path / "profile.toml"
+    proc = subprocess.run([sys.executable, "-c", SWALLOWED, str(out)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60)
+    assert "Exception ignored" in proc.stderr  # the interrupt was lost where it was raised ...
+    assert proc.returncode == 128 + signal.SIGHUP and not out.exists()  # ... and still ended it

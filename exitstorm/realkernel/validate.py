@@ -36,6 +36,7 @@ from attrs import asdict, frozen
 from rich.table import Table
 
 from actors.runtime import NS_PER_MS, NS_PER_S, NS_PER_US
+from exitstorm.lifecycle import deferred_interrupts
 from exitstorm.config import Experiment, PeriodicConfig, load_experiment
 from exitstorm.experiment import build_world
 from exitstorm.realkernel.preview import Frame, Preview
@@ -316,7 +317,8 @@ def simulate(scenario: Path, profile: Path, cell: Cell, swapped_mb: int, ratio: 
     figures."""
     exp = cell_experiment(scenario, profile, cell, swapped_mb, ratio, seed)
     world = build_world(exp, None)
-    trio.run(world.runtime.run)
+    with deferred_interrupts(world.runtime.stop):
+        trio.run(world.runtime.run)
     unfinished = [p.name for p in world.processes if p.exited_at is None]
     if unfinished:
         raise ConfigError(f"{exp.source}: scenario.duration_s: expected long enough for every exit to finish "

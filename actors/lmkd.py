@@ -200,8 +200,8 @@ class LmkdReaper(Actor):
                          Unlock(CGROUP_MUTEX))
         self.victim_cpus = victim_cpus
         self.victim_nice = victim_nice
-        #: pidfd_send_signal()'s cost, for a remedy that sends the signal itself
-        self.signal_ns = costs.signal_ns
+        #: lmkd's costs (pidfd_send_signal()'s, for a remedy that sends the signal itself)
+        self.costs = costs
         self.reap = reap
         self.esrch = 0
         self.reaps = 0
@@ -255,17 +255,12 @@ class Lmkd(Actor):
         self.thread: Thread = kernel.scheduler.spawn(name, self, **thread_kw)
         self.reapers = reapers
         self.on_kill = on_kill
-        self.cycle_ns = costs.cycle_ns
-        self.kill_ns = costs.kill_ns
+        self.costs = costs
         self.kill_method = kill_method
-        self.window_ns = props.psi_window_ns
-        self.short_ns = props.poll_period_short_ns
-        self.long_ns = props.poll_period_long_ns
-        self.kill_timeout_ns = props.kill_timeout_ns
         #: reapers that told lmkd they are free (all, at first)
         self._idle: set[LmkdReaper] = set(reapers)
-        #: PSI events received and not yet acted on (the last one's trigger)
-        self._psi: list[str] = []
+        #: the trigger of the last PSI event received and not yet acted on
+        self._psi: str | None = None
         self._exited: set[int] = set()
         self._critical = False
         self.cycles = 0
@@ -274,7 +269,7 @@ class Lmkd(Actor):
 
     def _take(self, message: PsiEvent | ReapDone | ProcessExited) -> None:
         if type(message) is PsiEvent:
-            self._psi.append(message.trigger)
+            self._psi = message.trigger
             if message.trigger == "critical":
                 self._critical = True
         elif type(message) is ReapDone:
@@ -315,7 +310,7 @@ class Lmkd(Actor):
         """One poll: read state, maybe kill one process and wait for it. True if it killed."""
         self.cycles += 1
         sched = self.kernel.scheduler
-        await sched.execute(self.thread, [Compute(self.cycle_ns, ("lmkd", "mp_event_psi"))])
+        await sched.execute(self.thread, [Compute(self.costs.cycle_ns, ("lmkd", "mp_event_psi"))])
         state = self._state()
         if self.props.use_minfree_levels:
             decision = minfree_kill_decision(state, self.props.minfree_levels)
@@ -329,7 +324,7 @@ class Lmkd(Actor):
         if victim is None:
             self.log("lmkd_no_victim", reason=reason, min_adj=min_adj)
             return False
-        await sched.execute(self.thread, [Compute(self.kill_ns, ("lmkd", "find_and_kill_process"))])
+        await sched.execute(self.thread, [Compute(self.costs.kill_ns, ("lmkd", "find_and_kill_process"))])
         reaper = self._free_reaper()
         self.kills += 1
         via = reaper.name if reaper is not None else self.name
@@ -344,32 +339,32 @@ class Lmkd(Actor):
             await sched.execute(self.thread, self.kill_method.steps(victim))
         victim.notify_exit(self)
         if victim.exited_at is None:
-            if not await self._wait(self.kill_timeout_ns, lambda: victim.pid in self._exited):
+            if not await self._wait(self.props.kill_timeout_ns, lambda: victim.pid in self._exited):
                 self.kill_timeouts += 1
         return True
 
     async def main(self) -> None:
         while True:
-            while not self._psi:
+            while self._psi is None:
                 self._take(await self.receive())
-            trigger = self._psi.pop()
-            self._psi.clear()
+            trigger, self._psi = self._psi, None
             self.log("lmkd_poll_start", trigger=trigger)
-            polling_until = self.now + self.window_ns
+            polling_until = self.now + self.props.psi_window_ns
             killing = False
             after_kill = False
             while True:
-                self._psi.clear()
+                self._psi = None
                 after_kill = await self._cycle(after_kill)
                 if after_kill:
                     killing = True
-                    polling_until = self.now + self.window_ns
+                    polling_until = self.now + self.props.psi_window_ns
                     continue
                 if self.kernel.memory.psi.stalled:
-                    polling_until = max(polling_until, self.now + self.short_ns)
+                    polling_until = max(polling_until, self.now + self.props.poll_period_short_ns)
                 if self.now >= polling_until:
                     self.log("lmkd_poll_stop", cycles=self.cycles, kills=self.kills)
                     break
-                period = self.short_ns if killing or self._swap_low() else self.long_ns
-                if await self._wait(period, lambda: bool(self._psi)):
-                    polling_until = self.now + self.window_ns
+                props = self.props
+                period = props.poll_period_short_ns if killing or self._swap_low() else props.poll_period_long_ns
+                if await self._wait(period, lambda: self._psi is not None):
+                    polling_until = self.now + self.props.psi_window_ns

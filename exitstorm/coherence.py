@@ -32,10 +32,9 @@ def check_coherent(sc: ScenarioConfig, kernel: KernelConfig, source: str,
 def _incoherent(sc: ScenarioConfig, kernel: KernelConfig,
                 kernel_locks: Callable[[], set[str]]) -> Iterator[tuple[str, str, object]]:
     run = sc.scenario
-    end_ms = run.duration_s * 1000
     within = f"a time before the run ends (scenario.duration_s = {run.duration_s:g} s)"
-    for key, ms in _starts(sc):
-        if ms >= end_ms:
+    for key, ms, ns in _starts(sc):
+        if ns >= run.duration_ns:
             yield key, within, ms
     known = sorted(sc.thread_classes())
     for i, name in enumerate(run.exit_classes or ()):
@@ -50,11 +49,11 @@ def _incoherent(sc: ScenarioConfig, kernel: KernelConfig,
                 yield f"policies.{remedy.table}.{key}", expected, got
 
 
-def _starts(sc: ScenarioConfig) -> Iterator[tuple[str, float]]:
-    """(key, ms) of every moment the scenario's actors first act."""
+def _starts(sc: ScenarioConfig) -> Iterator[tuple[str, float, int]]:
+    """(key, ms as configured, ns) of every moment the scenario's actors first act."""
     for i, spec in enumerate(sc.periodic):
-        yield f"periodic[{i}].start_ms", spec.start_ms
+        yield f"periodic[{i}].start_ms", spec.start_ms, spec.start_ns
     if sc.camera is not None:
-        yield "camera.launch_ms", sc.camera.launch_ms
+        yield "camera.launch_ms", sc.camera.launch_ms, sc.camera.launch_ns
     if sc.storm is not None:
-        yield "storm.kill_at_ms", sc.storm.kill_at_ms
+        yield "storm.kill_at_ms", sc.storm.kill_at_ms, sc.storm.kill_at_ns

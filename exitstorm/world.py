@@ -36,7 +36,7 @@ SYSTEM_PID, STORM_PID, APP_PID, CAMERA_PID = 100, 1000, 2000, 5000
 
 
 def band_sizes(count: int, bands: list[AppBandConfig]) -> list[int]:
-    """AppsConfig per band, proportional to the shares (largest remainder; ties to the earlier band)."""
+    """Apps per band, proportional to the shares (largest remainder; ties to the earlier band)."""
     total = sum(b.share for b in bands)
     exact = [count * b.share / total for b in bands]
     sizes = [int(x) for x in exact]

@@ -35,7 +35,7 @@ class ProcessMreleaseReapKill(ReaperRemedy):
     @staticmethod
     def _signal(reaper: LmkdReaper, victim: Process) -> Iterator[Step]:
         """find_lock_task_mm(), mmgrab(), then the SIGKILL: the mm is the reaper's from here on."""
-        yield Compute(reaper.signal_ns, ("process_mrelease", "do_send_sig_info"))
+        yield Compute(reaper.costs.signal_ns, ("process_mrelease", "do_send_sig_info"))
         victim.signal()
 
     @staticmethod

@@ -371,7 +371,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return interrupted_status()
     return interrupted_status() if interrupted() else 0  # an interrupt Python could not raise still counts
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -27,7 +27,7 @@ from actors.runtime import ActorFailed
 from exitstorm.config import Experiment, load_experiment
 from exitstorm.experiment import run_experiment
 from exitstorm.figures import headline
-from exitstorm.lifecycle import ENDING, die_with_parent
+from exitstorm.lifecycle import ENDING, die_with_parent, held_signals, release_signals
 from exitstorm.schema import ConfigError
 
 #: a name and its dotted-key overrides (a comparison's variant, a sweep's grid point)
@@ -120,12 +120,14 @@ def run_job(job: RunJob) -> dict[str, Any]:
 
 def _worker_init(parent: int) -> None:
     """A worker dies with its parent (a killed parent leaves no worker writing into its results). SIGINT,
-    SIGTERM and SIGHUP are the parent's to handle. gc.freeze: what a worker inherits (modules, loaded
-    configs) is never garbage, so the collection after each run walks only that run's objects."""
+    SIGTERM and SIGHUP are the parent's to handle (it forks workers with them held; here they are released
+    and ignored). gc.freeze: what a worker inherits (modules, loaded configs) is never garbage, so the
+    collection after each run walks only that run's objects."""
     if not die_with_parent(parent):
         os._exit(1)
     for signum in (signal.SIGINT, *ENDING):
         signal.signal(signum, signal.SIG_IGN)
+    release_signals()
     gc.freeze()
 
 
@@ -139,7 +141,8 @@ def run_local(jobs: list[RunJob], workers: int | None) -> Iterator[tuple[RunJob,
     pool = concurrent.futures.ProcessPoolExecutor(max_workers=workers, initializer=_worker_init,
                                                   initargs=(os.getpid(),))
     try:
-        futures = {pool.submit(run_job, job): job for job in jobs}
+        with held_signals():
+            futures = {pool.submit(run_job, job): job for job in jobs}
         for future in concurrent.futures.as_completed(futures):
             job = futures[future]
             try:

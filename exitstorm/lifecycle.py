@@ -45,13 +45,33 @@ def terminate_like_interrupt() -> None:
     _received.clear()
     for signum in ENDING:
         signal.signal(signum, _ending)
-    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
         signal.signal(signal.SIGINT, _ending)
 
 
 def interrupted() -> bool:
     """Whether an ending signal came since :func:`terminate_like_interrupt`."""
     return bool(_received)
+
+
+@contextlib.contextmanager
+def held_signals() -> Iterator[None]:
+    """Inside, SIGINT, SIGTERM and SIGHUP wait (blocked in this thread) and are taken when the block is left.
+
+    Around a fork: Python runs its at-fork callbacks (logging's lock release) inside ``os.fork``, and an
+    interrupt raised there is printed as "Exception ignored" with a traceback and lost; and the caller can
+    record the child's pid before an interrupt ends it. A child forked inside inherits the block and calls
+    :func:`release_signals`."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, (signal.SIGINT, *ENDING))
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def release_signals() -> None:
+    """In a child forked inside :func:`held_signals`: take SIGINT, SIGTERM and SIGHUP again."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, (signal.SIGINT, *ENDING))
 
 
 def raise_if_interrupted() -> None:

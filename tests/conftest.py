@@ -32,7 +32,7 @@ FAIR = {"policy": "fair", "nice": 0, "thread_class": "t"}
 
 def exitstorm(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     """Run the ``exitstorm`` command in a separate process, as a user would."""
-    return subprocess.run([sys.executable, "-m", "exitstorm.cli", *args], cwd=cwd,
+    return subprocess.run([sys.executable, "-m", "exitstorm", *args], cwd=cwd,
                           capture_output=True, text=True, timeout=300)
 
 

@@ -115,7 +115,7 @@ def test_an_interrupted_sweep_keeps_finished_runs_and_resume_runs_only_the_rest(
 
 def test_ctrl_c_ends_a_sweep_with_status_130_and_resume_finishes_it(tmp_path: Path) -> None:
     out = tmp_path / "cli"
-    args = [sys.executable, "-m", "exitstorm.cli", "sweep", CONFIG, "--grid", "apps.count=12,20", "--seeds", "8",
+    args = [sys.executable, "-m", "exitstorm", "sweep", CONFIG, "--grid", "apps.count=12,20", "--seeds", "8",
             "--out", str(out), "--set", "scenario.duration_s=2.5", "--workers", "2"]
     # a command started in the background by a non-interactive shell inherits SIGINT ignored; a user's
     # Ctrl-C finds it at its default, and so must this test's

@@ -25,8 +25,8 @@ real_host = pytest.mark.skipif(HOST_PROBLEM is not None, reason=f"no real-kernel
 
 @pytest.fixture
 def commands_signals(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """SIGTERM and SIGHUP interrupt as they do in the command (exitstorm.lifecycle), undone afterwards."""
-    previous = {s: signal.getsignal(s) for s in ENDING}
+    """SIGINT, SIGTERM and SIGHUP interrupt as they do in the command (exitstorm.lifecycle), undone afterwards."""
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, *ENDING)}
     monkeypatch.setattr(lifecycle, "_received", [])
     lifecycle.terminate_like_interrupt()
     yield

@@ -21,6 +21,7 @@ from types import TracebackType
 from attrs import frozen
 
 from actors.runtime import NS_PER_S
+from exitstorm.lifecycle import held_signals
 from exitstorm.realkernel.victims import fork_child, kill_and_wait
 from exitstorm.realkernel.zram import HostError
 
@@ -99,9 +100,10 @@ class Preview:
         self._fd: int | None = None
 
     def __enter__(self) -> Preview:
-        self._pid, self._fd = fork_child(
-            lambda out_fd: _child(self.period_ns, self.budget_ns, self.count, self.start_ns, self.prio, self.nice,
-                                  out_fd))
+        with held_signals():
+            self._pid, self._fd = fork_child(
+                lambda out_fd: _child(self.period_ns, self.budget_ns, self.count, self.start_ns, self.prio,
+                                      self.nice, out_fd))
         return self
 
     def run(self, timeout_s: float) -> PreviewRun:

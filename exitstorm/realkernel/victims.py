@@ -49,7 +49,7 @@ from typing import Callable, Iterator
 from attrs import field, frozen
 
 from actors.memory import PAGES_PER_MB
-from exitstorm.lifecycle import die_with_parent
+from exitstorm.lifecycle import die_with_parent, held_signals, release_signals
 from exitstorm.schema import ConfigError
 from exitstorm.realkernel.zram import PAGE_SIZE, ZRAM0, HostError
 
@@ -316,12 +316,16 @@ def _fill(buf: mmap.mmap, random_bytes: int) -> None:
 
 def fork_child(life: Callable[[int], None]) -> tuple[int, int]:
     """Fork a child that dies with this process (PR_SET_PDEATHSIG), runs ``life(write_fd)`` and exits:
-    (its pid, the read end of its pipe). The child never returns into the harness."""
+    (its pid, the read end of its pipe). The child never returns into the harness.
+
+    Call it inside :func:`~exitstorm.lifecycle.held_signals`, and record the pid there too, so that no
+    interrupt is lost in the fork's callbacks and none can come between the fork and the record."""
     read_fd, write_fd = os.pipe()
     parent = os.getpid()
     pid = os.fork()
     if pid == 0:
         try:
+            release_signals()
             os.close(read_fd)
             if die_with_parent(parent):
                 life(write_fd)
@@ -390,8 +394,9 @@ class Victims:
 
     def _start(self, spec: VictimSpec) -> tuple[int, int]:
         """Fork a victim: (pid, the read end of its ready pipe)."""
-        pid, read_fd = fork_child(lambda ready_fd: _child(spec, ready_fd))
-        self._live.add(pid)
+        with held_signals():
+            pid, read_fd = fork_child(lambda ready_fd: _child(spec, ready_fd))
+            self._live.add(pid)
         return pid, read_fd
 
     def _ready(self, spec: VictimSpec, pid: int, read_fd: int, deadline: float) -> tuple[int, int]:

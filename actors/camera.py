@@ -4,7 +4,8 @@ The launch allocates ``alloc_pages`` over ``window_ns`` in ``steps`` equal
 steps, split across the launch threads (app, camera provider HAL); each
 step is due at its point in the window and runs late if the thread stalls.
 Below the min watermark the launch threads reclaim directly, in their own
-context. When every launch thread is done, the preview thread starts.
+context. When every launch thread is done (their WorkDone messages), the camera
+sends its preview thread a PreviewStart.
 """
 
 from __future__ import annotations
@@ -14,16 +15,15 @@ from typing import Any, Callable, Iterator
 from actors.exit_path import apportion
 from actors.kernel import Kernel
 from actors.memory import MM
+from actors.messages import PreviewStart
 from actors.periodic import PeriodicThread
 from actors.runtime import Actor
 from actors.scheduler import Thread
-from actors.work import SleepUntil, Step
+from actors.work import SleepUntil, Step, WorkDone
 
 
 class CameraLaunch(Actor):
-    """``on_ready(t_ns)`` is called when the allocation is done and the preview is started."""
-
-    passive = True
+    """``on_ready(t_ns)`` is called when the allocation is done and the preview is sent its start."""
 
     def __init__(self, name: str, kernel: Kernel, mm: MM, *, launch_ns: int, alloc_pages: int, window_ns: int,
                  steps: int, threads: int, thread_kw: dict[str, Any], preview: PeriodicThread, preview_delay_ns: int,
@@ -43,7 +43,6 @@ class CameraLaunch(Actor):
         self.threads: list[Thread] = [
             kernel.scheduler.spawn(f"{name}/launch{i}", self, **thread_kw) for i in range(threads)
         ]
-        self._running = 0
         self.ready_at: int | None = None
 
     def _launch(self, index: int, who: str) -> Iterator[Step]:
@@ -55,15 +54,15 @@ class CameraLaunch(Actor):
                 yield from self.kernel.allocate(self.mm, b - a, who)
 
     def on_start(self) -> None:
-        self._running = len(self.threads)
         for i, th in enumerate(self.threads):
-            self.kernel.scheduler.submit(th, self._launch(i, th.thread_class), self._launched)
+            self.kernel.scheduler.start(th, self._launch(i, th.thread_class))
 
-    def _launched(self, _done: object) -> None:
-        self._running -= 1
-        if self._running:
-            return
+    async def main(self) -> None:
+        for _ in self.threads:
+            done = await self.receive()
+            if type(done) is not WorkDone:
+                raise TypeError(f"{self.name}: unexpected message {done!r}")
         self.ready_at = self.now
         self.log("camera_ready", allocated_pages=self.alloc_pages, free_pages=self.kernel.memory.free)
-        self.preview.begin(self.now + self.preview_delay_ns)
+        self.send(self.preview, PreviewStart(self.now + self.preview_delay_ns))
         self.on_ready(self.now)

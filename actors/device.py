@@ -8,7 +8,7 @@ device without kswapd is a choice made here rather than a hook unset later.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 from attrs import define
 
@@ -16,7 +16,7 @@ from actors.kernel import KSWAPD_CLASS, Kernel, Kswapd
 from actors.memory import Memory
 from actors.profiles import DeviceCosts, KernelProfile
 from actors.runtime import Runtime
-from actors.scheduler import CoreSpec, Scheduler, SchedTunables, Thread
+from actors.scheduler import CoreSpec, Scheduler, SchedTunables
 from actors.timeline import Timeline
 
 
@@ -31,17 +31,16 @@ class Device:
 def build_device(runtime: Runtime, cores: list[CoreSpec], tunables: SchedTunables, *, total_pages: int,
                  kernel_pages: int, watermark_scale_factor: int, zram_pages: int, profile: KernelProfile,
                  costs: DeviceCosts, kswapd_thread: dict[str, Any] | None, scheduler_name: str = "scheduler",
-                 on_delay: Callable[[Thread, int], None] | None = None,
                  timeline: Timeline | None = None) -> Device:
     """The scheduler (an actor of ``runtime``), the memory, the kernel and, unless ``kswapd_thread`` is
     None, kswapd0 on a thread of those scheduling keywords (class ``kswapd`` unless they say another),
     woken when free memory falls under low."""
-    scheduler = runtime.add(Scheduler(scheduler_name, cores, tunables, on_delay=on_delay, timeline=timeline))
+    scheduler = runtime.add(Scheduler(scheduler_name, cores, tunables, timeline=timeline))
     memory = Memory(total_pages, kernel_pages, watermark_scale_factor, zram_pages, scheduler)
     kernel = Kernel(scheduler, memory, profile, costs)
     kswapd = None
     if kswapd_thread is not None:
         kswapd = kernel.kswapd = runtime.add(Kswapd("kswapd0", kernel, {"thread_class": KSWAPD_CLASS,
                                                                         **kswapd_thread}))
-        memory.on_low = kernel.wakeup_kswapd
+        memory.low.connect(kernel.wakeup_kswapd)
     return Device(scheduler, memory, kernel, kswapd)

@@ -122,7 +122,7 @@ KSWAPD_CLASS = "kswapd"
 class Kswapd(Actor):
     """kswapd: woken when free memory falls below the low watermark (a WakeKswapd), reclaims up to high.
 
-    Assembly connects it: ``kernel.kswapd = kswapd`` and ``memory.on_low = kernel.wakeup_kswapd``."""
+    Assembly connects it: ``kernel.kswapd = kswapd`` and ``memory.low.connect(kernel.wakeup_kswapd)``."""
 
     def __init__(self, name: str, kernel: Kernel, thread_kw: dict[str, Any]) -> None:
         super().__init__(name)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from typing import Callable, Iterator
 
+from actors.runtime import Signal
 from actors.scheduler import Scheduler
 from actors.work import COND_RESCHED, Step
 
@@ -100,13 +101,14 @@ class Psi:
     def enter(self) -> None:
         self._advance()
         self.stalled += 1
-        self.scheduler.on_active_change = self._advance
+        if self.stalled == 1:
+            self.scheduler.active_changing.connect(self._advance)
 
     def leave(self) -> None:
         self._advance()
         self.stalled -= 1
         if not self.stalled:
-            self.scheduler.on_active_change = None
+            self.scheduler.active_changing.disconnect(self._advance)
 
     def flush(self) -> None:
         self._advance()
@@ -137,11 +139,12 @@ class Memory:
                                                                     watermark_scale_factor)
         self.psi = Psi(scheduler)
         self.scheduler = scheduler
-        self.on_low: Callable[[], None] | None = None
+        #: emitted when an allocation leaves free memory under the low watermark (wakeup_kswapd())
+        self.low = Signal("memory.low")
         self.min_free = self.free
-        #: direct-reclaim time by the stalled thread's class, and a hook per stall (class, ns)
+        #: direct-reclaim time by the stalled thread's class, and a signal per stall (class, ns)
         self.direct_reclaim_by_class: dict[str, int] = {}
-        self.on_stall: Callable[[str, int], None] | None = None
+        self.reclaim_stalled = Signal("memory.reclaim_stalled")
         self.reclaimed = 0
 
     # -- invariant -------------------------------------------------------------
@@ -170,8 +173,8 @@ class Memory:
     def _took(self) -> None:
         if self.free < self.min_free:
             self.min_free = self.free
-        if self.free < self.wmark_low and self.on_low is not None:
-            self.on_low()
+        if self.free < self.wmark_low and self.low:
+            self.low.emit()
 
     @property
     def direct_reclaim_ns(self) -> int:
@@ -341,8 +344,8 @@ def allocation(memory: Memory, mm: MM, pages: int, batch: int, reclaim_batch: in
             stall = memory.scheduler.runtime.now - started
             memory.direct_reclaim_by_class[who] = memory.direct_reclaim_by_class.get(who, 0) + stall
             memory.psi.leave()
-            if memory.on_stall is not None:
-                memory.on_stall(who, stall)
+            if memory.reclaim_stalled:
+                memory.reclaim_stalled.emit(who, stall)
         memory.allocate(mm, n)
         yield charge(n)
         yield COND_RESCHED  # a fault returns to user (a buffer allocation reschedules between chunks)

@@ -3,18 +3,21 @@
 Every asynchronous edge between two actors is ``sender.send(receiver,
 message)`` onto the receiver's mailbox (a trio channel), delivered as an
 event at the current instant of virtual time; an actor learns another's
-state only from the messages it received.
+state only from the messages it received. A work program's end is a message
+too: :class:`actors.work.WorkDone`, to the thread's owner
+(:meth:`actors.scheduler.Scheduler.start`).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from attrs import frozen
 
 if TYPE_CHECKING:
     from actors.process import Process
     from actors.runtime import Actor
+    from actors.work import Step
 
 
 @frozen
@@ -55,3 +58,24 @@ class WakeKswapd:
 @frozen
 class SignalWakeUp:
     """The kernel woke a task for a fatal signal (signal_wake_up()): a SIGKILLed process starts its exit."""
+
+
+@frozen
+class OomReapRequest:
+    """A victim is on the oom_reaper's list (wake_up(&oom_reaper_wait), to a sleeping oom_reaper kthread); the
+    kthread reaps it and every other victim queued by then."""
+
+
+@frozen
+class WorkItem:
+    """A work item is queued and this kworker was idle (queue_work() waking a worker): it runs ``work`` and
+    then whatever else is pending. ``work`` makes the item's work program."""
+
+    work: Callable[[], Iterator[Step]]
+
+
+@frozen
+class PreviewStart:
+    """The camera is ready (to its preview thread): release the first frame at ``start_ns``."""
+
+    start_ns: int

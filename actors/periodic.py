@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterator
 
+from actors.messages import PreviewStart
 from actors.runtime import Actor
 from actors.scheduler import Scheduler, Thread
 from actors.work import Compute, Marker, SleepUntil, Step
@@ -19,12 +20,10 @@ from actors.work import Compute, Marker, SleepUntil, Step
 class PeriodicThread(Actor):
     """Runs ``budget_ns`` of work every ``period_ns`` from ``start_ns`` on one thread.
 
-    With ``start_ns=None`` the thread waits for :meth:`begin` (a preview
+    With ``start_ns=None`` the thread waits for a PreviewStart (a preview
     starts when its camera is ready). ``on_frame(k, release_ns, done_ns)`` is
     called as each frame completes.
     """
-
-    passive = True
 
     def __init__(
         self,
@@ -70,3 +69,8 @@ class PeriodicThread(Actor):
     def on_start(self) -> None:
         if self.start_ns is not None:
             self.begin(self.start_ns)
+
+    async def main(self) -> None:
+        if self.start_ns is None:
+            start: PreviewStart = await self.receive()
+            self.begin(start.start_ns)

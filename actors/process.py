@@ -15,7 +15,7 @@ from actors.exit_path import ZapWork
 from actors.kernel import Kernel
 from actors.memory import MM
 from actors.messages import ProcessExited, SignalWakeUp
-from actors.runtime import Actor
+from actors.runtime import Actor, Signal
 from actors.scheduler import Scheduler, Thread
 from actors.work import Compute, Marker, Step
 
@@ -68,16 +68,10 @@ class Process(Actor):
         self.swapped_at_kill = 0
         self.resident_at_kill = 0
         self._exit_watchers: list[Callable[["Process"], None]] = []
-        self._kill_watchers: list[Callable[["Process"], None]] = []
-        self._freed_watchers: list[Callable[["Process"], None]] = []
-
-    def watch_kill(self, fn: Callable[["Process"], None]) -> None:
-        """Call ``fn(process)`` when the process is SIGKILLed."""
-        self._kill_watchers.append(fn)
-
-    def watch_freed(self, fn: Callable[["Process"], None]) -> None:
-        """Call ``fn(process)`` when all its anon memory and swap are freed (possibly after its exit)."""
-        self._freed_watchers.append(fn)
+        #: ``(process)`` when it is SIGKILLed
+        self.killed = Signal(f"{name}.killed")
+        #: ``(process)`` when all its anon memory and swap are freed (possibly after its exit)
+        self.mm_freed = Signal(f"{name}.mm_freed")
 
     def notify_exit(self, actor: Actor) -> None:
         """Send ``actor`` a ProcessExited when the process has exited (now, if it already has): a pidfd
@@ -113,15 +107,13 @@ class Process(Actor):
             sched.reconfigure(self.thread, thread_class=self.exit_class)
         sched.interrupt(self.thread)
         self.runtime.post(self, SignalWakeUp())  # a process waiting for work wakes to exit
-        for fn in self._kill_watchers:
-            fn(self)
+        self.killed.emit(self)
 
     def _freed(self) -> None:
         self.freed_at = self.now
         self.log("mm_freed", pid=self.pid, kill_to_freed_ns=self.freed_at - self.killed_at,
                  reaped_anon_pages=self.zap.reaped[0], reaped_swap_pages=self.zap.reaped[1])
-        for fn in self._freed_watchers:
-            fn(self)
+        self.mm_freed.emit(self)
 
     async def main(self) -> None:
         sched = self.kernel.scheduler
@@ -142,8 +134,6 @@ class SimultaneousKill(Actor):
     """SIGKILLs a set of processes together at one instant (a storm, as in a test harness); ``on_sent()`` runs
     after the last."""
 
-    passive = True
-
     def __init__(self, name: str, targets: list[Process], at_ns: int,
                  on_sent: Callable[[], None] | None = None) -> None:
         super().__init__(name)
@@ -151,10 +141,8 @@ class SimultaneousKill(Actor):
         self.at_ns = at_ns
         self.on_sent = on_sent
 
-    def on_start(self) -> None:
-        self.runtime.at(self.at_ns, self._fire)
-
-    def _fire(self, _arg: object) -> None:
+    async def main(self) -> None:
+        await self.sleep_until(self.at_ns)
         for proc in self.targets:
             proc.kill()
         if self.on_sent is not None:

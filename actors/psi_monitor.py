@@ -31,8 +31,6 @@ class PsiTrigger:
 class PsiMonitor(Actor):
     """Sends ``notify`` a PsiEvent when a trigger fires (the poll() on the trigger's fd returning)."""
 
-    passive = True
-
     def __init__(self, name: str, psi: Psi, triggers: list[PsiTrigger], notify: Actor) -> None:
         super().__init__(name)
         if not triggers:
@@ -48,10 +46,12 @@ class PsiMonitor(Actor):
         self._last_fired = {t.name: None for t in triggers}
         self.fired = {t.name: 0 for t in triggers}
 
-    def on_start(self) -> None:
-        self.runtime.at(self.now, self._sample)
+    async def main(self) -> None:
+        while True:
+            self._sample()
+            await self.sleep_until(self.now + self.period_ns)
 
-    def _sample(self, _arg: object = None) -> None:
+    def _sample(self) -> None:
         now = self.now
         self.psi.flush()
         for trig in self.triggers:
@@ -67,4 +67,3 @@ class PsiMonitor(Actor):
                 self.fired[trig.name] += 1
                 self.log("psi_event", trigger=trig.name, stall_kind=trig.kind, growth_ns=growth)
                 self.send(self.notify, PsiEvent(trig.name))
-        self.runtime.at(now + self.period_ns, self._sample)

@@ -61,6 +61,35 @@ class InNs:
         return max(self.minimum, round(getattr(obj, self.field) * self.per))
 
 
+class Signal:
+    """A hook that several parties may subscribe to: ``emit(*args)`` calls every subscriber, in the order
+    they connected (so the order is the assembly's, and reproducible). Subscribers connect at assembly; a
+    part that listens only while it needs to (PSI while a task stalls) connects and disconnects itself."""
+
+    __slots__ = ("name", "subscribers")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.subscribers: tuple[Callable[..., None], ...] = ()
+
+    def connect(self, fn: Callable[..., None]) -> None:
+        if fn in self.subscribers:
+            raise ValueError(f"{self.name}: {fn!r} is already connected")
+        self.subscribers += (fn,)
+
+    def disconnect(self, fn: Callable[..., None]) -> None:
+        if fn not in self.subscribers:
+            raise ValueError(f"{self.name}: {fn!r} is not connected")
+        self.subscribers = tuple(f for f in self.subscribers if f != fn)
+
+    def emit(self, *args: Any) -> None:
+        for fn in self.subscribers:
+            fn(*args)
+
+    def __bool__(self) -> bool:
+        return bool(self.subscribers)
+
+
 class ActorFailed(Exception):
     """An actor (or an event callback it owns) raised; names it and the virtual time."""
 

@@ -17,8 +17,6 @@ class Sampler(Actor):
     finest period, such as a peak, is computed there).
     """
 
-    passive = True
-
     def __init__(self, name: str, period_ns: int, probe: Callable[[], Any], max_samples: int,
                  on_sample: Callable[[int, Any], None] | None = None) -> None:
         super().__init__(name)
@@ -33,10 +31,12 @@ class Sampler(Actor):
         self.on_sample = on_sample
         self.samples: list[tuple[int, Any]] = []
 
-    def on_start(self) -> None:
-        self.runtime.at(self.now, self._sample)
+    async def main(self) -> None:
+        while True:
+            self._sample()
+            await self.sleep_until(self.now + self.period_ns)
 
-    def _sample(self, _arg: object = None) -> None:
+    def _sample(self) -> None:
         value = self.probe()
         if self.on_sample is not None:
             self.on_sample(self.now, value)
@@ -44,4 +44,3 @@ class Sampler(Actor):
         if len(self.samples) > self.max_samples:
             del self.samples[1::2]
             self.period_ns *= 2
-        self.runtime.at(self.now + self.period_ns, self._sample)

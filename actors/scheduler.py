@@ -67,7 +67,7 @@ from typing import Any, Callable, Iterable, Literal
 from attrs import frozen
 
 from actors import sched_fair
-from actors.runtime import Actor
+from actors.runtime import Actor, Signal
 from actors.timeline import Timeline
 from actors.work import (
     Compute, CondResched, Frame, Lock, Marker, Sleep, SleepUntil, Step, Unlock, WorkDone, unfolded,
@@ -247,7 +247,6 @@ class Scheduler(Actor):
         name: str,
         cores: Iterable[CoreSpec],
         tunables: SchedTunables,
-        on_delay: Callable[[Thread, int], None] | None = None,
         timeline: Timeline | None = None,
     ) -> None:
         super().__init__(name)
@@ -275,16 +274,17 @@ class Scheduler(Actor):
         self._balance_next = 0
         self._balance_armed = False
         self.slice_ns = sched_fair.base_slice_ns(tunables.base_slice_ns, len(self.cores), tunables.tunable_scaling)
-        self.on_delay = on_delay
+        #: ``(thread, ns)`` each time a thread gets a core: how long it waited runnable
+        self.delayed = Signal("scheduler.delayed")
         #: slices and lock waits for the run's trace (off: a timeline with no room)
         self.timeline = timeline if timeline is not None else Timeline(0)
         self.threads: list[Thread] = []
         self.locks: dict[str, KLock] = {}
         self._rtq: list[Thread] = []
         self._rt_seq = 0
-        #: threads runnable or running; ``on_active_change`` (if set) is called when it changes
+        #: threads runnable or running; ``active_changing`` is emitted just before it changes
         self.nr_active = 0
-        self.on_active_change: Callable[[], None] | None = None
+        self.active_changing = Signal("scheduler.active_changing")
         self._trace = False
         self._trace_locks = False
         self._on_segment_end = self._segment_end  # bound once: it goes with every segment onto the heap
@@ -377,6 +377,13 @@ class Scheduler(Actor):
         th.kill_pending = False
         th.idle_ns += self.runtime.now - th.since
         self._wake(th)
+
+    def start(self, th: Thread, program: Iterable[Step]) -> None:
+        """Start ``program`` on ``th`` and go on; its WorkDone is a message to ``th``'s owner when it ends
+        (an actor that runs programs on several threads at once)."""
+        owner = th.owner
+        rt = self.runtime
+        self.submit(th, program, lambda done: rt.post(owner, done))
 
     async def execute(self, th: Thread, program: Iterable[Step]) -> WorkDone:
         """Run ``program`` on ``th`` and wait for it; the caller must be ``th``'s owner."""
@@ -564,8 +571,8 @@ class Scheduler(Actor):
         th.state = RUNNING
         delay = now - th.since
         th.wait_ns += delay
-        if self.on_delay is not None:
-            self.on_delay(th, delay)
+        if self.delayed:
+            self.delayed.emit(th, delay)
         if th.fair:
             core.protect = True
         if self._trace:
@@ -993,8 +1000,8 @@ class Scheduler(Actor):
         return None
 
     def _count_active(self, delta: int) -> None:
-        if self.on_active_change is not None:
-            self.on_active_change()
+        if self.active_changing:
+            self.active_changing.emit()
         self.nr_active += delta
 
     def _wake(self, th: Thread) -> None:

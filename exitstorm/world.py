@@ -142,8 +142,9 @@ class World:
             kernel_pages=mb_to_pages(dev.memory.kernel_mb), watermark_scale_factor=dev.memory.watermark_scale_factor,
             zram_pages=mb_to_pages(dev.memory.zram_disksize_mb), profile=exp.kernel.profile, costs=dev.costs,
             kswapd_thread={"policy": "fair", "nice": exp.kernel.kswapd.nice, "cpus": list(range(dev.ncpus))},
-            on_delay=self._on_delay, timeline=self.timeline)
+            timeline=self.timeline)
         self.scheduler, self.memory, self.kernel = device.scheduler, device.memory, device.kernel
+        self.scheduler.delayed.connect(self._on_delay)
         self.scheduler.draw_phases()
         self.frames: dict[str, FrameStats] = {}
         for spec in sc.periodic:
@@ -176,7 +177,7 @@ class World:
         self.exit_latency = LatencyRecorder("exit_latency", self.interval_ns)
         self.freed_latency = LatencyRecorder("exit_freed_latency", self.interval_ns)
         self.direct_reclaim = LatencyRecorder("direct_reclaim", self.interval_ns)
-        self.memory.on_stall = lambda _cls, ns: self.direct_reclaim.record(self.runtime.now, ns)
+        self.memory.reclaim_stalled.connect(lambda _cls, ns: self.direct_reclaim.record(self.runtime.now, ns))
         #: CPU busy by class at the first kill, and at the latest exit or memory return of a killed process
         self.storm_start: tuple[int, dict[str, int]] | None = None
         self.storm_last_exit: tuple[int, dict[str, int]] | None = None
@@ -236,7 +237,7 @@ class World:
             reapers = self.runtime.add(MreleaseReapers("storm_reaper", self.kernel, storm.reapers,
                                                        thread_kw(storm.reaper_thread, exp.device)))
             for proc in self.processes:
-                proc.watch_kill(reapers.hand)
+                proc.killed.connect(reapers.hand)
         kill_ns = storm.kill_at_ns
         poller = storm.pool_poller
         on_sent = None
@@ -258,8 +259,8 @@ class World:
                                         on_sent))
 
     def _add_process(self, proc: Process) -> None:
-        proc.watch_kill(self._on_kill)
-        proc.watch_freed(self._on_freed)
+        proc.killed.connect(self._on_kill)
+        proc.mm_freed.connect(self._on_freed)
         proc.watch_exit(self._on_exit)
         self.processes.append(self.runtime.add(proc))
 

@@ -69,8 +69,8 @@ class Bench:
                             wakeup_preemption=wakeup_preemption, preempt=preempt, tick_ns=tick_ns,
                             busy_balance_ns=busy_balance_ns)
         self.delays: list[tuple[str, int]] = []
-        self.sched = self.rt.add(Scheduler("cpu", [CoreSpec(c) for c in capacities], tun,
-                                           on_delay=lambda th, d: self.delays.append((th.name, d))))
+        self.sched = self.rt.add(Scheduler("cpu", [CoreSpec(c) for c in capacities], tun))
+        self.sched.delayed.connect(lambda th, d: self.delays.append((th.name, d)))
         self.done: dict[str, Any] = {}
 
     def thread(self, name: str, policy: str = "fair", **kw: Any) -> Thread:

@@ -116,7 +116,7 @@ def test_random_worlds_keep_every_invariant_and_policies_free_each_page_once(cho
     world = build_world(load_experiment(CAMERA, sets), None)
     swap_before: dict[int, int] = {}
     for proc in world.processes:
-        proc.watch_kill(lambda p: swap_before.__setitem__(p.pid, p.mm.swap))
+        proc.killed.connect(lambda p: swap_before.__setitem__(p.pid, p.mm.swap))
     trio.run(world.runtime.run)
     invariants.check_all(world.scheduler, world.memory, world.processes, world.runtime.now)
     killed = [p for p in world.processes if p.killed_at is not None]

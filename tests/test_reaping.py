@@ -102,8 +102,7 @@ async def test_process_mrelease_after_exit_mm_fails_with_esrch() -> None:
 async def oom_reaper_storm(delay_ms: float, threads: int = 1, victims: int = 1):
     w = KernelWorld(cores=4, costs=NO_TRANSFERS, kswapd=False)
     procs = [w.process(7 + i, **SIZES) for i in range(victims)]
-    oom = w.rt.add(OomReaper("oom_reaper", w.kernel, threads=threads, delay_ns=round(delay_ms * MS),
-                             thread_kw=FAIR))
+    oom = OomReaper(w.rt, "oom_reaper", w.kernel, threads=threads, delay_ns=round(delay_ms * MS), thread_kw=FAIR)
     w.rt.add(SimultaneousKill("kill", procs, 0))
     for p in procs:
         w.rt.at(0, lambda _, p=p: oom.queue(p))
@@ -135,7 +134,7 @@ async def test_a_parallel_oom_reaper_reaps_two_victims_at_once() -> None:
 
 async def test_workqueue_runs_at_most_max_active_items_at_once_in_fifo_order() -> None:
     w = KernelWorld(cores=4)
-    wq = w.rt.add(Workqueue("swap_free", w.sched, max_active=2, thread_kw={**FAIR, "thread_class": "kworker"}))
+    wq = Workqueue(w.rt, "swap_free", w.sched, max_active=2, thread_kw={**FAIR, "thread_class": "kworker"})
     finished: list[tuple[int, int]] = []
 
     def item(k: int):

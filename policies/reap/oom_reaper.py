@@ -40,11 +40,11 @@ class OomReaperReap:
         self.reaper: OomReaper | None = None
 
     def install(self, runtime: Runtime, kernel: Kernel, apps: list[Process]) -> None:
-        reaper = self.reaper = runtime.add(OomReaper(
-            "oom_reaper", kernel, threads=self.threads, delay_ns=self.params.delay_ns,
-            thread_kw={"policy": "fair", "nice": self.params.nice, "thread_class": OOM_REAPER_CLASS}))
+        reaper = self.reaper = OomReaper(
+            runtime, "oom_reaper", kernel, threads=self.threads, delay_ns=self.params.delay_ns,
+            thread_kw={"policy": "fair", "nice": self.params.nice, "thread_class": OOM_REAPER_CLASS})
         for app in apps:
-            app.watch_kill(reaper.queue)
+            app.killed.connect(reaper.queue)
 
     async def handle(self, reaper: LmkdReaper, victim: Process) -> None:
         await reaper.kill(victim)

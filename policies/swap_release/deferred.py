@@ -70,8 +70,8 @@ class DeferredRelease(ABC):
         above = frozenset(seg[: seg.index(p.split_frame)])
         self._later = PathPlan(path, kernel.costs.swap_entry_free_ns, tuple(p.prefix), skip=above,
                                part=slice(self._split, None), drop_locks=frozenset(p.drop_locks))
-        self.wq = runtime.add(Workqueue(self.name, kernel.scheduler, max_active=p.max_active,
-                                        thread_kw={"policy": "fair", "nice": p.nice, "thread_class": KWORKER_CLASS}))
+        self.wq = Workqueue(runtime, self.name, kernel.scheduler, max_active=p.max_active,
+                            thread_kw={"policy": "fair", "nice": p.nice, "thread_class": KWORKER_CLASS})
 
     def zap_swap(self, steps: PathSteps, plans: ZapPlans, zap: ZapWork, n: int) -> Generator[Step, None, int]:
         if not self._defers(zap, n):

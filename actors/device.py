@@ -1,6 +1,6 @@
 """A simulated device assembled in one place: its CPU scheduler, its memory, its kernel and kswapd.
 
-The lab (``exitstorm.world``), the tests and the benchmarks all build a
+The lab (``exitstorm.lab.world``), the tests and the benchmarks all build a
 device with :func:`build_device`, so the hooks between the parts (memory
 under its low watermark wakes kswapd) are connected once, here, and a
 device without kswapd is a choice made here rather than a hook unset later.
@@ -12,12 +12,12 @@ from typing import Any
 
 from attrs import define
 
-from actors.kernel import KSWAPD_CLASS, Kernel, Kswapd
-from actors.memory import Memory
-from actors.profiles import DeviceCosts, KernelProfile
-from actors.runtime import Runtime
-from actors.scheduler import CoreSpec, Scheduler, SchedTunables
-from actors.timeline import Timeline
+from actors.cpu.scheduler import CoreSpec, SchedTunables, Scheduler
+from actors.cpu.timeline import Timeline
+from actors.kernel.kernel import KSWAPD_CLASS, Kernel, Kswapd
+from actors.kernel.memory import Memory
+from actors.kernel.profiles import DeviceCosts, KernelProfile
+from actors.runtime.actor import Runtime
 
 
 @define

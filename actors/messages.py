@@ -4,8 +4,8 @@ Every asynchronous edge between two actors is ``sender.send(receiver,
 message)`` onto the receiver's mailbox (a trio channel), delivered as an
 event at the current instant of virtual time; an actor learns another's
 state only from the messages it received. A work program's end is a message
-too: :class:`actors.work.WorkDone`, to the thread's owner
-(:meth:`actors.scheduler.Scheduler.start`).
+too: :class:`actors.cpu.work.WorkDone`, to the thread's owner
+(:meth:`actors.cpu.scheduler.Scheduler.start`).
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Callable, Iterator
 from attrs import frozen
 
 if TYPE_CHECKING:
-    from actors.process import Process
-    from actors.runtime import Actor
-    from actors.work import Step
+    from actors.kernel.process import Process
+    from actors.runtime.actor import Actor
+    from actors.cpu.work import Step
 
 
 @frozen

@@ -16,8 +16,8 @@ import time
 
 import trio
 
-from exitstorm.config import load_experiment
-from exitstorm.world import World
+from exitstorm.lab.config import load_experiment
+from exitstorm.lab.world import World
 
 
 def main() -> None:

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from exitstorm.compare import compare
+from exitstorm.runs.compare import compare
 
 
 def main() -> None:

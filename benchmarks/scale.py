@@ -54,9 +54,9 @@ QUICK = {"10 apps", "100 apps", "100 MB/app", "1600 MB/app", "1 s", "10 s"}
 
 def _case(sets: list[str], out: str, queue: Any) -> None:
     """In a fresh process: run one case and report wall time, summary figures and peak RSS."""
-    from actors.memory import PAGES_PER_MB
-    from exitstorm.config import load_experiment
-    from exitstorm.experiment import run_experiment
+    from actors.kernel.memory import PAGES_PER_MB
+    from exitstorm.lab.config import load_experiment
+    from exitstorm.runs.experiment import run_experiment
 
     exp = load_experiment(CONFIG, sets)
     started = time.perf_counter()

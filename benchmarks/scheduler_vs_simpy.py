@@ -25,9 +25,9 @@ import simpy
 import simpy.resources.resource as simpy_resource
 import trio
 
-from actors.runtime import Actor, Runtime
-from actors.scheduler import CoreSpec, Scheduler, SchedTunables
-from actors.work import Compute, Sleep
+from actors.cpu.scheduler import CoreSpec, SchedTunables, Scheduler
+from actors.cpu.work import Compute, Sleep
+from actors.runtime.actor import Actor, Runtime
 
 PRIORITIES = (10, 20, 30, 40)
 #: Fair-class tunables are irrelevant here (every thread is SCHED_FIFO) but required.

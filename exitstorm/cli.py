@@ -11,27 +11,27 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from actors.runtime import NS_PER_MS
+from actors.runtime.quantities import NS_PER_MS
 from rich.console import Console
 from rich.measure import Measurement
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from exitstorm.realkernel.calibrate import DEFAULT_BASE, calibrate
-from exitstorm.compare import compare, parse_variant, table
-from exitstorm.config import load_experiment
-from exitstorm.executor import MAX_RUNS, MODEL_FAILURES, OnRun, RunFailed, WorkerDied
-from exitstorm.experiment import run_experiment
-from exitstorm.histograms import hdr_percentiles_ms, histogram_sources
+from exitstorm.lab.config import load_experiment
+from exitstorm.lab.world import World
 from exitstorm.lifecycle import interrupted, interrupted_status, terminate_like_interrupt
-from exitstorm.logs import EventFilter, matching_lines, parse_where, readable
-from exitstorm.report import write_report
-from exitstorm.schema import ConfigError
-from exitstorm.sweep import kept_runs, parse_grid, sweep
+from exitstorm.outputs.histograms import hdr_percentiles_ms, histogram_sources
+from exitstorm.outputs.logs import EventFilter, matching_lines, parse_where, readable
+from exitstorm.outputs.report import write_report
+from exitstorm.realkernel.calibrate import DEFAULT_BASE, calibrate
 from exitstorm.realkernel.validate import DEFAULT_PREVIEW_SCENARIO, DEFAULT_SCENARIO, validate, validation_table
 from exitstorm.realkernel.victims import DEFAULT_RANDOM_BYTES
-from exitstorm.world import World
 from exitstorm.realkernel.zram import HostError
+from exitstorm.runs.compare import compare, parse_variant, table
+from exitstorm.runs.executor import MAX_RUNS, MODEL_FAILURES, OnRun, RunFailed, WorkerDied
+from exitstorm.runs.experiment import run_experiment
+from exitstorm.runs.sweep import kept_runs, parse_grid, sweep
+from exitstorm.schema import ConfigError
 
 EXIT_BAD_INPUT = 2
 EXIT_MODEL_FAILURE = 1

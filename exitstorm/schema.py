@@ -14,7 +14,7 @@ from typing import Any, Literal, get_args
 import cattrs
 from cattrs.errors import ForbiddenExtraKeysError
 
-from actors.validators import InvalidValue
+from actors.runtime.validators import InvalidValue
 
 
 class ConfigError(Exception):

@@ -10,16 +10,16 @@ from typing import Any, Iterable
 
 import pytest
 
+from actors.cpu.scheduler import CoreSpec, SchedTunables, Scheduler, Thread
+from actors.cpu.work import Step
 from actors.device import build_device
-from actors.memory import MM, mb_to_pages
-from actors.process import Process
-from actors.profiles import DeviceCosts
-from actors.runtime import Runtime
-from actors.scheduler import CoreSpec, Scheduler, SchedTunables, Thread
-from actors.work import Step
-from exitstorm.config import KernelConfig
-from exitstorm.schema import structure
+from actors.kernel.memory import MM, mb_to_pages
+from actors.kernel.process import Process
+from actors.kernel.profiles import DeviceCosts
+from actors.runtime.actor import Runtime
+from exitstorm.lab.config import KernelConfig
 from exitstorm.realkernel.zram import ZRAM0, HostError, require_host
+from exitstorm.schema import structure
 
 MS = 1_000_000
 ROOT = Path(__file__).resolve().parent.parent

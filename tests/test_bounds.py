@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from exitstorm.config import load_experiment
-from exitstorm.experiment import run_experiment
+from exitstorm.lab.config import load_experiment
+from exitstorm.runs.experiment import run_experiment
 from tests.conftest import ROOT, exitstorm
 
 CONFIG = str(ROOT / "configs" / "camera_launch.toml")

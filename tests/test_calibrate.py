@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from exitstorm.lab.config import load_device, load_experiment
 from exitstorm.realkernel import calibrate as cal
-from exitstorm.config import load_device, load_experiment
 from exitstorm.realkernel.victims import ExitTiming, StormTiming
 from exitstorm.realkernel.zram import HostError, require_host
 from tests.conftest import HOST_PROBLEM, ROOT, exitstorm, zram_state

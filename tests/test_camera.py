@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import attrs
 
-from actors.camera import CameraLaunch
-from actors.memory import MM
-from actors.periodic import PeriodicThread
-from actors.work import Compute
-from exitstorm.world import FrameStats, band_sizes, spread_adj
-from exitstorm.config import AppBandConfig, ThreadConfig
+from actors.android.camera import CameraLaunch
+from actors.android.periodic import PeriodicThread
+from actors.cpu.work import Compute
+from actors.kernel.memory import MM
+from exitstorm.lab.config import AppBandConfig, ThreadConfig
+from exitstorm.lab.world import FrameStats, band_sizes, spread_adj
 
 from tests.conftest import COSTS, FAIR, MS, Bench, KernelWorld
 

@@ -11,7 +11,7 @@ import pytest
 from hdrh.histogram import HdrHistogram
 from hdrh.log import HistogramLogReader
 
-from exitstorm.results import writer_lock
+from exitstorm.outputs.results import writer_lock
 
 from tests.conftest import ROOT, dir_bytes, exitstorm
 

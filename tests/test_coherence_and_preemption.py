@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from actors.scheduler import NEVER, ONGOING, contenders, tick_ceil
-from actors.work import COND_RESCHED, Compute, Lock, Unlock
+from actors.cpu.scheduler import NEVER, ONGOING, contenders, tick_ceil
+from actors.cpu.work import COND_RESCHED, Compute, Lock, Unlock
 
 from tests.conftest import MS, Bench
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from exitstorm.compare import parse_variant, split_top_level
+from exitstorm.outputs.stats import mean_ci, proportion_ci, t_quantile
+from exitstorm.runs.compare import parse_variant, split_top_level
 from exitstorm.schema import ConfigError
-from exitstorm.stats import mean_ci, proportion_ci, t_quantile
 
 from tests.conftest import ROOT, exitstorm
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from exitstorm.config import load_experiment, parse_override
+from exitstorm.lab.config import load_experiment, parse_override
 from exitstorm.schema import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent

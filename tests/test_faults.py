@@ -242,7 +242,8 @@ def test_after_a_killed_calibrate_the_next_one_undoes_what_it_left(tmp_path: Pat
 SWALLOWED = """
 import os, signal, sys
 from pathlib import Path
-from exitstorm import lifecycle, results
+from exitstorm import lifecycle
+from exitstorm.outputs import results
 lifecycle.terminate_like_interrupt()
 # a signal whose KeyboardInterrupt lands in an at-fork callback: Python prints "Exception ignored" and goes on
 os.register_at_fork(after_in_parent=lambda: signal.raise_signal(signal.SIGHUP))

@@ -22,10 +22,10 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from actors.memory import MemoryAccountingError
-from actors.runtime import ActorFailed
-from exitstorm.config import load_experiment
-from exitstorm.experiment import build_world
+from actors.kernel.memory import MemoryAccountingError
+from actors.runtime.actor import ActorFailed
+from exitstorm.lab.config import load_experiment
+from exitstorm.runs.experiment import build_world
 from exitstorm.schema import ConfigError
 from tests.conftest import ROOT, exitstorm
 

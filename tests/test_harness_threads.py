@@ -3,9 +3,9 @@ sampler (its reads, the instant it sees the memory back, its CPU)."""
 
 from __future__ import annotations
 
-from actors.pool_poller import PoolPoller, pool_target
-from actors.process import KillSender
-from actors.work import Compute
+from actors.cpu.work import Compute
+from actors.harness.pool_poller import PoolPoller, pool_target
+from actors.harness.storm import KillSender
 
 from tests.conftest import MS, Bench, KernelWorld
 

@@ -9,8 +9,8 @@ from hdrh.histogram import HdrHistogram
 from hdrh.log import HistogramLogReader
 from hypothesis import given, strategies as st
 
-from exitstorm.histograms import (HIGHEST_NS, LOWEST_NS, LatencyRecorder, hdr_percentiles_ms, new_histogram,
-                                  nonzero_cells, percentile_distribution, read_hlog, record_counts)
+from exitstorm.outputs.histograms import (HIGHEST_NS, LOWEST_NS, LatencyRecorder, hdr_percentiles_ms, new_histogram,
+    nonzero_cells, percentile_distribution, read_hlog, record_counts)
 
 MS = 1_000_000
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from exitstorm.config import load_experiment
-from exitstorm.experiment import run_experiment
-from exitstorm.histograms import hdr_percentiles_ms, read_hlog
+from exitstorm.lab.config import load_experiment
+from exitstorm.outputs.histograms import hdr_percentiles_ms, read_hlog
+from exitstorm.runs.experiment import run_experiment
 from tests.conftest import ROOT, exitstorm
 
 CONFIG = str(ROOT / "configs" / "camera_launch.toml")
@@ -136,7 +136,7 @@ def test_report_of_something_else_is_one_line_and_status_2(tmp_path: Path) -> No
 
 
 def test_headline_chart_takes_a_zero_width_interval_a_rounding_error_off_its_mean(tmp_path: Path) -> None:
-    from exitstorm.report import plot_headline
+    from exitstorm.outputs.report import plot_headline
 
     stat = {"mean": 13.0, "ci95": [13.000000000000002, 13.000000000000002], "n": 20}
     report = {"config": "c.toml", "seeds": list(range(20)), "metrics": {"kills": {"label": "kills", "unit": "/run"}},

@@ -12,13 +12,13 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from actors import invariants
-from actors.invariants import InvariantViolation
-from actors.process import SimultaneousKill
-from actors.work import Compute, Lock, Unlock
-from exitstorm.config import load_experiment
-from exitstorm.experiment import build_world, run_experiment
-from exitstorm.sweep import parse_grid, sweep
+from actors.checks import invariants
+from actors.checks.invariants import InvariantViolation
+from actors.cpu.work import Compute, Lock, Unlock
+from actors.harness.storm import SimultaneousKill
+from exitstorm.lab.config import load_experiment
+from exitstorm.runs.experiment import build_world, run_experiment
+from exitstorm.runs.sweep import parse_grid, sweep
 from tests.conftest import MS, ROOT, KernelWorld, dir_bytes
 
 CAMERA = str(ROOT / "configs" / "camera_launch.toml")

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import attrs
 
-from actors.lmkd import (CGROUP_MUTEX, Lmkd, LmkdCosts, LmkdProps, LmkdReaper, MemoryState, MinfreeLevel, choose_victim,
-                         minfree_kill_decision, psi_kill_decision)
-from actors.memory import PAGES_PER_MB
-from actors.psi_monitor import PsiMonitor, PsiTrigger
+from actors.android.lmkd import (Lmkd, LmkdCosts, LmkdProps, LmkdReaper, MemoryState, MinfreeLevel, choose_victim,
+    minfree_kill_decision, psi_kill_decision)
+from actors.kernel.kernel import CGROUP_MUTEX
+from actors.kernel.memory import PAGES_PER_MB
+from actors.kernel.psi_monitor import PsiMonitor, PsiTrigger
 from actors.messages import PsiEvent
-from actors.runtime import Actor
+from actors.runtime.actor import Actor
 from policies.kill.sigkill import SigKill
 from policies.reap.process_mrelease import ProcessMrelease
 
@@ -150,8 +151,8 @@ async def test_psi_trigger_fires_when_stall_growth_reaches_the_threshold_once_pe
 
 def test_a_kill_decided_but_not_yet_delivered_at_the_end_is_logged_last_without_a_kill_time() -> None:
     # a cgroup.kill waiting for cgroup_mutex when the run ends: LMKD chose the victim, nobody SIGKILLed it yet
-    from exitstorm.config import load_experiment
-    from exitstorm.experiment import build_world, kill_log
+    from exitstorm.lab.config import load_experiment
+    from exitstorm.runs.experiment import build_world, kill_log
 
     world = build_world(load_experiment(str(ROOT / "configs" / "camera_launch.toml")), None)
     late, early = world.processes[0], world.processes[1]

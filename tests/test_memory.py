@@ -10,12 +10,13 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from actors.cpu.scheduler import CoreSpec, SchedTunables
 from actors.device import build_device
-from actors.memory import MM, MemoryAccountingError, mb_to_pages, watermarks
-from actors.process import Process, SimultaneousKill
-from actors.runtime import Actor, Runtime
-from actors.scheduler import CoreSpec, SchedTunables
-from exitstorm.config import KernelConfig
+from actors.harness.storm import SimultaneousKill
+from actors.kernel.memory import MM, MemoryAccountingError, mb_to_pages, watermarks
+from actors.kernel.process import Process
+from actors.runtime.actor import Actor, Runtime
+from exitstorm.lab.config import KernelConfig
 from exitstorm.schema import structure
 
 from tests.conftest import COSTS, FAIR, PROFILE, ROOT, KernelWorld as World

@@ -25,9 +25,9 @@ from typing import Any, Iterator
 import attrs
 import pytest
 
-from actors.validators import REFERS_TO, Bounds
-from exitstorm.config import (DeviceConfig, KernelConfig, ScenarioConfig, _merged, _read_toml, _with_base,
-                              load_experiment, resolve_profile)
+from actors.runtime.validators import REFERS_TO, Bounds
+from exitstorm.lab.config import (DeviceConfig, KernelConfig, ScenarioConfig, _merged, _read_toml, _with_base,
+    load_experiment, resolve_profile)
 from exitstorm.schema import ConfigError
 from tests.conftest import ROOT, exitstorm
 from tests.test_fuzz_config import toml_document

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import attrs
 
-from actors.lmkd import CGROUP_MUTEX
-from actors.exit_path import apportion
-from actors.memory import MM
-from actors.process import SimultaneousKill
-from actors.work import Compute, Lock, Unlock
+from actors.cpu.work import Compute, Lock, Unlock
+from actors.harness.storm import SimultaneousKill
+from actors.kernel.kernel import CGROUP_MUTEX
+from actors.kernel.memory import MM
+from actors.runtime.quantities import apportion
 from policies.kill.cgroup_kill import CgroupKill, CgroupKillParams
 from policies.kill.sigkill import SigKill
 from policies.reap import REAP

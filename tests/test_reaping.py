@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import attrs
 
-from actors.lmkd import CGROUP_MUTEX, LmkdCosts, LmkdReaper
+from actors.android.lmkd import LmkdCosts, LmkdReaper
+from actors.cpu.work import Compute, Lock, Unlock
+from actors.harness.storm import SimultaneousKill
+from actors.kernel.kernel import CGROUP_MUTEX
+from actors.kernel.oom_reaper import OomReaper
+from actors.kernel.workqueue import Workqueue
 from actors.messages import ReapRequest
-from actors.oom_reaper import OomReaper
-from actors.process import SimultaneousKill
-from actors.runtime import Actor
-from actors.work import Compute, Lock, Unlock
-from actors.workqueue import Workqueue
+from actors.runtime.actor import Actor
 from policies.kill.sigkill import SigKill
 from policies.reap import REAP
 

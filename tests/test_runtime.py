@@ -8,9 +8,9 @@ import json
 import pytest
 import trio
 
-from actors.events import EventLog
-from actors.runtime import Actor, ActorFailed, Runtime, stream_seed
-from actors.sampler import Sampler
+from actors.runtime.actor import Actor, ActorFailed, Runtime, stream_seed
+from actors.runtime.events import EventLog
+from actors.runtime.sampler import Sampler
 
 
 class Recorder(Actor):

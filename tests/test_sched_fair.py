@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from actors import sched_fair
+from actors.cpu import sched_fair
 
 
 def test_weights_are_the_kernel_table() -> None:

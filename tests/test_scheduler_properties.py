@@ -8,7 +8,7 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actors.work import Compute, Lock, Sleep, Unlock
+from actors.cpu.work import Compute, Lock, Sleep, Unlock
 from benchmarks.scheduler_vs_simpy import make_workload, run_exitstorm, run_simpy
 from tests.conftest import Bench
 

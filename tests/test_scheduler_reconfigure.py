@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from actors.work import Compute, Lock, Unlock
+from actors.cpu.work import Compute, Lock, Unlock
 
 from tests.conftest import MS, Bench
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from actors.work import COND_RESCHED, Compute, Lock, Marker, Sleep, Unlock
+from actors.cpu.work import COND_RESCHED, Compute, Lock, Marker, Sleep, Unlock
 
 from tests.conftest import MS, Bench
 
@@ -222,9 +222,9 @@ async def test_lock_events_are_logged_when_the_category_is_on() -> None:
     import io
     import json
 
-    from actors.events import EventLog
-    from actors.runtime import Runtime
-    from actors.scheduler import CoreSpec, Scheduler, SchedTunables
+    from actors.runtime.events import EventLog
+    from actors.runtime.actor import Runtime
+    from actors.cpu.scheduler import CoreSpec, Scheduler, SchedTunables
 
     out = io.StringIO()
     rt = Runtime(seed=1, events=EventLog(out, ["lock"]))

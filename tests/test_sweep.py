@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from exitstorm.runs.sweep import grid_points, parse_grid, sweep
 from exitstorm.schema import ConfigError
-from exitstorm.sweep import grid_points, parse_grid, sweep
 from tests.conftest import ROOT, dir_bytes, exitstorm
 
 CONFIG = str(ROOT / "configs" / "camera_launch.toml")
@@ -160,7 +160,7 @@ def test_a_failing_run_names_its_point_and_seed_and_keeps_the_rest(tmp_path: Pat
 def test_points_named_alike_in_two_sweeps_of_one_process_are_read_each_for_itself() -> None:
     # a process that runs two sweeps (a notebook, a test) sees "p000" twice with other overrides: the second
     # must not get the first's experiment (workers fork with what the parent has read)
-    from exitstorm.executor import load_variant
+    from exitstorm.runs.executor import load_variant
 
     sets = ("scenario.duration_s=1.0",)
     first = load_variant(CONFIG, sets, ("p000", {"apps.count": 3}))

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from exitstorm.config import load_experiment
-from exitstorm.experiment import run_experiment
-from exitstorm.trace import us
+from exitstorm.lab.config import load_experiment
+from exitstorm.runs.experiment import run_experiment
+from exitstorm.runs.trace import us
 from tests.conftest import ROOT
 
 CONFIG = str(ROOT / "configs" / "camera_launch.toml")

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import trio
 
+from exitstorm.lab.config import Experiment, load_experiment
+from exitstorm.lab.world import World
 from exitstorm.realkernel import validate as val
-from exitstorm.config import Experiment, load_experiment
 from exitstorm.schema import ConfigError
-from exitstorm.world import World
 from tests.conftest import HOST_PROBLEM, ROOT, exitstorm, zram_state
 
 VM_STORM = ROOT / "configs" / "vm_storm_harness.toml"

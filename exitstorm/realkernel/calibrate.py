@@ -36,14 +36,15 @@ from typing import Callable, Iterable, Sequence
 
 from attrs import asdict, frozen
 
-from actors.memory import PAGES_PER_MB
-from actors.runtime import NS_PER_MS
-from exitstorm.config import DeviceConfig, load_device, load_experiment
-from exitstorm.results import write_whole
-from exitstorm.schema import ConfigError
+from actors.kernel.memory import PAGES_PER_MB
+from actors.runtime.quantities import NS_PER_MS
+from exitstorm.lab.config import DeviceConfig, load_device, load_experiment
+from exitstorm.outputs.results import write_whole
 from exitstorm.realkernel.validate import DEFAULT_SCENARIO, Cell, harness_sampling, sim_seeds, simulate
-from exitstorm.realkernel.victims import DEFAULT_RANDOM_BYTES, ExitTiming, StormTiming, Victims, VictimSpec, check_random_bytes
+from exitstorm.realkernel.victims import (DEFAULT_RANDOM_BYTES, ExitTiming, StormTiming, VictimSpec, Victims,
+    check_random_bytes)
 from exitstorm.realkernel.zram import ZramSwap, meminfo_mb
+from exitstorm.schema import ConfigError
 
 #: victim sizes (MB) and kills per size: the full plan takes a few minutes, --quick under one
 FULL_SIZES_MB = (50, 100, 200, 400, 800)

@@ -20,7 +20,7 @@ from types import TracebackType
 
 from attrs import frozen
 
-from actors.runtime import NS_PER_S
+from actors.runtime.quantities import NS_PER_S
 from exitstorm.lifecycle import held_signals
 from exitstorm.realkernel.victims import fork_child, kill_and_wait
 from exitstorm.realkernel.zram import HostError

@@ -35,16 +35,16 @@ import trio
 from attrs import asdict, frozen
 from rich.table import Table
 
-from actors.runtime import NS_PER_MS, NS_PER_S, NS_PER_US
+from actors.runtime.quantities import NS_PER_MS, NS_PER_S, NS_PER_US
+from exitstorm.lab.config import Experiment, PeriodicConfig, load_experiment
+from exitstorm.lab.world import FrameStats
 from exitstorm.lifecycle import deferred_interrupts
-from exitstorm.config import Experiment, PeriodicConfig, load_experiment
-from exitstorm.experiment import build_world
+from exitstorm.outputs.results import atomic_directory
 from exitstorm.realkernel.preview import Frame, Preview
-from exitstorm.results import atomic_directory
-from exitstorm.schema import ConfigError
-from exitstorm.realkernel.victims import HARNESS_PRIO, PoolSampling, Victims, VictimSpec, check_random_bytes, paused_gc
-from exitstorm.world import FrameStats
+from exitstorm.realkernel.victims import HARNESS_PRIO, PoolSampling, VictimSpec, Victims, check_random_bytes, paused_gc
 from exitstorm.realkernel.zram import PAGE_SIZE, HostError, ZramSwap, require_host
+from exitstorm.runs.experiment import build_world
+from exitstorm.schema import ConfigError
 
 #: the storm scenario the simulated side runs (its device is replaced by the profile)
 DEFAULT_SCENARIO = Path("configs/vm_storm_harness.toml")

@@ -48,10 +48,10 @@ from typing import Callable, Iterator
 
 from attrs import field, frozen
 
-from actors.memory import PAGES_PER_MB
+from actors.kernel.memory import PAGES_PER_MB
 from exitstorm.lifecycle import die_with_parent, held_signals, release_signals
-from exitstorm.schema import ConfigError
 from exitstorm.realkernel.zram import PAGE_SIZE, ZRAM0, HostError
+from exitstorm.schema import ConfigError
 
 MADV_PAGEOUT = 21  # include/uapi/asm-generic/mman-common.h (Linux 5.4+)
 SYS_PROCESS_MRELEASE = 448  # arch/x86/entry/syscalls/syscall_64.tbl (Linux 5.15+)

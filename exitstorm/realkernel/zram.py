@@ -31,7 +31,7 @@ from types import TracebackType
 from typing import Any, Callable, Iterator
 
 from exitstorm.lifecycle import deferred_interrupts
-from exitstorm.pidlock import Held, pid_lock
+from exitstorm.outputs.pidlock import Held, pid_lock
 
 PAGE_SIZE = 4096
 #: where a measurement keeps its journal and lock: a tmpfs that a reboot clears, as it clears ZRAM

@@ -6,11 +6,11 @@ from typing import Iterator
 
 from attrs import field, frozen
 
-from actors.lmkd import CGROUP_MUTEX
-from actors.process import Process
-from actors.runtime import InNs
-from actors.validators import non_negative
-from actors.work import Compute, Lock, Step, Unlock
+from actors.cpu.work import Compute, Lock, Step, Unlock
+from actors.kernel.kernel import CGROUP_MUTEX
+from actors.kernel.process import Process
+from actors.runtime.quantities import InNs
+from actors.runtime.validators import non_negative
 from policies.kill import KILL
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from actors.process import Process
-from actors.work import Compute, Step
+from actors.cpu.work import Compute, Step
+from actors.kernel.process import Process
 from policies.kill import KILL
 
 

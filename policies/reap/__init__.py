@@ -1,6 +1,6 @@
 """The reap axis: who tears down a killed app's memory besides its own exit, and how (docs/design.md §7).
 
-A remedy is a :class:`actors.lmkd.ReapPolicy`: ``handle(reaper, victim)``
+A remedy is a :class:`actors.android.lmkd.ReapPolicy`: ``handle(reaper, victim)``
 is what one of lmkd's reaper threads does with a victim lmkd handed it
 (with the reaper's own steps: kill, reprioritise, process_mrelease), and
 ``install(runtime, kernel, apps)`` adds what else the remedy needs (the
@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING
 from policies.registry import Axis, discover
 
 if TYPE_CHECKING:
-    from actors.kernel import Kernel
-    from actors.process import Process
-    from actors.runtime import Runtime
+    from actors.kernel.kernel import Kernel
+    from actors.kernel.process import Process
+    from actors.runtime.actor import Runtime
 
 REAP = Axis("reap", default="process_mrelease")
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from attrs import field, frozen
 
-from actors.kernel import Kernel
-from actors.lmkd import LmkdReaper
-from actors.oom_reaper import OOM_REAPER_CLASS, OomReaper
-from actors.process import Process
-from actors.runtime import InNs, Runtime
-from actors.validators import in_range, non_negative
+from actors.android.lmkd import LmkdReaper
+from actors.kernel.kernel import Kernel
+from actors.kernel.oom_reaper import OOM_REAPER_CLASS, OomReaper
+from actors.kernel.process import Process
+from actors.runtime.actor import Runtime
+from actors.runtime.quantities import InNs
+from actors.runtime.validators import in_range, non_negative
 from policies.reap import REAP
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from actors.lmkd import LmkdReaper
-from actors.process import Process
+from actors.android.lmkd import LmkdReaper
+from actors.kernel.process import Process
 from policies.reap import REAP, ReaperRemedy
 
 

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from actors.lmkd import LmkdReaper
-from actors.process import Process
-from actors.work import Compute, Step
+from actors.android.lmkd import LmkdReaper
+from actors.cpu.work import Compute, Step
+from actors.kernel.process import Process
 from policies.reap import REAP, ReaperRemedy
 
 

@@ -1,10 +1,10 @@
 """The swap-release axis: who frees a dying mm's swap entries, and when (docs/design.md §7).
 
-A remedy is an :class:`actors.exit_path.SwapRelease`: the steps of zapping
+A remedy is an :class:`actors.kernel.exit_path.SwapRelease`: the steps of zapping
 swap PTEs, and what happens when a zapper is done with an mm. ``make(params)``
 builds it; ``install(runtime, kernel)`` adds what it runs on (a workqueue).
 ``sync``, the kernel as it is, is the model's own
-:class:`actors.exit_path.SynchronousRelease`.
+:class:`actors.kernel.exit_path.SynchronousRelease`.
 """
 
 from __future__ import annotations

@@ -13,8 +13,8 @@ from typing import Literal
 
 from attrs import field, frozen
 
-from actors.exit_path import ZapWork
-from actors.validators import in_range
+from actors.kernel.exit_path import ZapWork
+from actors.runtime.validators import in_range
 from policies.swap_release import SWAP_RELEASE
 from policies.swap_release.deferred import DeferredParams, DeferredRelease, check_split
 

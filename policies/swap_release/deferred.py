@@ -14,13 +14,13 @@ from typing import Callable, Generator, Iterator
 
 from attrs import field, frozen
 
-from actors.exit_path import PathPlan, PathSteps, ZapPlans, ZapWork, split_index
-from actors.kernel import Kernel
-from actors.profiles import KernelProfile
-from actors.runtime import Runtime
-from actors.validators import in_range, non_negative, refers_to
-from actors.work import COND_RESCHED, Compute, Step
-from actors.workqueue import KWORKER_CLASS, Workqueue
+from actors.cpu.work import COND_RESCHED, Compute, Step
+from actors.kernel.exit_path import PathPlan, PathSteps, ZapPlans, ZapWork, split_index
+from actors.kernel.kernel import Kernel
+from actors.kernel.profiles import KernelProfile
+from actors.kernel.workqueue import KWORKER_CLASS, Workqueue
+from actors.runtime.actor import Runtime
+from actors.runtime.validators import in_range, non_negative, refers_to
 
 
 @frozen

@@ -6,7 +6,7 @@ freed at once, its compressed memory only when the drain runs.
 
 from __future__ import annotations
 
-from actors.exit_path import ZapWork
+from actors.kernel.exit_path import ZapWork
 from policies.swap_release import SWAP_RELEASE
 from policies.swap_release.deferred import DeferredParams, DeferredRelease, check_split
 

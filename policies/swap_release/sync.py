@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from actors.exit_path import SynchronousRelease
-from actors.kernel import Kernel
-from actors.runtime import Runtime
+from actors.kernel.exit_path import SynchronousRelease
+from actors.kernel.kernel import Kernel
+from actors.runtime.actor import Runtime
 from policies.swap_release import SWAP_RELEASE
 
 

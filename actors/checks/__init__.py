@@ -1,0 +1,1 @@
+"""Checks of a run's accounting: conservation of CPU time and of memory."""

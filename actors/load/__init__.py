@@ -1,0 +1,1 @@
+"""Background load: threads that keep cores busy, system threads that migrate tasks between cgroups."""

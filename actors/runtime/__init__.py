@@ -1,0 +1,2 @@
+"""The runtime: deterministic virtual-time actors on trio (actor), the event log, the model's quantities in
+integer ns, config validators, samplers. Imports nothing else of the model."""

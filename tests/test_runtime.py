@@ -34,9 +34,9 @@ class Pinger(Actor):
 
     async def main(self) -> None:
         for i in range(3):
-            self.send(self.peer, (self.name, i))
+            self.send(to=self.peer, message=(self.name, i))
         await self.sleep(5)
-        self.send(self.peer, (self.name, "late"), delay_ns=10)
+        self.send(to=self.peer, message=(self.name, "late"), delay_ns=10)
         self.seen.append((self.now, self.name, "slept"))
 
 

@@ -64,5 +64,5 @@ class CameraLaunch(Actor):
                 raise TypeError(f"{self.name}: unexpected message {done!r}")
         self.ready_at = self.now
         self.log("camera_ready", allocated_pages=self.alloc_pages, free_pages=self.kernel.memory.free)
-        self.send(self.preview, PreviewStart(self.now + self.preview_delay_ns))
+        self.send(to=self.preview, message=PreviewStart(self.now + self.preview_delay_ns))
         self.on_ready(self.now)

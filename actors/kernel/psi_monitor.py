@@ -66,4 +66,4 @@ class PsiMonitor(Actor):
                 self._last_fired[trig.name] = now
                 self.fired[trig.name] += 1
                 self.log("psi_event", trigger=trig.name, stall_kind=trig.kind, growth_ns=growth)
-                self.send(self.notify, PsiEvent(trig.name))
+                self.send(to=self.notify, message=PsiEvent(trig.name))

@@ -234,7 +234,7 @@ class _Kills:
     nice: list[int] = field(factory=list)
     kill_ns: list[int] = field(factory=list)
 
-    def send(self) -> None:
+    def send_all(self) -> None:
         """Set (and read back) the victims' nice, then pidfd_send_signal(SIGKILL) to each, back to back."""
         try:
             if self.victim_nice is not None:
@@ -258,7 +258,7 @@ def _reaper(kills: _Kills, sent: threading.Event, failed: list[Exception], resul
         os.sched_setscheduler(tid, os.SCHED_OTHER, os.sched_param(0))
         os.setpriority(os.PRIO_PROCESS, tid, nice)
         with _fifo(HARNESS_PRIO):
-            kills.send()
+            kills.send_all()
     except (OSError, HostError) as exc:
         failed.append(exc)
         return
@@ -458,7 +458,7 @@ class Victims:
             reaper = None
             with _fifo(HARNESS_PRIO):
                 if reaper_nice is None:
-                    kills.send()
+                    kills.send_all()
                 else:
                     sent = threading.Event()
                     failed: list[Exception] = []

@@ -101,9 +101,13 @@ def test_trace_has_cores_threads_frames_locks_kills_and_counters(camera: tuple[d
     exits = [e for e in events if e["ph"] == "i" and e["name"].startswith("exit ")]
     assert len(exits) == summary["kills"] - summary["exiting_at_end"]
     counters = {e["name"] for e in events if e["ph"] == "C"}
-    assert counters == {"free memory", "ZRAM pool", "PSI memory"}
+    assert counters == {"free memory", "ZRAM pool", "PSI memory", *(f"util CPU {c}" for c in range(8))}
     free = [e["args"]["MB"] for e in events if e["name"] == "free memory"]
     assert free == summary["free_memory_mb"]["mb"][: len(free)]
+    # each core's PELT utilization: its summary timeline, capped by the core's capacity (little 0-3, prime 7)
+    util = [[e["args"]["util"] for e in events if e["name"] == f"util CPU {c}"] for c in range(8)]
+    assert util == [u[: len(util[0])] for u in summary["cpu_util"]["by_cpu"]]
+    assert min(map(min, util)) >= 0 and max(util[0]) < max(util[4]) < max(util[7]) <= 1024
 
 
 def test_cpu_slices_add_up_to_the_cpu_time_accounted(camera: tuple[dict[str, Any], dict[str, Any]]) -> None:

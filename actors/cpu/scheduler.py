@@ -66,7 +66,7 @@ from typing import Any, Callable, Iterable, Literal
 
 from attrs import frozen
 
-from actors.cpu import sched_fair
+from actors.cpu import pelt, sched_fair
 from actors.cpu.timeline import Timeline
 from actors.cpu.work import (Compute, CondResched, Frame, Lock, Marker, Sleep, SleepUntil, Step, Unlock, WorkDone,
     unfolded)
@@ -207,6 +207,7 @@ class Thread:
         "step_user", "kill_pending", "spinning", "spin_since", "waiting_lock",
         "preempt_count", "held", "sleep_gen", "rt_key", "rt_core", "vruntime", "deadline", "vlag", "nice", "born",
         "run_ns", "wait_ns", "spin_ns", "sleep_ns", "idle_ns", "wakeups", "preemptions", "stack_ns",
+        "util", "util_at",
     )  # fmt: skip
 
     def __repr__(self) -> str:
@@ -216,7 +217,7 @@ class Thread:
 class Core:
     __slots__ = (
         "cid", "capacity", "curr", "seg_start", "on_since", "gen", "queue", "vclock",
-        "protect", "sliced", "need_resched", "dispatching", "busy", "idle_ns",
+        "protect", "sliced", "need_resched", "dispatching", "busy", "idle_ns", "util", "util_at",
     )  # fmt: skip
 
     def __init__(self, cid: int, capacity: int) -> None:
@@ -234,6 +235,10 @@ class Core:
         self.dispatching = False
         self.busy: dict[str, int] = {}
         self.idle_ns = 0
+        #: the runqueue's PELT utilization (0..capacity) as of ``util_at``: its own running history, what the
+        #: kernel's rq util_avg is while no task migrates (the kernel moves a migrating task's whole signal)
+        self.util = 0.0
+        self.util_at = 0
 
 
 class Scheduler(Participant):
@@ -360,9 +365,26 @@ class Scheduler(Participant):
         th.rt_core = None
         th.vruntime = th.deadline = th.vlag = 0
         th.run_ns = th.wait_ns = th.spin_ns = th.sleep_ns = th.idle_ns = 0
+        th.util = 0.0  # PELT util_avg as of util_at (the kernel seeds a new task from its runqueue; it starts empty here)
+        th.util_at = self.runtime.now if self.runtime is not None else 0
         th.wakeups = th.preemptions = 0
         self.threads.append(th)
         return th
+
+    # -- utilization (PELT) ------------------------------------------------------
+    def thread_util(self, th: Thread) -> float:
+        """``th``'s PELT utilization now (0..1024, invariant: relative to the biggest core at capacity 1.0)."""
+        running = th.core.capacity if th.state == RUNNING else 0
+        return pelt.advance(th.util, self.runtime.now - th.util_at, running)
+
+    def core_util(self, cid: int) -> float:
+        """Core ``cid``'s runqueue utilization now (0..its capacity)."""
+        core = self.cores[cid]
+        return pelt.advance(core.util, self.runtime.now - core.util_at, core.capacity if core.curr else 0)
+
+    def cores_util(self) -> list[int]:
+        """Every core's utilization now, rounded (a sampler's probe)."""
+        return [round(self.core_util(core.cid)) for core in self.cores]
 
     # -- the API actors use ----------------------------------------------------
     def submit(self, th: Thread, program: Iterable[Step], on_done: Callable[[WorkDone], None] | None = None) -> None:
@@ -566,6 +588,10 @@ class Scheduler(Participant):
         core.seg_start = core.on_since = now
         th.core = core
         th.state = RUNNING
+        th.util = pelt.advance(th.util, now - th.util_at, 0)
+        th.util_at = now
+        core.util = pelt.advance(core.util, now - core.util_at, 0)
+        core.util_at = now
         delay = now - th.since
         th.wait_ns += delay
         if self.delayed:
@@ -579,10 +605,18 @@ class Scheduler(Participant):
         else:
             self._dispatch(core)
 
+    def _stop_running(self, core: Core, th: Thread, now: int) -> None:
+        """PELT: ``th`` ran on ``core`` since it was switched in (both signals accrue at its capacity)."""
+        th.util = pelt.advance(th.util, now - th.util_at, core.capacity)
+        th.util_at = now
+        core.util = pelt.advance(core.util, now - core.util_at, core.capacity)
+        core.util_at = now
+
     def _switch_out(self, core: Core, th: Thread) -> None:
         """Put the (accounted) current thread back to runnable."""
         th.state = RUNNABLE
         now = th.since = self.runtime.now
+        self._stop_running(core, th, now)
         th.preemptions += 1
         if self.timeline.on:
             self.timeline.add_ran(core.on_since, now, core.cid, th.tid)
@@ -917,6 +951,7 @@ class Scheduler(Participant):
         """``th`` is no longer ``core``'s current thread; a fair one keeps its lag."""
         th.state = state
         now = th.since = self.runtime.now
+        self._stop_running(core, th, now)
         if self.timeline.on:
             self.timeline.add_ran(core.on_since, now, core.cid, th.tid)
         core.curr = None

@@ -199,6 +199,9 @@ class World:
         self.cpu_sampler = self.runtime.add(Sampler(
             "cpu_sampler", sc.scenario.cpu_window_ns, self.scheduler.busy_by_class,
             points, on_sample=self.cpu_window))
+        #: each core's PELT utilization, at the free-memory timeline's resolution
+        self.util_sampler = self.runtime.add(Sampler("util_sampler", sc.scenario.sample_ns,
+                                                     self.scheduler.cores_util, points))
         if sc.storm is not None:
             self._add_storm(exp)
         if sc.apps is not None:

@@ -261,6 +261,11 @@ def summarize(world: World) -> dict[str, Any]:
             "t_ms": [ms(t) for t, _ in world.sampler.samples],
             "mb": [mb(sample.free) for _, sample in world.sampler.samples],
         },
+        "cpu_util": {
+            "period_ms": world.util_sampler.period_ns / NS_PER_MS,
+            "t_ms": [ms(t) for t, _ in world.util_sampler.samples],
+            "by_cpu": [list(u) for u in zip(*(cores for _, cores in world.util_sampler.samples))],
+        },
         "locks": locks_summary(world),
         "scheduler": {
             "events": world.runtime.events_processed,

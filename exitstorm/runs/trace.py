@@ -12,7 +12,8 @@ Opens in the Perfetto UI, chrome://tracing and speedscope. Layout:
   overlaps the next), janky frames named and coloured as such;
 * global instant events for kills, exits, memory returned and the preview's
   start; counter tracks for free memory, the ZRAM pool and PSI memory
-  pressure (share of each sampling period with some / all tasks stalled).
+  pressure (share of each sampling period with some / all tasks stalled),
+  and one per core for its PELT utilization (0..1024).
 
 Timestamps are virtual µs with ns precision. Events are sorted by time
 (a parent before the slices nested in it), so every track's timestamps are
@@ -140,6 +141,8 @@ def trace_events(world: World) -> list[str]:
         marks.append(_counter("PSI memory", t0, memory_pid, {
             "some %": round(100 * (s1.psi_some_ns - s0.psi_some_ns) / (t1 - t0), 3),
             "full %": round(100 * (s1.psi_full_ns - s0.psi_full_ns) / (t1 - t0), 3)}))
+    for t, cores in world.util_sampler.samples:
+        marks += [_counter(f"util CPU {cid}", t, CPUS_PID, {"util": u}) for cid, u in enumerate(cores)]
     events += marks if cut is None else [m for m in marks if m[0] < cut]
     events.sort()
     return meta + [e[5] for e in events]

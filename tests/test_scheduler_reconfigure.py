@@ -17,6 +17,7 @@ async def test_running_thread_moved_off_its_core_continues_on_an_allowed_one() -
     await b.run()
     assert b.done["a"].t_ns == 16 * MS
     assert [c.busy for c in b.sched.cores] == [{"other": 4 * MS}, {"other": 12 * MS}]
+    assert b.sched.ran_on(a) == [4 * MS, 12 * MS]
 
 
 async def test_queued_thread_moved_to_an_idle_core_starts_at_once() -> None:

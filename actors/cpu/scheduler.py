@@ -207,7 +207,7 @@ class Thread:
         "step_user", "kill_pending", "spinning", "spin_since", "waiting_lock",
         "preempt_count", "held", "sleep_gen", "rt_key", "rt_core", "vruntime", "deadline", "vlag", "nice", "born",
         "run_ns", "wait_ns", "spin_ns", "sleep_ns", "idle_ns", "wakeups", "preemptions", "stack_ns",
-        "util", "util_at",
+        "util", "util_at", "ran_on",
     )  # fmt: skip
 
     def __repr__(self) -> str:
@@ -367,6 +367,7 @@ class Scheduler(Participant):
         th.run_ns = th.wait_ns = th.spin_ns = th.sleep_ns = th.idle_ns = 0
         th.util = 0.0  # PELT util_avg as of util_at (the kernel seeds a new task from its runqueue; it starts empty here)
         th.util_at = self.runtime.now if self.runtime is not None else 0
+        th.ran_on = [0] * len(self.cores)  # ns on each core, up to its last switch out
         th.wakeups = th.preemptions = 0
         self.threads.append(th)
         return th
@@ -381,6 +382,13 @@ class Scheduler(Participant):
         """Core ``cid``'s runqueue utilization now (0..its capacity)."""
         core = self.cores[cid]
         return pelt.advance(core.util, self.runtime.now - core.util_at, core.capacity if core.curr else 0)
+
+    def ran_on(self, th: Thread) -> list[int]:
+        """ns ``th`` has been on each core so far (its current stint included)."""
+        ran = list(th.ran_on)
+        if th.state == RUNNING:
+            ran[th.core.cid] += self.runtime.now - th.core.on_since
+        return ran
 
     def cores_util(self) -> list[int]:
         """Every core's utilization now, rounded (a sampler's probe)."""
@@ -606,7 +614,9 @@ class Scheduler(Participant):
             self._dispatch(core)
 
     def _stop_running(self, core: Core, th: Thread, now: int) -> None:
-        """PELT: ``th`` ran on ``core`` since it was switched in (both signals accrue at its capacity)."""
+        """``th`` ran on ``core`` since it was switched in: its time there, and PELT (both signals accrue at
+        the core's capacity)."""
+        th.ran_on[core.cid] += now - core.on_since
         th.util = pelt.advance(th.util, now - th.util_at, core.capacity)
         th.util_at = now
         core.util = pelt.advance(core.util, now - core.util_at, core.capacity)

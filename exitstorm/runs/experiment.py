@@ -17,7 +17,7 @@ from typing import IO, Any, Callable
 import trio
 
 from actors.checks import invariants
-from actors.cpu.scheduler import Thread
+from actors.cpu.scheduler import Scheduler, Thread
 from actors.runtime.quantities import NS_PER_MS
 from exitstorm.lab.config import Experiment
 from exitstorm.lab.units import mb, ms
@@ -218,16 +218,27 @@ def locks_summary(world: World) -> dict[str, dict[str, Any]]:
     }
 
 
+def cpu_by_capacity(sched: Scheduler, th: Thread) -> dict[str, float]:
+    """ms ``th`` ran on the cores of each capacity (a big.LITTLE cluster), smallest first, keyed by the
+    capacity on the kernel's 0..1024 scale."""
+    by: dict[int, int] = {}
+    for core, ns in zip(sched.cores, sched.ran_on(th)):
+        by[core.capacity] = by.get(core.capacity, 0) + ns
+    return {str(cap): ms(ns) for cap, ns in sorted(by.items())}
+
+
 def summarize(world: World) -> dict[str, Any]:
     exp = world.experiment
     sched = world.scheduler
     memory = memory_summary(world)
+    thread = {th.name: th for th in sched.threads}
     periodic = {
         name: {
             "frames": st.lateness.count,
             "janky": st.janky,
             "lateness_ms": st.lateness.percentiles_ms(),
             "response_ms": st.response.percentiles_ms(),
+            "cpu_ms_by_capacity": cpu_by_capacity(sched, thread[name]),
         }
         for name, st in world.frames.items()
     }

@@ -1,8 +1,9 @@
 """The virtual CPU of one device: cores, threads, locks, and work programs.
 
-One passive actor models all cores. It never wakes a trio task on its hot
-path: work programs run as event callbacks of the runtime, and the owning
-actor is resumed only when its whole program is done.
+One participant (no task, no mailbox) models all cores. It never wakes a
+trio task on its hot path: work programs run as event callbacks of the
+runtime, and the owning actor is resumed only when its whole program is
+done (or gets its WorkDone as a message).
 
 Scheduling model (docs/design.md §4):
 

@@ -21,7 +21,7 @@ from tests.conftest import COSTS, FAIR, MS, KernelWorld
 
 NO_TRANSFERS = attrs.evolve(COSTS, cacheline_transfer_ns=0)
 SIZES = {"anon": 2000, "swap": 40_000, "file": 1000}
-COMMON = {"handoff_ns": 30, "max_active": 2, "nice": 0}
+COMMON = {"handoff_ns": 30, "max_active": 2, "highpri": False, "nice": 0}
 ASYNC = AsyncBatchParams(split_frame="free_swap_and_cache_nr", handoff_frame="swap_gather_entry",
                          drop_locks=["ptl"], prefix=["process_one_work", "swap_batch_release_work"],
                          batch_entries=8192, threshold_entries=8192, sync_below="min", **COMMON)

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import attrs
+import pytest
 
 from actors.android.lmkd import LmkdCosts, LmkdReaper
 from actors.cpu.work import Compute, Lock, Unlock
 from actors.harness.storm import SimultaneousKill
 from actors.kernel.kernel import CGROUP_MUTEX
 from actors.kernel.oom_reaper import OomReaper
-from actors.kernel.workqueue import Workqueue
+from actors.kernel.workqueue import Workqueue, WorkqueueAttrs
 from actors.messages import ReapRequest
 from actors.runtime.actor import Actor
 from policies.kill.sigkill import SigKill
 from policies.reap import REAP
+from policies.swap_release.deferred import DeferredParams
 
 from tests.conftest import COSTS, FAIR, MS, KernelWorld
 
@@ -135,7 +137,7 @@ async def test_a_parallel_oom_reaper_reaps_two_victims_at_once() -> None:
 
 async def test_workqueue_runs_at_most_max_active_items_at_once_in_fifo_order() -> None:
     w = KernelWorld(cores=4)
-    wq = Workqueue(w.rt, "swap_free", w.sched, max_active=2, thread_kw={**FAIR, "thread_class": "kworker"})
+    wq = Workqueue(w.rt, "swap_free", w.sched, max_active=2, attrs=WorkqueueAttrs.unbound([0, 1], highpri=False, nice=0))
     finished: list[tuple[int, int]] = []
 
     def item(k: int):
@@ -148,6 +150,30 @@ async def test_workqueue_runs_at_most_max_active_items_at_once_in_fifo_order() -
     await w.rt.run()
     assert finished == [(0, 10 * MS), (1, 10 * MS), (2, 20 * MS), (3, 20 * MS), (4, 30 * MS)]
     assert wq.completed == 5 and wq.busy == 0
+
+
+async def test_kworkers_run_only_on_the_unbound_cpumask_at_the_workqueues_nice() -> None:
+    """Four items at once on a workqueue whose cpumask is core 3 of 4: its four kworkers share that core
+    (the last item ends at 40 ms) while the other cores stay idle; WQ_HIGHPRI workers are at nice -20."""
+    w = KernelWorld(cores=4, kswapd=False)
+    wq = Workqueue(w.rt, "swap_free", w.sched, max_active=4, attrs=WorkqueueAttrs.unbound([3], highpri=True, nice=0))
+    done: list[int] = []
+
+    def item():
+        yield Compute(10 * MS, ("kworker",))
+        done.append(w.rt.now)
+
+    w.rt.at(0, lambda _: [wq.queue_work(item) for _ in range(4)])
+    await w.rt.run()
+    assert len(done) == 4 and done[-1] == 40 * MS
+    assert [sum(c.busy.values()) for c in w.sched.cores] == [0, 0, 0, 40 * MS]
+    assert {th.nice for th in wq.workers} == {-20} and {th.mask for th in wq.workers} == {0b1000}
+
+
+def test_highpri_leaves_the_nice_to_the_kernel() -> None:
+    with pytest.raises(ValueError, match="highpri"):
+        DeferredParams(split_frame="zs_free", handoff_frame="h", handoff_ns=0, drop_locks=[], prefix=[],
+                       batch_entries=1, max_active=1, highpri=True, nice=5)
 
 
 async def test_without_process_mrelease_the_reaper_only_kills_and_reprioritises() -> None:

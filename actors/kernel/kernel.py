@@ -27,8 +27,11 @@ WALKERS = ("reap", "kworker")
 
 
 class Kernel:
-    def __init__(self, scheduler: Scheduler, memory: Memory, profile: KernelProfile, costs: DeviceCosts) -> None:
+    def __init__(self, scheduler: Scheduler, memory: Memory, profile: KernelProfile, costs: DeviceCosts, *,
+                 wq_unbound_cpumask: list[int]) -> None:
         self.scheduler = scheduler
+        #: where unbound workqueues' kworkers may run (wq_unbound_cpumask: all CPUs unless the device narrows it)
+        self.wq_unbound_cpumask = wq_unbound_cpumask
         self.memory = memory
         self.profile = profile
         self.costs = costs

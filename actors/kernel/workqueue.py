@@ -3,8 +3,9 @@
 alloc_workqueue(WQ_UNBOUND, max_active): items queue in FIFO order and each
 runs to completion on a kworker; queue_work() wakes an idle kworker with a
 :class:`~actors.messages.WorkItem`, and a kworker that finishes an item takes
-the next pending one before it goes idle. The kworkers run at the
-workqueue's nice value on any allowed CPU. A work item is a work program
+the next pending one before it goes idle. The kworkers run with the
+workqueue's attributes (:class:`WorkqueueAttrs`): its nice (-20 with
+WQ_HIGHPRI) on the CPUs of ``wq_unbound_cpumask``. A work item is a work program
 (an iterator of steps); its effects (memory returned, say) happen inside it.
 """
 
@@ -12,6 +13,8 @@ from __future__ import annotations
 
 import collections
 from typing import Any, Callable, Iterator
+
+from attrs import frozen
 
 from actors.cpu.scheduler import Scheduler, Thread
 from actors.cpu.work import Step
@@ -23,16 +26,34 @@ Work = Callable[[], Iterator[Step]]
 
 #: the accounting class of a workqueue's worker threads
 KWORKER_CLASS = "kworker"
+#: the nice of a WQ_HIGHPRI workqueue's workers (kernel/workqueue.c)
+HIGHPRI_NICE_LEVEL = -20
+
+
+@frozen
+class WorkqueueAttrs:
+    """An unbound workqueue's workqueue_attrs: its workers' nice and the CPUs they may run on."""
+
+    nice: int
+    cpus: list[int]
+
+    @classmethod
+    def unbound(cls, cpumask: list[int], *, highpri: bool, nice: int) -> "WorkqueueAttrs":
+        """alloc_workqueue(WQ_UNBOUND [| WQ_HIGHPRI]) on ``cpumask`` (wq_unbound_cpumask), then ``nice``
+        written to its sysfs ``nice`` unless highpri set it."""
+        return cls(HIGHPRI_NICE_LEVEL if highpri else nice, list(cpumask))
 
 
 class Workqueue:
     """The workqueue's pending items and idle list (kernel state, not an actor): the kworkers are actors."""
 
     def __init__(self, runtime: Runtime, name: str, scheduler: Scheduler, *, max_active: int,
-                 thread_kw: dict[str, Any]) -> None:
+                 attrs: WorkqueueAttrs, thread_class: str = KWORKER_CLASS) -> None:
         if max_active < 1:
             raise ValueError(f"{name}: max_active must be >= 1, got {max_active}")
         self.runtime = runtime
+        self.attrs = attrs
+        thread_kw = {"policy": "fair", "nice": attrs.nice, "cpus": attrs.cpus, "thread_class": thread_class}
         self.kworkers = [runtime.add(Kworker(f"kworker/u:{name}/{i}", scheduler, self, thread_kw))
                          for i in range(max_active)]
         self.workers: list[Thread] = [k.thread for k in self.kworkers]

@@ -60,6 +60,12 @@ def _cpusets_valid(inst: "DeviceConfig", _attribute: Any, value: dict[str, list[
                 raise InvalidValue(f"cpusets.{name}", f"CPU numbers in 0..{ncpu - 1}", cpus)
 
 
+def _cpus_valid(inst: "DeviceConfig", attribute: Any, value: list[int]) -> None:
+    ncpu = sum(c.count for c in inst.clusters)
+    if not value or any(not 0 <= cpu < ncpu for cpu in value) or len(set(value)) != len(value):
+        raise InvalidValue(attribute.name, f"a non-empty list of distinct CPU numbers in 0..{ncpu - 1}", value)
+
+
 @frozen
 class KernelBuildConfig:
     """How this device's kernel is built and booted, where it differs from its kernel profile's defaults
@@ -79,6 +85,8 @@ class DeviceConfig:
     memory: MemorySpec
     costs: DeviceCosts
     cpusets: dict[str, list[int]] = field(validator=_cpusets_valid)
+    #: the CPUs unbound workqueues' kworkers may run on (/sys/devices/virtual/workqueue/cpumask)
+    wq_unbound_cpumask: list[int] = field(validator=_cpus_valid)
     build: KernelBuildConfig = KernelBuildConfig()
 
     @property

@@ -145,7 +145,7 @@ class World:
             kernel_pages=mb_to_pages(dev.memory.kernel_mb), watermark_scale_factor=dev.memory.watermark_scale_factor,
             zram_pages=mb_to_pages(dev.memory.zram_disksize_mb), profile=exp.kernel.profile, costs=dev.costs,
             kswapd_thread={"policy": "fair", "nice": exp.kernel.kswapd.nice, "cpus": list(range(dev.ncpus))},
-            timeline=self.timeline)
+            wq_unbound_cpumask=dev.wq_unbound_cpumask, timeline=self.timeline)
         self.scheduler, self.memory, self.kernel = device.scheduler, device.memory, device.kernel
         self.scheduler.delayed.connect(self._on_delay)
         self.scheduler.draw_phases()

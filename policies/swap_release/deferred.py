@@ -18,9 +18,9 @@ from actors.cpu.work import COND_RESCHED, Compute, Step
 from actors.kernel.exit_path import PathPlan, PathSteps, ZapPlans, ZapWork, split_index
 from actors.kernel.kernel import Kernel
 from actors.kernel.profiles import KernelProfile
-from actors.kernel.workqueue import KWORKER_CLASS, Workqueue
+from actors.kernel.workqueue import Workqueue, WorkqueueAttrs
 from actors.runtime.actor import Runtime
-from actors.runtime.validators import in_range, non_negative, refers_to
+from actors.runtime.validators import InvalidValue, in_range, non_negative, refers_to
 
 
 @frozen
@@ -39,7 +39,14 @@ class DeferredParams:
     prefix: list[str]
     batch_entries: int = field(validator=in_range(1, 1 << 30))
     max_active: int = field(validator=in_range(1, 512))
+    #: WQ_HIGHPRI: the workers run at nice -20 (HIGHPRI_NICE_LEVEL)
+    highpri: bool
+    #: the workqueue's nice (its sysfs ``nice``) when not highpri
     nice: int = field(validator=in_range(-20, 19))
+
+    def __attrs_post_init__(self) -> None:
+        if self.highpri and self.nice != 0:
+            raise InvalidValue("nice", "0 with highpri = true (WQ_HIGHPRI sets the workers' nice to -20)", self.nice)
 
 
 class DeferredRelease(ABC):
@@ -70,8 +77,8 @@ class DeferredRelease(ABC):
         above = frozenset(seg[: seg.index(p.split_frame)])
         self._later = PathPlan(path, kernel.costs.swap_entry_free_ns, tuple(p.prefix), skip=above,
                                part=slice(self._split, None), drop_locks=frozenset(p.drop_locks))
-        self.wq = Workqueue(runtime, self.name, kernel.scheduler, max_active=p.max_active,
-                            thread_kw={"policy": "fair", "nice": p.nice, "thread_class": KWORKER_CLASS})
+        attrs = WorkqueueAttrs.unbound(kernel.wq_unbound_cpumask, highpri=p.highpri, nice=p.nice)
+        self.wq = Workqueue(runtime, self.name, kernel.scheduler, max_active=p.max_active, attrs=attrs)
 
     def zap_swap(self, steps: PathSteps, plans: ZapPlans, zap: ZapWork, n: int) -> Generator[Step, None, int]:
         if not self._defers(zap, n):

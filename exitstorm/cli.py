@@ -351,8 +351,8 @@ def _report(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     terminate_like_interrupt()
-    args = _parser().parse_args(argv)
     try:
+        args = _parser().parse_args(argv)
         {"run": _run, "compare": _compare, "calibrate": _calibrate, "validate": _validate, "logs": _logs,
          "hist": _hist, "report": _report, "sweep": _sweep}[args.command](args)
     except (ConfigError, HostError, FileExistsError) as exc:

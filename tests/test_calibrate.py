@@ -69,6 +69,13 @@ def test_medians_per_size_and_compress_cost_per_page() -> None:
     assert cal.compress_page_ns(runs) == 10_000
 
 
+def test_a_sysfs_cpumask_reads_as_its_cpus() -> None:
+    assert cal.cpumask_cpus("3\n", 2) == [0, 1]
+    assert cal.cpumask_cpus("00000000,000000f0", 8) == [4, 5, 6, 7]
+    assert cal.cpumask_cpus("1,00000001", 40) == [0, 32]
+    assert cal.cpumask_cpus("ff", 2) == [0, 1]
+
+
 def test_profile_loads_as_a_device_and_the_model_reproduces_the_fit(tmp_path: Path) -> None:
     points = plane(0.7, 0.0993, 0.0414, [(50, 0), (200, 0), (0, 50), (0, 200)])
     fit = cal.fit_exit_costs(points)

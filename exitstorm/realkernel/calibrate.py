@@ -177,6 +177,21 @@ def kernel_build() -> dict[str, int | str | None]:
 
 
 
+def cpumask_cpus(mask: str, cores: int) -> list[int]:
+    """The CPUs below ``cores`` of a sysfs hex cpumask (comma-separated 32-bit groups, highest first)."""
+    bits = int(mask.strip().replace(",", "") or "0", 16)
+    return [cpu for cpu in range(cores) if bits >> cpu & 1]
+
+
+def host_wq_unbound_cpumask(cores: int) -> list[int]:
+    """This machine's wq_unbound_cpumask, or every core if it cannot be read (or names none of them)."""
+    try:
+        cpus = cpumask_cpus(Path("/sys/devices/virtual/workqueue/cpumask").read_text(), cores)
+    except (OSError, ValueError):
+        cpus = []
+    return cpus or list(range(cores))
+
+
 def fit_transfer_ns(excess: Callable[[int], float], hi: int = MAX_TRANSFER_NS) -> int:
     """The smallest integer ns in 0..hi at which ``excess`` (model minus measured, growing with the cost) is >= 0."""
     lo = 0
@@ -233,10 +248,12 @@ def compress_page_ns(timings: Iterable[ExitTiming]) -> int:
 
 def profile_toml(name: str, fit: ExitFit, measured: dict[str, int], cores: int, memory: dict[str, int],
                  points: Sequence[tuple[float, float, float]], source: str, base: DeviceConfig, base_path: Path,
-                 build: dict[str, int | str | None], contention: StormFit | None = None) -> str:
+                 build: dict[str, int | str | None], contention: StormFit | None = None,
+                 wq_unbound_cpumask: list[int] | None = None) -> str:
     """The device profile, in the form of configs/devices/*.toml, saying where each figure comes from.
 
-    Without a ``contention`` fit, ``cacheline_transfer_ns`` is the base profile's. Strings and lists of ints
+    Without a ``contention`` fit, ``cacheline_transfer_ns`` is the base profile's; without
+    ``wq_unbound_cpumask`` (read from the host) the kernel's default, every core. Strings and lists of ints
     are written as JSON, which is also TOML.
     """
     costs = {**costs_from_fit(fit), **measured}
@@ -249,6 +266,9 @@ def profile_toml(name: str, fit: ExitFit, measured: dict[str, int], cores: int, 
         "# Raw measurements: the .measurements.json file beside this one.",
         f"name = {json.dumps(name)}",
         f"description = {json.dumps(f'{cores} cores of {source}, calibrated')}",
+        "# where unbound kworkers run: " + ("/sys/devices/virtual/workqueue/cpumask at calibration"
+                                            if wq_unbound_cpumask is not None else "the kernel's default, every core"),
+        f"wq_unbound_cpumask = {json.dumps(list(range(cores)) if wq_unbound_cpumask is None else wq_unbound_cpumask)}",
         "",
         "[[clusters]]",
         'name = "cpu"',
@@ -369,8 +389,9 @@ def calibrate(out: Path, quick: bool, force: bool = False, base_path: Path = DEF
     build = kernel_build()
 
     def profile(contention: StormFit | None) -> str:
-        return profile_toml(out.stem, fit, measured, os.cpu_count() or 1, memory, points, source, base, base_path,
-                            build, contention)
+        cores = os.cpu_count() or 1
+        return profile_toml(out.stem, fit, measured, cores, memory, points, source, base, base_path, build,
+                            contention, host_wq_unbound_cpumask(cores))
 
     compression = statistics.median(t.compression_ratio for t in storms)
     contention = fit_contention(

@@ -1,8 +1,6 @@
-"""PELT's closed form against the kernel's series (kernel/sched/pelt.c), and the scheduler's signals."""
+"""PELT in the kernel's integers (kernel/sched/pelt.c), and the scheduler's signals."""
 
 from __future__ import annotations
-
-import math
 
 import pytest
 
@@ -12,44 +10,71 @@ from actors.cpu.work import Compute, Sleep
 from tests.conftest import Bench
 
 PERIOD = pelt.PELT_PERIOD_NS
-Y = 0.5 ** (1 / 32)
 
 
-def kernel_series(periods: int, capacity: int = 1024) -> float:
-    """util_avg after ``periods`` whole periods of running from 0: sum of y**k over the periods, as
-    ___update_load_sum() accrues it, over the series' limit 1 / (1 - y) (LOAD_AVG_MAX / 1024)."""
-    return capacity * sum(Y ** k for k in range(periods)) * (1 - Y)
+def running(periods: int, capacity: int = 1024, util: pelt.Signal | None = None) -> pelt.Signal:
+    signal = util or pelt.Signal(0)
+    signal.update(signal.last_update + periods * PERIOD, capacity)
+    return signal
 
 
-@pytest.mark.parametrize("periods, expected", [(1, 21.9), (32, 512.0), (100, 906.6)])
-def test_running_from_zero_gives_the_kernels_values(periods: int, expected: float) -> None:
-    got = pelt.advance(0.0, periods * PERIOD, 1024)
-    assert got == pytest.approx(expected, abs=0.1)
-    assert got == pytest.approx(kernel_series(periods), rel=1e-9)
+def test_one_period_of_running_is_21_as_the_kernel_computes_it() -> None:
+    """By hand: decay_load(1024, 1) = 1024 × 0xfa83b2da >> 32 = 1002 and LOAD_AVG_MAX - decay_load(47742, 1)
+    - 1024 = 47742 - 46718 - 1024 = 0, so the period contributes 1002; util_sum = 1002 × 1024 = 1026048 over
+    the divider 47742 - 1024 = 46718: 21."""
+    assert pelt.decay_load(1024, 1) == 1002 and pelt.decay_load(pelt.LOAD_AVG_MAX, 1) == 46718
+    signal = running(1)
+    assert (signal.util_sum, signal.period_contrib, signal.util_avg) == (1026048, 0, 21)
 
 
-def test_a_signal_halves_in_32_periods_and_running_on_a_little_core_settles_at_its_capacity() -> None:
-    assert pelt.advance(800.0, 32 * PERIOD, 0) == pytest.approx(400.0)
-    assert pelt.advance(800.0, 64 * PERIOD, 0) == pytest.approx(200.0)
-    assert pelt.advance(0.0, 2000 * PERIOD, 400) == pytest.approx(400.0)
-    assert pelt.advance(123.0, 0, 1024) == 123.0
+@pytest.mark.parametrize("periods, kernel, closed_form", [(1, 21, 21.9), (32, 512, 512.0), (100, 906, 906.6),
+                                                         (400, 1023, 1024.0)])
+def test_running_from_zero_gives_the_kernels_values(periods: int, kernel: int, closed_form: float) -> None:
+    """After 1, 32 and 100 periods, util_avg is 21, 512 and 906 in the kernel's integers, within 5% of the
+    series' closed form 1024 × (1 - y**n) (within 0.5% from 32 periods on)."""
+    util = running(periods).util_avg
+    assert util == kernel and util == pytest.approx(closed_form, rel=0.05 if periods < 32 else 0.005)
 
 
-def test_accrual_in_pieces_equals_accrual_at_once() -> None:
-    whole = pelt.advance(50.0, 7 * PERIOD + 12345, 700)
-    pieces = pelt.advance(pelt.advance(50.0, 3 * PERIOD, 700), 4 * PERIOD + 12345, 700)
-    assert math.isclose(whole, pieces, rel_tol=1e-12)
+def test_a_signal_halves_in_32_periods_and_decays_away() -> None:
+    signal = running(400)
+    full = signal.util_avg
+    signal.update(signal.last_update + 32 * PERIOD, 0)
+    assert signal.util_avg == pytest.approx(full / 2, abs=1)
+    assert pelt.decay_load(10**6, 32 * 64) == 0
+
+
+def test_running_on_a_little_core_settles_at_its_capacity() -> None:
+    assert running(1000, capacity=656).util_avg == pytest.approx(656, abs=2)
+
+
+def test_updates_in_pieces_and_at_once_agree_and_the_part_period_is_carried() -> None:
+    at_once = pelt.Signal(0)
+    at_once.update(7 * PERIOD + 512 * 1024, 700)
+    pieces = pelt.Signal(0)
+    for t in (PERIOD // 3, 3 * PERIOD, 5 * PERIOD + 100 * 1024, 7 * PERIOD + 512 * 1024):
+        pieces.update(t, 700)
+    assert at_once.period_contrib == pieces.period_contrib == 512
+    assert abs(at_once.util_avg - pieces.util_avg) <= 1  # the kernel's rounding, per update
+
+
+def test_a_probe_leaves_the_signal_as_it_was() -> None:
+    signal = running(10)
+    before = (signal.last_update, signal.util_sum, signal.period_contrib, signal.util_avg)
+    assert signal.util_at(signal.last_update + 40 * PERIOD, 0) < signal.util_avg
+    assert (signal.last_update, signal.util_sum, signal.period_contrib, signal.util_avg) == before
 
 
 async def test_the_scheduler_tracks_a_thread_and_its_cores_utilization() -> None:
     """A thread runs 32 periods on a half-capacity core, then sleeps 32 periods: its signal and the core's
-    rise to half the core's capacity of 512, then halve."""
+    rise to about half the core's capacity of 512, then halve."""
     b = Bench([0.5], slice_ns=3 * 1_000_000)
     th = b.thread("t")
     b.start(0, th, [Compute(16 * PERIOD), Sleep(32 * PERIOD), Compute(1)])  # 16 periods of work: 32 at 0.5
-    at: dict[str, tuple[float, float]] = {}
+    at: dict[str, tuple[int, int]] = {}
     b.rt.at(32 * PERIOD, lambda _: at.setdefault("ran", (b.sched.thread_util(th), b.sched.core_util(0))))
     b.rt.at(64 * PERIOD, lambda _: at.setdefault("slept", (b.sched.thread_util(th), b.sched.core_util(0))))
     await b.rt.run()
-    assert at["ran"] == (pytest.approx(256.0), pytest.approx(256.0))
-    assert at["slept"] == (pytest.approx(128.0), pytest.approx(128.0))
+    ran, slept = at["ran"], at["slept"]
+    assert ran[0] == ran[1] and ran[0] == pytest.approx(256, abs=3)
+    assert slept[0] == slept[1] and slept[0] == pytest.approx(ran[0] / 2, abs=1)

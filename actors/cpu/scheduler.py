@@ -208,7 +208,7 @@ class Thread:
         "step_user", "kill_pending", "spinning", "spin_since", "waiting_lock",
         "preempt_count", "held", "sleep_gen", "rt_key", "rt_core", "vruntime", "deadline", "vlag", "nice", "born",
         "run_ns", "wait_ns", "spin_ns", "sleep_ns", "idle_ns", "wakeups", "preemptions", "stack_ns",
-        "util", "util_at", "ran_on",
+        "util", "ran_on",
     )  # fmt: skip
 
     def __repr__(self) -> str:
@@ -218,7 +218,7 @@ class Thread:
 class Core:
     __slots__ = (
         "cid", "capacity", "curr", "seg_start", "on_since", "gen", "queue", "vclock",
-        "protect", "sliced", "need_resched", "dispatching", "busy", "idle_ns", "util", "util_at",
+        "protect", "sliced", "need_resched", "dispatching", "busy", "idle_ns", "util",
     )  # fmt: skip
 
     def __init__(self, cid: int, capacity: int) -> None:
@@ -236,10 +236,9 @@ class Core:
         self.dispatching = False
         self.busy: dict[str, int] = {}
         self.idle_ns = 0
-        #: the runqueue's PELT utilization (0..capacity) as of ``util_at``: its own running history, what the
-        #: kernel's rq util_avg is while no task migrates (the kernel moves a migrating task's whole signal)
-        self.util = 0.0
-        self.util_at = 0
+        #: the runqueue's PELT utilization: its own running history, what the kernel's rq util_avg is while no
+        #: task migrates (the kernel moves a migrating task's whole signal)
+        self.util = pelt.Signal(0)
 
 
 class Scheduler(Participant):
@@ -366,23 +365,23 @@ class Scheduler(Participant):
         th.rt_core = None
         th.vruntime = th.deadline = th.vlag = 0
         th.run_ns = th.wait_ns = th.spin_ns = th.sleep_ns = th.idle_ns = 0
-        th.util = 0.0  # PELT util_avg as of util_at (the kernel seeds a new task from its runqueue; it starts empty here)
-        th.util_at = self.runtime.now if self.runtime is not None else 0
+        # PELT utilization (the kernel seeds a new task's from its runqueue; here it starts empty)
+        th.util = pelt.Signal(self.runtime.now if self.runtime is not None else 0)
         th.ran_on = [0] * len(self.cores)  # ns on each core, up to its last switch out
         th.wakeups = th.preemptions = 0
         self.threads.append(th)
         return th
 
     # -- utilization (PELT) ------------------------------------------------------
-    def thread_util(self, th: Thread) -> float:
+    def thread_util(self, th: Thread) -> int:
         """``th``'s PELT utilization now (0..1024, invariant: relative to the biggest core at capacity 1.0)."""
         running = th.core.capacity if th.state == RUNNING else 0
-        return pelt.advance(th.util, self.runtime.now - th.util_at, running)
+        return th.util.util_at(self.runtime.now, running)
 
-    def core_util(self, cid: int) -> float:
+    def core_util(self, cid: int) -> int:
         """Core ``cid``'s runqueue utilization now (0..its capacity)."""
         core = self.cores[cid]
-        return pelt.advance(core.util, self.runtime.now - core.util_at, core.capacity if core.curr else 0)
+        return core.util.util_at(self.runtime.now, core.capacity if core.curr else 0)
 
     def ran_on(self, th: Thread) -> list[int]:
         """ns ``th`` has been on each core so far (its current stint included)."""
@@ -392,8 +391,8 @@ class Scheduler(Participant):
         return ran
 
     def cores_util(self) -> list[int]:
-        """Every core's utilization now, rounded (a sampler's probe)."""
-        return [round(self.core_util(core.cid)) for core in self.cores]
+        """Every core's utilization now (a sampler's probe)."""
+        return [self.core_util(core.cid) for core in self.cores]
 
     # -- the API actors use ----------------------------------------------------
     def submit(self, th: Thread, program: Iterable[Step], on_done: Callable[[WorkDone], None] | None = None) -> None:
@@ -597,10 +596,8 @@ class Scheduler(Participant):
         core.seg_start = core.on_since = now
         th.core = core
         th.state = RUNNING
-        th.util = pelt.advance(th.util, now - th.util_at, 0)
-        th.util_at = now
-        core.util = pelt.advance(core.util, now - core.util_at, 0)
-        core.util_at = now
+        th.util.update(now, 0)
+        core.util.update(now, 0)
         delay = now - th.since
         th.wait_ns += delay
         if self.delayed:
@@ -618,10 +615,8 @@ class Scheduler(Participant):
         """``th`` ran on ``core`` since it was switched in: its time there, and PELT (both signals accrue at
         the core's capacity)."""
         th.ran_on[core.cid] += now - core.on_since
-        th.util = pelt.advance(th.util, now - th.util_at, core.capacity)
-        th.util_at = now
-        core.util = pelt.advance(core.util, now - core.util_at, core.capacity)
-        core.util_at = now
+        th.util.update(now, core.capacity)
+        core.util.update(now, core.capacity)
 
     def _switch_out(self, core: Core, th: Thread) -> None:
         """Put the (accounted) current thread back to runnable."""

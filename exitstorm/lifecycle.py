@@ -16,7 +16,7 @@ import os
 import signal
 import threading
 from types import FrameType
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 PR_SET_PDEATHSIG = 1  # include/uapi/linux/prctl.h
 #: the signals that end a command the way Ctrl-C does
@@ -52,26 +52,6 @@ def terminate_like_interrupt() -> None:
 def interrupted() -> bool:
     """Whether an ending signal came since :func:`terminate_like_interrupt`."""
     return bool(_received)
-
-
-@contextlib.contextmanager
-def held_signals() -> Iterator[None]:
-    """Inside, SIGINT, SIGTERM and SIGHUP wait (blocked in this thread) and are taken when the block is left.
-
-    Around a fork: Python runs its at-fork callbacks (logging's lock release) inside ``os.fork``, and an
-    interrupt raised there is printed as "Exception ignored" with a traceback and lost; and the caller can
-    record the child's pid before an interrupt ends it. A child forked inside inherits the block and calls
-    :func:`release_signals`."""
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, (signal.SIGINT, *ENDING))
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-
-
-def release_signals() -> None:
-    """In a child forked inside :func:`held_signals`: take SIGINT, SIGTERM and SIGHUP again."""
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, (signal.SIGINT, *ENDING))
 
 
 def raise_if_interrupted() -> None:
@@ -113,3 +93,41 @@ def deferred_interrupts(stop: Callable[[], None]) -> Iterator[None]:
     if pending:
         _received.append(pending[0])
         raise KeyboardInterrupt
+
+
+#: the ending signals, Ctrl-C's included
+HELD = (signal.SIGINT, *ENDING)
+_holding = False
+
+
+@contextlib.contextmanager
+def held_signals() -> Iterator[None]:
+    """Ctrl-C, SIGTERM and SIGHUP wait until the block is done; one that came meanwhile is then raised as
+    KeyboardInterrupt. Blocked in this thread (and so in the tools and children it starts), and only recorded
+    if another thread of the process takes it. A block inside another is part of it.
+
+    Around a change to the host, so that it is never left half made; around a fork, because Python runs its
+    at-fork callbacks (logging's lock release) inside ``os.fork`` and an interrupt raised there is printed as
+    "Exception ignored" with a traceback and lost, and so that the caller records the child's pid before an
+    interrupt ends it. A child forked inside calls :func:`release_signals`."""
+    global _holding
+    if _holding:
+        yield
+        return
+    with deferred_interrupts(lambda: None):
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, HELD)
+        _holding = True
+        try:
+            yield
+        finally:
+            _holding = False
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def release_signals(disposition: Any = signal.SIG_DFL) -> None:
+    """In a child forked inside :func:`held_signals`: Ctrl-C, SIGTERM and SIGHUP get ``disposition`` (those
+    ignored stay ignored, unless it is SIG_IGN) and are taken again."""
+    for signum in HELD:
+        if disposition is signal.SIG_IGN or signal.getsignal(signum) is not signal.SIG_IGN:
+            signal.signal(signum, disposition)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, HELD)

@@ -23,23 +23,19 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
-from exitstorm.lifecycle import deferred_interrupts
+from exitstorm.lifecycle import held_signals
 from exitstorm.outputs.pidlock import Held, pid_lock
 
 PAGE_SIZE = 4096
 #: where a measurement keeps its journal and lock: a tmpfs that a reboot clears, as it clears ZRAM
 JOURNAL_DIR = Path("/run/exitstorm")
 #: the signals that end a command (exitstorm.lifecycle) and are held off while the host changes
-HELD = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
-
-
 class HostError(Exception):
     """The machine cannot run a real-kernel measurement: one line saying what is missing."""
 
@@ -120,19 +116,6 @@ class ZramDevice:
 
 def _run(*argv: str) -> None:
     subprocess.run(argv, check=True, capture_output=True, text=True)
-
-
-@contextlib.contextmanager
-def held_signals() -> Iterator[None]:
-    """Ctrl-C, SIGTERM and SIGHUP wait until the block is done; one that came meanwhile is then raised as
-    KeyboardInterrupt. Blocked in this thread (and so in the swap tools it starts, which a Ctrl-C at the
-    terminal reaches too), and only recorded if another thread of the process takes it."""
-    with deferred_interrupts(lambda: None):
-        previous = signal.pthread_sigmask(signal.SIG_BLOCK, HELD)
-        try:
-            yield
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _note(text: str) -> None:

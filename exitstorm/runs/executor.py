@@ -25,7 +25,7 @@ from actors.kernel.memory import MemoryAccountingError
 from actors.runtime.actor import ActorFailed
 
 from exitstorm.lab.config import Experiment, load_experiment
-from exitstorm.lifecycle import ENDING, die_with_parent, held_signals, release_signals
+from exitstorm.lifecycle import die_with_parent, held_signals, release_signals
 from exitstorm.outputs.figures import headline
 from exitstorm.runs.experiment import run_experiment
 from exitstorm.schema import ConfigError
@@ -125,9 +125,7 @@ def _worker_init(parent: int) -> None:
     collection after each run walks only that run's objects."""
     if not die_with_parent(parent):
         os._exit(1)
-    for signum in (signal.SIGINT, *ENDING):
-        signal.signal(signum, signal.SIG_IGN)
-    release_signals()
+    release_signals(signal.SIG_IGN)
     gc.freeze()
 
 

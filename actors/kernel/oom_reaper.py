@@ -38,11 +38,14 @@ class OomReaper:
         self.kthreads = [runtime.add(OomReaperThread(name if threads == 1 else f"{name}/{i}", kernel, self,
                                                      thread_kw))
                          for i in range(threads)]
-        self.threads: list[Thread] = [k.thread for k in self.kthreads]
         #: kthreads asleep on oom_reaper_wait, the next to wake last: one that falls asleep goes last (the
         #: most recently idle wakes first); at the start they fall asleep in index order, the first last
         self.sleeping: list[OomReaperThread] = []
         self.ready: collections.deque[Process] = collections.deque()
+
+    @property
+    def threads(self) -> list[Thread]:
+        return [k.thread for k in self.kthreads]
 
     @property
     def reaped(self) -> int:

@@ -56,7 +56,6 @@ class Workqueue:
         thread_kw = {"policy": "fair", "nice": attrs.nice, "cpus": attrs.cpus, "thread_class": thread_class}
         self.kworkers = [runtime.add(Kworker(f"kworker/u:{name}/{i}", scheduler, self, thread_kw))
                          for i in range(max_active)]
-        self.workers: list[Thread] = [k.thread for k in self.kworkers]
         #: idle kworkers, the next to wake last: one that finishes goes last (the most recently idle wakes
         #: first, as worker_enter_idle()'s list_add); at the start they are idle in index order, the first last
         self.idle: list[Kworker] = []
@@ -68,6 +67,10 @@ class Workqueue:
             self.runtime.post(self.idle.pop(), WorkItem(work))
         else:
             self.pending.append(work)
+
+    @property
+    def workers(self) -> list[Thread]:
+        return [k.thread for k in self.kworkers]
 
     @property
     def completed(self) -> int:

@@ -50,20 +50,22 @@ class ClusterConfig:
     capacity: float = field(validator=positive)
 
 
+def _check_cpus(key: str, cpus: list[int], ncpu: int) -> None:
+    if not cpus:
+        raise InvalidValue(key, "a non-empty list of CPU numbers", cpus)
+    if any(not 0 <= cpu < ncpu for cpu in cpus):
+        raise InvalidValue(key, f"CPU numbers in 0..{ncpu - 1}", cpus)
+
+
 def _cpusets_valid(inst: "DeviceConfig", _attribute: Any, value: dict[str, list[int]]) -> None:
-    ncpu = sum(c.count for c in inst.clusters)
     for name, cpus in value.items():
-        if not cpus:
-            raise InvalidValue(f"cpusets.{name}", "a non-empty list of CPU numbers", cpus)
-        for cpu in cpus:
-            if not 0 <= cpu < ncpu:
-                raise InvalidValue(f"cpusets.{name}", f"CPU numbers in 0..{ncpu - 1}", cpus)
+        _check_cpus(f"cpusets.{name}", cpus, inst.ncpus)
 
 
 def _cpus_valid(inst: "DeviceConfig", attribute: Any, value: list[int]) -> None:
-    ncpu = sum(c.count for c in inst.clusters)
-    if not value or any(not 0 <= cpu < ncpu for cpu in value) or len(set(value)) != len(value):
-        raise InvalidValue(attribute.name, f"a non-empty list of distinct CPU numbers in 0..{ncpu - 1}", value)
+    _check_cpus(attribute.name, value, inst.ncpus)
+    if len(set(value)) != len(value):
+        raise InvalidValue(attribute.name, "distinct CPU numbers", value)
 
 
 @frozen

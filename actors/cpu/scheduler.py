@@ -600,7 +600,7 @@ class Scheduler(Participant):
         core.util.update(now, 0)
         delay = now - th.since
         th.wait_ns += delay
-        if self.delayed:
+        if self.delayed.subscribers:
             self.delayed.emit(th, delay)
         if th.fair:
             core.protect = True
@@ -1038,7 +1038,7 @@ class Scheduler(Participant):
         return None
 
     def _count_active(self, delta: int) -> None:
-        if self.active_changing:
+        if self.active_changing.subscribers:
             self.active_changing.emit()
         self.nr_active += delta
 

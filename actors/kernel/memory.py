@@ -173,7 +173,7 @@ class Memory:
     def _took(self) -> None:
         if self.free < self.min_free:
             self.min_free = self.free
-        if self.free < self.wmark_low and self.low:
+        if self.free < self.wmark_low and self.low.subscribers:
             self.low.emit()
 
     @property
@@ -344,7 +344,7 @@ def allocation(memory: Memory, mm: MM, pages: int, batch: int, reclaim_batch: in
             stall = memory.scheduler.runtime.now - started
             memory.direct_reclaim_by_class[who] = memory.direct_reclaim_by_class.get(who, 0) + stall
             memory.psi.leave()
-            if memory.reclaim_stalled:
+            if memory.reclaim_stalled.subscribers:
                 memory.reclaim_stalled.emit(who, stall)
         memory.allocate(mm, n)
         yield charge(n)

@@ -59,11 +59,9 @@ class Signal:
         self.subscribers = tuple(f for f in self.subscribers if f != fn)
 
     def emit(self, *args: Any) -> None:
+        """Call every subscriber (a hot path tests ``signal.subscribers`` first, a tuple's own truth)."""
         for fn in self.subscribers:
             fn(*args)
-
-    def __bool__(self) -> bool:
-        return bool(self.subscribers)
 
 
 class ActorFailed(Exception):

@@ -48,12 +48,11 @@ class Workqueue:
     """The workqueue's pending items and idle list (kernel state, not an actor): the kworkers are actors."""
 
     def __init__(self, runtime: Runtime, name: str, scheduler: Scheduler, *, max_active: int,
-                 attrs: WorkqueueAttrs, thread_class: str = KWORKER_CLASS) -> None:
+                 attrs: WorkqueueAttrs) -> None:
         if max_active < 1:
             raise ValueError(f"{name}: max_active must be >= 1, got {max_active}")
         self.runtime = runtime
-        self.attrs = attrs
-        thread_kw = {"policy": "fair", "nice": attrs.nice, "cpus": attrs.cpus, "thread_class": thread_class}
+        thread_kw = {"policy": "fair", "nice": attrs.nice, "cpus": attrs.cpus, "thread_class": KWORKER_CLASS}
         self.kworkers = [runtime.add(Kworker(f"kworker/u:{name}/{i}", scheduler, self, thread_kw))
                          for i in range(max_active)]
         #: idle kworkers, the next to wake last: one that finishes goes last (the most recently idle wakes

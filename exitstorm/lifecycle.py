@@ -21,6 +21,8 @@ from typing import Any, Callable, Iterator
 PR_SET_PDEATHSIG = 1  # include/uapi/linux/prctl.h
 #: the signals that end a command the way Ctrl-C does
 ENDING = (signal.SIGTERM, signal.SIGHUP)
+#: the ending signals, Ctrl-C's included
+HELD = (signal.SIGINT, *ENDING)
 #: the ending signals received, in order
 _received: list[int] = []
 
@@ -83,7 +85,7 @@ def deferred_interrupts(stop: Callable[[], None]) -> Iterator[None]:
         pending.append(signum)
         stop()
 
-    watched = [s for s in (signal.SIGINT, *ENDING) if signal.getsignal(s) is not signal.SIG_IGN]
+    watched = [s for s in HELD if signal.getsignal(s) is not signal.SIG_IGN]
     previous = {s: signal.signal(s, record) for s in watched}
     try:
         yield
@@ -94,9 +96,6 @@ def deferred_interrupts(stop: Callable[[], None]) -> Iterator[None]:
         _received.append(pending[0])
         raise KeyboardInterrupt
 
-
-#: the ending signals, Ctrl-C's included
-HELD = (signal.SIGINT, *ENDING)
 _holding = False
 
 

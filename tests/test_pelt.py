@@ -12,9 +12,10 @@ from tests.conftest import Bench
 PERIOD = pelt.PELT_PERIOD_NS
 
 
-def running(periods: int, capacity: int = 1024, util: pelt.Signal | None = None) -> pelt.Signal:
-    signal = util or pelt.Signal(0)
-    signal.update(signal.last_update + periods * PERIOD, capacity)
+def running(periods: int, capacity: int = 1024) -> pelt.Signal:
+    """A signal that ran ``periods`` periods from zero on a core of ``capacity``."""
+    signal = pelt.Signal(0)
+    signal.update(periods * PERIOD, capacity)
     return signal
 
 

@@ -12,9 +12,9 @@ from tests.conftest import Bench
 PERIOD = pelt.PELT_PERIOD_NS
 
 
-def running(periods: int, capacity: int = 1024) -> pelt.Signal:
+def running(periods: int, capacity: int = 1024) -> pelt.SchedAvg:
     """A signal that ran ``periods`` periods from zero on a core of ``capacity``."""
-    signal = pelt.Signal(0)
+    signal = pelt.SchedAvg(0)
     signal.update(periods * PERIOD, capacity)
     return signal
 
@@ -50,9 +50,9 @@ def test_running_on_a_little_core_settles_at_its_capacity() -> None:
 
 
 def test_updates_in_pieces_and_at_once_agree_and_the_part_period_is_carried() -> None:
-    at_once = pelt.Signal(0)
+    at_once = pelt.SchedAvg(0)
     at_once.update(7 * PERIOD + 512 * 1024, 700)
-    pieces = pelt.Signal(0)
+    pieces = pelt.SchedAvg(0)
     for t in (PERIOD // 3, 3 * PERIOD, 5 * PERIOD + 100 * 1024, 7 * PERIOD + 512 * 1024):
         pieces.update(t, 700)
     assert at_once.period_contrib == pieces.period_contrib == 512

@@ -61,8 +61,9 @@ def accumulate_pelt_segments(periods: int, d1: int, d3: int) -> int:
     return c1 + c2 + d3
 
 
-class Signal:
-    """One entity's (a task's or a runqueue's) util_sum, util_avg and where its series stands."""
+class SchedAvg:
+    """struct sched_avg, its utilization part: one entity's (a task's or a runqueue's) util_sum, util_avg and
+    where its series stands."""
 
     __slots__ = ("last_update", "util_sum", "period_contrib", "util_avg")
 
@@ -96,7 +97,7 @@ class Signal:
 
     def util_at(self, now_ns: int, capacity: int) -> int:
         """util_avg as an update at ``now_ns`` would leave it (this signal unchanged)."""
-        probe = Signal.__new__(Signal)
+        probe = SchedAvg.__new__(SchedAvg)
         probe.last_update, probe.util_sum = self.last_update, self.util_sum
         probe.period_contrib, probe.util_avg = self.period_contrib, self.util_avg
         probe.update(now_ns, capacity)

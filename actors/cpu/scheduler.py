@@ -238,7 +238,7 @@ class Core:
         self.idle_ns = 0
         #: the runqueue's PELT utilization: its own running history, what the kernel's rq util_avg is while no
         #: task migrates (the kernel moves a migrating task's whole signal)
-        self.util = pelt.Signal(0)
+        self.util = pelt.SchedAvg(0)
 
 
 class Scheduler(Participant):
@@ -366,7 +366,7 @@ class Scheduler(Participant):
         th.vruntime = th.deadline = th.vlag = 0
         th.run_ns = th.wait_ns = th.spin_ns = th.sleep_ns = th.idle_ns = 0
         # PELT utilization (the kernel seeds a new task's from its runqueue; here it starts empty)
-        th.util = pelt.Signal(self.runtime.now if self.runtime is not None else 0)
+        th.util = pelt.SchedAvg(self.runtime.now if self.runtime is not None else 0)
         th.ran_on = [0] * len(self.cores)  # ns on each core, up to its last switch out
         th.wakeups = th.preemptions = 0
         self.threads.append(th)

@@ -31,15 +31,18 @@ class Device:
 def build_device(runtime: Runtime, cores: list[CoreSpec], tunables: SchedTunables, *, total_pages: int,
                  kernel_pages: int, watermark_scale_factor: int, zram_pages: int, profile: KernelProfile,
                  costs: DeviceCosts, kswapd_thread: dict[str, Any] | None, scheduler_name: str = "scheduler",
-                 wq_unbound_cpumask: list[int] | None = None, timeline: Timeline | None = None) -> Device:
+                 wq_unbound_cpumask: list[int] | None = None, oom_reaper_cpus: list[int] | None = None,
+                 timeline: Timeline | None = None) -> Device:
     """The scheduler (a participant of ``runtime``), the memory, the kernel (its unbound workqueues on
-    ``wq_unbound_cpumask``, all CPUs by default) and, unless ``kswapd_thread`` is None, kswapd0 on a thread
+    ``wq_unbound_cpumask`` and its oom_reaper on ``oom_reaper_cpus``, all CPUs by default) and, unless ``kswapd_thread`` is None, kswapd0 on a thread
     of those scheduling keywords (class ``kswapd`` unless they say another), woken when free memory falls
     under low."""
     scheduler = runtime.add(Scheduler(scheduler_name, cores, tunables, timeline=timeline))
     memory = Memory(total_pages, kernel_pages, watermark_scale_factor, zram_pages, scheduler)
+    every = list(range(len(cores)))
     kernel = Kernel(scheduler, memory, profile, costs,
-                    wq_unbound_cpumask=list(range(len(cores))) if wq_unbound_cpumask is None else wq_unbound_cpumask)
+                    wq_unbound_cpumask=every if wq_unbound_cpumask is None else wq_unbound_cpumask,
+                    oom_reaper_cpus=every if oom_reaper_cpus is None else oom_reaper_cpus)
     kswapd = None
     if kswapd_thread is not None:
         kswapd = kernel.kswapd = runtime.add(Kswapd("kswapd0", kernel, {"thread_class": KSWAPD_CLASS,

@@ -145,7 +145,7 @@ async def test_voluntary_preemption_happens_where_kernel_code_may_sleep() -> Non
 
 async def test_a_woken_thread_stays_on_its_busy_previous_core_until_a_busy_core_balances() -> None:
     def run(balance_ns: int) -> Bench:
-        b = Bench([1.0, 1.0], slice_ns=1 * MS, busy_balance_ns=balance_ns)
+        b = Bench([1.0, 1.0], slice_ns=1 * MS, balance_ns_per_cpu=balance_ns // 2)
         # four threads that last ran on core 0: the first takes it, the second the idle core 1,
         # the others queue on core 0 (select_idle_sibling finds no idle core: they stay with their cache)
         ths = [b.thread(f"v{i}", last_cpu=0) for i in range(4)]

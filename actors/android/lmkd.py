@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterable, Iterator, Protocol
 
 from attrs import field, frozen
 
-from actors.cpu.scheduler import Thread
+from actors.cpu.scheduler import NO_GROUP, CpuGroup, Thread
 from actors.cpu.work import Compute, Lock, Step, Unlock
 from actors.kernel.kernel import CGROUP_MUTEX, Kernel
 from actors.kernel.memory import mb_to_pages
@@ -187,7 +187,8 @@ class LmkdReaper(Actor):
     reprioritise the victim, process_mrelease())."""
 
     def __init__(self, name: str, kernel: Kernel, *, thread_kw: dict[str, Any], costs: LmkdCosts,
-                 kill_method: KillMethod, victim_cpus: list[int], victim_nice: int, reap: ReapPolicy) -> None:
+                 kill_method: KillMethod, victim_cpus: list[int], victim_nice: int, reap: ReapPolicy,
+                 victim_group: CpuGroup = NO_GROUP) -> None:
         super().__init__(name)
         self.kernel = kernel
         self.thread: Thread = kernel.scheduler.spawn(name, self, **thread_kw)
@@ -196,6 +197,8 @@ class LmkdReaper(Actor):
         self.set_prio = (Lock(CGROUP_MUTEX, frame), Compute(costs.set_prio_ns, frame),
                          Unlock(CGROUP_MUTEX))
         self.victim_cpus = victim_cpus
+        #: the cpu cgroup that goes with the victims' cpuset (its uclamp and latency hint)
+        self.victim_group = victim_group
         self.victim_nice = victim_nice
         #: lmkd's costs (pidfd_send_signal()'s, for a remedy that sends the signal itself)
         self.costs = costs
@@ -221,7 +224,8 @@ class LmkdReaper(Actor):
         """set_process_group_and_prio(): the victim's cgroup move (under cgroup_mutex) and its nice and cpus."""
         await self.run(self.set_prio)
         if victim.exited_at is None:
-            self.kernel.scheduler.reconfigure(victim.thread, nice=self.victim_nice, cpus=self.victim_cpus)
+            self.kernel.scheduler.reconfigure(victim.thread, nice=self.victim_nice, cpus=self.victim_cpus,
+                                              group=self.victim_group)
 
     async def mrelease(self, victim: Process) -> None:
         """process_mrelease(pidfd, 0): reap the victim's mm, or fail with ESRCH once its exit has taken it."""

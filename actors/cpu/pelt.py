@@ -97,8 +97,15 @@ class SchedAvg:
 
     def util_at(self, now_ns: int, capacity: int) -> int:
         """util_avg as an update at ``now_ns`` would leave it (this signal unchanged)."""
-        probe = SchedAvg.__new__(SchedAvg)
-        probe.last_update, probe.util_sum = self.last_update, self.util_sum
-        probe.period_contrib, probe.util_avg = self.period_contrib, self.util_avg
-        probe.update(now_ns, capacity)
-        return probe.util_avg
+        delta = (now_ns - self.last_update) >> 10
+        if delta <= 0:
+            return self.util_avg
+        delta += self.period_contrib
+        periods = delta >> 10
+        if not periods:
+            return self.util_avg
+        util_sum = decay_load(self.util_sum, periods)
+        delta &= 1023
+        if capacity:
+            util_sum += accumulate_pelt_segments(periods, 1024 - self.period_contrib, delta) * capacity
+        return util_sum // (LOAD_AVG_MAX - 1024 + delta)

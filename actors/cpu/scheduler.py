@@ -22,10 +22,17 @@ Scheduling model (docs/design.md §4):
   wakee keeps its cache; the least loaded core only for a thread that never
   ran or may no longer run there). An idle core pulls the longest-waiting
   queued thread it may run (newly-idle balance); with a balance interval,
-  busy cores balance periodically too, each ``busy_factor`` times less often
-  than the interval, staggered, pulling queued threads from the most loaded
-  core while that narrows the gap in weight. Wakeup preemption and
-  RUN_TO_PARITY are tunables.
+  each core balances each of its scheduling domains periodically
+  (``topology``), ``busy_factor`` times less often than the interval,
+  staggered, pulling queued threads from the most loaded core while that
+  narrows the gap in weight. Wakeup preemption and RUN_TO_PARITY are
+  tunables.
+* On **asymmetric capacities** (big.LITTLE) placement and balancing look at
+  whether a task's PELT utilization fits a core (``capacity``): energy-aware
+  placement while no core is overutilized, else select_idle_capacity();
+  a newly idle core pulls from its own cluster first; a running task that
+  stops fitting its core is a misfit and moves to an idle bigger core at the
+  next tick, or to the first bigger core that goes idle (docs/model.md).
 * **Spinlocks** and **rwlocks** keep their waiters on-core, burning CPU,
   FIFO (queued locks); holders and spinners are not preemptible. **Mutexes**
   and **rwsems** put waiters to sleep and hand the lock to the first waiter
@@ -67,7 +74,8 @@ from typing import Any, Callable, Iterable, Literal
 
 from attrs import frozen
 
-from actors.cpu import pelt, sched_fair
+from actors.cpu import pelt, sched_fair, topology
+from actors.cpu.capacity import misfit_util, periods_to_reach, util_fits_cpu
 from actors.cpu.timeline import Timeline
 from actors.cpu.work import (Compute, CondResched, Frame, Lock, Marker, Sleep, SleepUntil, Step, Unlock, WorkDone,
     unfolded)
@@ -130,6 +138,20 @@ class SchedulerError(RuntimeError):
 @frozen
 class CoreSpec:
     capacity: float
+    #: the cores of a cluster share a cache and form the lowest scheduling domain (topology.build_domains)
+    cluster: int = 0
+
+
+@frozen
+class CpuGroup:
+    """A thread's cpu cgroup attributes that placement reads: ``cpu.uclamp.min`` (0..1024) and Android's
+    ``cpu.uclamp.latency_sensitive`` (prefer an idle core)."""
+
+    uclamp_min: int = 0
+    latency_sensitive: bool = False
+
+
+NO_GROUP = CpuGroup()
 
 
 @frozen
@@ -142,8 +164,13 @@ class SchedTunables:
     preempt: Preempt = "full"
     #: the scheduler tick (1 s / HZ): a fair slice's end is noticed at the next tick; 0 notices it at once
     tick_ns: int = 0
-    #: a busy core's periodic load balance interval (sd->balance_interval x busy_factor); 0: none
-    busy_balance_ns: int = 0
+    #: a scheduling domain's balance interval per CPU it spans (sd->min_interval); 0: no periodic balance
+    balance_ns_per_cpu: int = 0
+    #: a busy core balances this many times less often (sd->busy_factor)
+    busy_factor: int = 1
+    #: energy-aware scheduling (an energy model, asymmetric capacities): placement by fit while no core is
+    #: overutilized, and no load balancing then
+    energy_aware: bool = False
 
 
 def tick_ceil(t_ns: int, tick_ns: int, phase_ns: int = 0) -> int:
@@ -208,7 +235,7 @@ class Thread:
         "step_user", "kill_pending", "spinning", "spin_since", "waiting_lock",
         "preempt_count", "held", "sleep_gen", "rt_key", "rt_core", "vruntime", "deadline", "vlag", "nice", "born",
         "run_ns", "wait_ns", "spin_ns", "sleep_ns", "idle_ns", "wakeups", "preemptions", "stack_ns",
-        "util", "ran_on",
+        "util", "ran_on", "uclamp_min", "latency_sensitive", "misfit", "stint",
     )  # fmt: skip
 
     def __repr__(self) -> str:
@@ -218,12 +245,13 @@ class Thread:
 class Core:
     __slots__ = (
         "cid", "capacity", "curr", "seg_start", "on_since", "gen", "queue", "vclock",
-        "protect", "sliced", "need_resched", "dispatching", "busy", "idle_ns", "util",
+        "protect", "sliced", "need_resched", "dispatching", "busy", "idle_ns", "util", "cluster",
     )  # fmt: skip
 
-    def __init__(self, cid: int, capacity: int) -> None:
+    def __init__(self, cid: int, capacity: int, cluster: int = 0) -> None:
         self.cid = cid
         self.capacity = capacity
+        self.cluster = cluster
         self.curr: Thread | None = None
         self.seg_start = 0
         self.on_since = 0  # when the current thread was switched in
@@ -256,11 +284,21 @@ class Scheduler(Participant):
         if not specs:
             raise ValueError("a device needs at least one core")
         self.cores = [
-            Core(i, round(s.capacity * SCHED_CAPACITY_SCALE)) for i, s in enumerate(specs)
+            Core(i, round(s.capacity * SCHED_CAPACITY_SCALE), s.cluster) for i, s in enumerate(specs)
         ]
         for core in self.cores:
             if core.capacity <= 0:
                 raise ValueError(f"core {core.cid} capacity must be > 0")
+        #: sched_asym_cpucap_active(): cores differ in capacity, so placement and balancing look at fit
+        self.asym = len({core.capacity for core in self.cores}) > 1
+        if tunables.energy_aware and not self.asym:
+            raise ValueError("energy-aware scheduling needs cores of different capacities")
+        self.eas = tunables.energy_aware
+        self.max_capacity = max(core.capacity for core in self.cores)
+        #: each core's scheduling domains, lowest first, and every (core, domain)'s periodic balance
+        self.domains = topology.build_domains([s.cluster for s in specs], tunables.balance_ns_per_cpu,
+                                              tunables.busy_factor)
+        self._cluster_of = [tuple(c for c in self.cores if c.cluster == core.cluster) for core in self.cores]
         self.tunables = tunables
         if tunables.preempt not in ("none", "voluntary", "full"):
             raise ValueError(f"unknown preemption model {tunables.preempt!r}")
@@ -268,9 +306,11 @@ class Scheduler(Participant):
         self._kernel_runs_on = tunables.preempt != "full"
         self._might_resched = tunables.preempt == "voluntary"
         self.tick_ns = tunables.tick_ns
-        #: busy cores balance in turn, one every this many ns; the first at ``balance_phase_ns``
-        self._balance_step_ns = tunables.busy_balance_ns // len(specs) if tunables.busy_balance_ns else 0
+        #: cores balance each domain in turn, staggered from ``balance_phase_ns`` (drawn within this range)
+        intervals = [sd.busy_interval_ns for levels in self.domains for sd in levels]
+        self._balance_step_ns = max(intervals, default=0) // len(specs)
         self.balance_phase_ns = 0
+        self._slots = topology.balance_slots(self.domains, 0)
         #: where the tick's period starts (a run does not start when the machine booted: see draw_phases)
         self.tick_phase_ns = 0
         self._balance_next = 0
@@ -304,6 +344,7 @@ class Scheduler(Participant):
             self.tick_phase_ns = self.rng.randrange(self.tick_ns)
         if self._balance_step_ns:
             self.balance_phase_ns = self.rng.randrange(self._balance_step_ns)
+            self._slots = topology.balance_slots(self.domains, self.balance_phase_ns)
 
     def add_lock(self, name: str, kind: LockKind, transfer_ns: int = 0) -> KLock:
         if kind not in ("spin", "mutex", "rwlock", "rwsem", "line"):
@@ -327,6 +368,7 @@ class Scheduler(Participant):
         thread_class: str = "other",
         on_marker: Callable[[Thread, str, Any], None] | None = None,
         last_cpu: int | None = None,
+        group: CpuGroup = NO_GROUP,
     ) -> Thread:
         if policy not in ("fifo", "fair"):
             raise ValueError(f"unknown scheduling policy {policy!r}")
@@ -342,6 +384,11 @@ class Scheduler(Participant):
         self._set_cpus(th, range(len(self.cores)) if cpus is None else cpus)
         th.thread_class = thread_class
         th.on_marker = on_marker
+        th.uclamp_min = group.uclamp_min
+        th.latency_sensitive = group.latency_sensitive
+        #: running where it does not fit while a bigger core is allowed (rq->misfit_task_load); which stint
+        th.misfit = False
+        th.stint = 0
         th.state = IDLE
         th.since = th.born = self.runtime.now
         th.core = None
@@ -478,8 +525,9 @@ class Scheduler(Participant):
         nice: int | None = None,
         cpus: Iterable[int] | None = None,
         thread_class: str | None = None,
+        group: CpuGroup | None = None,
     ) -> None:
-        """setpriority() / a cpuset move / a new accounting class for ``th``, effective now.
+        """setpriority() / a cpuset (and cpu cgroup) move / a new accounting class for ``th``, effective now.
 
         A queued thread is re-placed at once; a running thread whose core is no
         longer allowed moves at its next preemption point (at once if it has
@@ -500,6 +548,9 @@ class Scheduler(Participant):
             th.deadline = th.vruntime + th.vslice
         if cpus is not None:
             self._set_cpus(th, cpus)
+        if group is not None:
+            th.uclamp_min = group.uclamp_min
+            th.latency_sensitive = group.latency_sensitive
         if queued:
             if th.fair:
                 self._wake_fair(th)
@@ -604,6 +655,8 @@ class Scheduler(Participant):
             self.delayed.emit(th, delay)
         if th.fair:
             core.protect = True
+            if self.asym:
+                self._watch_misfit(core, th)
         if self._trace:
             self.runtime.events.emit("sched", now, self.name, "switch", cpu=core.cid, thread=th.name, delay_ns=delay)
         if th.remaining:
@@ -617,6 +670,8 @@ class Scheduler(Participant):
         th.ran_on[core.cid] += now - core.on_since
         th.util.update(now, core.capacity)
         core.util.update(now, core.capacity)
+        th.misfit = False
+        th.stint += 1
 
     def _switch_out(self, core: Core, th: Thread) -> None:
         """Put the (accounted) current thread back to runnable."""
@@ -1098,19 +1153,23 @@ class Scheduler(Participant):
 
     def _wake_fair(self, th: Thread) -> None:
         prev = th.last_core
-        target = None
-        if prev is not None and prev.curr is None and th.mask >> prev.cid & 1:
-            target = prev
+        if self.asym:
+            target = self._select_asym(th, prev)
         else:
-            for core in th.cores:
-                if core.curr is None:
-                    target = core
-                    break
-        if target is not None:
+            target = None
+            if prev is not None and prev.curr is None and th.mask >> prev.cid & 1:
+                target = prev
+            else:
+                for core in th.cores:
+                    if core.curr is None:
+                        target = core
+                        break
+        if target is not None and target.curr is None:
             self._place(target, th)
             self._switch_in(target, th)
             return
-        target = self._busy_target(th, prev)
+        if target is None:
+            target = self._busy_target(th, prev)
         self._place(target, th)
         target.queue.append(th)
         th.core = target
@@ -1141,35 +1200,192 @@ class Scheduler(Participant):
     def _load_key(cls, core: Core, prev: Core | None) -> tuple[int, int, bool, int]:
         return (0 if core.curr.fair else 1, cls._load_per_capacity(core), core is not prev, core.cid)
 
+    # -- placement by capacity (big.LITTLE) -------------------------------------------
+    def _overutilized(self) -> bool:
+        """rd->overutilized: some core's utilization does not fit its capacity (read when it is needed, where
+        the kernel keeps a flag updated at enqueues and ticks)."""
+        now = self.runtime.now
+        for core in self.cores:
+            util = core.util.util_at(now, core.capacity if core.curr is not None else 0)
+            if not util_fits_cpu(util, 0, core.capacity):
+                return True
+        return False
+
+    def _select_asym(self, th: Thread, prev: Core | None) -> Core | None:
+        """select_task_rq_fair() on asymmetric capacities: find_energy_efficient_cpu() while EAS is on and no
+        core is overutilized, else select_idle_sibling()'s fit-aware choice: the previous core if idle and the
+        task fits it, then select_idle_capacity(). None: no idle allowed core (queue on the busy target)."""
+        util = self.thread_util(th)
+        if self.eas and (util or th.uclamp_min) and not self._overutilized():
+            target = self._energy_efficient(th, prev, util)
+            if target is not None:
+                return target
+        if prev is not None and prev.curr is None and th.mask >> prev.cid & 1 and util_fits_cpu(
+                util, th.uclamp_min, prev.capacity) > 0:
+            return prev
+        return self._select_idle_capacity(th, prev, util)
+
+    def _select_idle_capacity(self, th: Thread, prev: Core | None, util: int) -> Core | None:
+        """select_idle_capacity(): from the previous core on, the first idle allowed core the task fits; else
+        the idle one that fits best (only the clamp unmet beats nothing), biggest first."""
+        n = len(self.cores)
+        start = prev.cid if prev is not None else 0
+        best = None
+        best_key = (1, 0)
+        for k in range(n):
+            core = self.cores[(start + k) % n]
+            if core.curr is not None or not th.mask >> core.cid & 1:
+                continue
+            fits = util_fits_cpu(util, th.uclamp_min, core.capacity)
+            if fits > 0:
+                return core
+            key = (fits, -core.capacity)
+            if best is None or key < best_key:
+                best, best_key = core, key
+        return best
+
+    def _energy_efficient(self, th: Thread, prev: Core | None, util: int) -> Core | None:
+        """find_energy_efficient_cpu() without an energy model, as Android's kernels run it.
+
+        Candidates are the allowed cores the task fits with its utilization added to theirs. A
+        latency-sensitive task (Android's cpu.uclamp.latency_sensitive) takes an idle candidate, the biggest
+        if it is boosted (uclamp.min > 0), else the smallest, failing that the candidate with most spare
+        capacity. Any other task goes to the smallest-capacity cluster with a candidate (the cheaper cores,
+        standing in for the energy comparison): its previous core if that is one, else the candidate there
+        with most spare capacity. None: no core fits."""
+        now = self.runtime.now
+        umin = th.uclamp_min
+        best_idle = best_spare = None
+        idle_key = spare_key = None
+        boosted = umin > 0
+        for core in th.cores:
+            cu = core.util.util_at(now, core.capacity if core.curr is not None else 0)
+            with_p = max(cu, util) if core is prev else cu + util
+            if util_fits_cpu(with_p, umin, core.capacity) <= 0:
+                continue
+            spare = core.capacity - with_p
+            if th.latency_sensitive:
+                if core.curr is None:
+                    key = (-core.capacity if boosted else core.capacity, core.cid)
+                    if idle_key is None or key < idle_key:
+                        best_idle, idle_key = core, key
+                key = (-spare, core.cid)
+            else:
+                key = (core.capacity, core is not prev, -spare, core.cid)
+            if spare_key is None or key < spare_key:
+                best_spare, spare_key = core, key
+        return best_idle if best_idle is not None else best_spare
+
+    # -- misfit tasks --------------------------------------------------------------
+    def _watch_misfit(self, core: Core, th: Thread) -> None:
+        """update_misfit_status() at the ticks of ``th``'s stint on ``core``: if a bigger core is allowed to it,
+        the first tick at which it no longer fits marks it misfit (one event, at that tick)."""
+        cap = core.capacity
+        if cap >= self.max_capacity or all(c.capacity <= cap for c in th.cores):
+            return
+        t = now = self.runtime.now
+        sa = th.util
+        if util_fits_cpu(sa.util_avg, th.uclamp_min, cap) > 0:
+            threshold = misfit_util(cap)
+            periods = periods_to_reach(sa.util_avg, threshold, cap)
+            if periods < 0:
+                return
+            t = now + max(periods - 1, 0) * pelt.PELT_PERIOD_NS
+            while sa.util_at(t, cap) < threshold:
+                t += pelt.PELT_PERIOD_NS
+        self.runtime.at(tick_ceil(t, self.tick_ns, self.tick_phase_ns), self._mark_misfit, (th, th.stint))
+
+    def _mark_misfit(self, arg: tuple[Thread, int]) -> None:
+        """The tick saw ``th`` misfit: nohz_balancer_kick() has an idle bigger core, if any, move it there."""
+        th, stint = arg
+        if stint != th.stint or th.state != RUNNING:
+            return
+        th.misfit = True
+        src = th.core
+        dst = None
+        for core in th.cores:  # fastest first
+            if core.capacity <= src.capacity:
+                break
+            if core.curr is None:
+                dst = core
+                break
+        if dst is not None and not (self.eas and not self._overutilized()):
+            self._active_balance(src, th, dst)
+
+    def _active_balance(self, src: Core, th: Thread, dst: Core) -> bool:
+        """active_load_balance_cpu_stop(): the stopper on ``src`` preempts running ``th`` and moves it to idle
+        ``dst`` (not while it cannot be preempted: then a later balance will)."""
+        if th.preempt_count or src.dispatching or th.spinning is not None or self._runs_on(th):
+            return False
+        self._account(src)
+        self._switch_out(src, th)
+        src.queue.remove(th)
+        self._save_lag(src, th)
+        self._place(dst, th)
+        self._switch_in(dst, th)
+        self._pick_next(src)
+        return True
+
+    def _pull_misfit(self, dst: Core) -> bool:
+        """A balance on idle ``dst``: move the most utilized misfit running on a smaller core it may run on."""
+        bit = 1 << dst.cid
+        best = None
+        for core in self.cores:
+            th = core.curr
+            if th is not None and th.misfit and th.mask & bit and core.capacity < dst.capacity and (
+                    best is None or th.util.util_avg > best.util.util_avg):
+                best = th
+        return best is not None and self._active_balance(best.core, best, dst)
+
     # -- periodic load balancing ------------------------------------------------------
+    def _balanced_by_energy(self) -> bool:
+        """find_busiest_group() with EAS on: nothing to balance while no core is overutilized."""
+        return self.eas and not self._overutilized()
+
     def _arm_balance(self) -> None:
         """Busy cores have queued threads: make sure the next periodic balance is due (one event at a time)."""
-        if not self._balance_step_ns or self._balance_armed:
+        if not self._slots or self._balance_armed:
             return
-        now = self.runtime.now
-        step = self._balance_step_ns
-        nxt = self._balance_next
-        if nxt <= now:  # the balance chain slept: resume on its grid, so its phase stays the run's
-            nxt = tick_ceil(now, step, self.balance_phase_ns)
+        now = max(self.runtime.now, self._balance_next)
+        nxt = min(tick_ceil(now, interval, phase) for interval, phase, _, _ in self._slots)
         self._balance_armed = True
         self.runtime.at(nxt, self._periodic_balance, nxt)
 
     def _periodic_balance(self, t_ns: int) -> None:
-        """One core's turn of run_rebalance_domains(): pull from the most loaded core; go on while any waits."""
+        """run_rebalance_domains() of the cores whose turn it is, each domain lowest first; go on while any
+        core has threads waiting."""
         self._balance_armed = False
-        step = self._balance_step_ns
-        self._balance_next = t_ns + step
-        dst = self.cores[(t_ns - self.balance_phase_ns) // step % len(self.cores)]
-        self._balance(dst)
+        self._balance_next = t_ns + 1
+        for interval, phase, cid, level in self._slots:
+            if (t_ns - phase) % interval == 0:
+                self._balance(self.cores[cid], self.domains[cid][level])
         if any(core.queue for core in self.cores):
             self._arm_balance()
 
-    def _balance(self, dst: Core) -> None:
-        """load_balance() into ``dst``: move queued fair threads from the busiest core while the move narrows the
-        gap in weight (load per capacity), longest-waiting first."""
+    def _balance(self, dst: Core, sd: topology.SchedDomain) -> None:
+        """load_balance() into ``dst`` at domain ``sd``: from the busiest other group (by load per capacity)
+        its busiest core, move queued fair threads while the move narrows the gap in weight, longest-waiting
+        first; an idle ``dst`` at a level that spans bigger-than-smaller cores takes a misfit."""
+        if self._balanced_by_energy():
+            return
         bit = 1 << dst.cid
+        own = self._cluster_of[dst.cid]
+        if sd.name == "DIE":
+            groups = [tuple(self.cores[c] for c in g) for g in sd.groups if dst.cid not in g]
+            movable = [g for g in groups if any(t.mask & bit for c in g for t in c.queue)]
+            if not movable and dst.curr is None:
+                self._pull_misfit(dst)
+                return
+            if not movable:
+                return
+            busiest = max(movable, key=lambda g: (self._group_load(g), -g[0].cid))
+            if self._group_load(busiest) <= self._group_load(own):
+                return
+            candidates = busiest
+        else:
+            candidates = tuple(self.cores[c] for c in sd.span)
         while True:
-            src = max((c for c in self.cores if c is not dst and any(t.mask & bit for t in c.queue)),
+            src = max((c for c in candidates if c is not dst and any(t.mask & bit for t in c.queue)),
                       key=lambda c: (self._load_per_capacity(c), -c.cid), default=None)
             if src is None:
                 return
@@ -1188,6 +1404,18 @@ class Scheduler(Participant):
             curr = dst.curr
             if curr.fair and not dst.sliced and curr.remaining and not dst.dispatching:
                 self._arm(dst)
+
+    @classmethod
+    def _group_load(cls, group: tuple[Core, ...]) -> int:
+        """A sched_group's avg_load: its cores' fair weight per unit of their capacity."""
+        load = cap = 0
+        for core in group:
+            curr = core.curr
+            load += sum(t.weight for t in core.queue)
+            if curr is not None and curr.fair:
+                load += curr.weight
+            cap += core.capacity
+        return load * SCHED_CAPACITY_SCALE // cap
 
     @staticmethod
     def _load_per_capacity(core: Core, extra: int = 0) -> int:
@@ -1212,16 +1440,24 @@ class Scheduler(Participant):
                 return
 
     def _pull(self, core: Core) -> Thread | None:
-        """Idle balance: take the longest-waiting queued fair thread allowed on ``core``."""
+        """Newly-idle balance: take the longest-waiting queued fair thread allowed on ``core``, from its own
+        cluster first (the MC domain before DIE); with none, a misfit from a smaller core."""
+        if self.asym and self._balanced_by_energy():
+            return None
         bit = 1 << core.cid
         best = None
-        for other in self.cores:
-            if other is core:
-                continue
-            for th in other.queue:
-                if th.mask & bit and (best is None or (th.since, th.tid) < (best.since, best.tid)):
-                    best = th
+        for scope in (self._cluster_of[core.cid], self.cores) if self.asym else (self.cores,):
+            for other in scope:
+                if other is core:
+                    continue
+                for th in other.queue:
+                    if th.mask & bit and (best is None or (th.since, th.tid) < (best.since, best.tid)):
+                        best = th
+            if best is not None:
+                break
         if best is None:
+            if self.asym:
+                self._pull_misfit(core)
             return None
         src = best.core
         src.queue.remove(best)

@@ -28,10 +28,12 @@ WALKERS = ("reap", "kworker")
 
 class Kernel:
     def __init__(self, scheduler: Scheduler, memory: Memory, profile: KernelProfile, costs: DeviceCosts, *,
-                 wq_unbound_cpumask: list[int]) -> None:
+                 wq_unbound_cpumask: list[int], oom_reaper_cpus: list[int]) -> None:
         self.scheduler = scheduler
         #: where unbound workqueues' kworkers may run (wq_unbound_cpumask: all CPUs unless the device narrows it)
         self.wq_unbound_cpumask = wq_unbound_cpumask
+        #: where the oom_reaper kthread(s) may run
+        self.oom_reaper_cpus = oom_reaper_cpus
         self.memory = memory
         self.profile = profile
         self.costs = costs

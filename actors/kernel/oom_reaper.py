@@ -35,6 +35,7 @@ class OomReaper:
             raise ValueError(f"{name}: needs >= 1 thread and a delay >= 0")
         self.runtime = runtime
         self.delay_ns = delay_ns
+        thread_kw = {"cpus": kernel.oom_reaper_cpus, **thread_kw}
         self.kthreads = [runtime.add(OomReaperThread(name if threads == 1 else f"{name}/{i}", kernel, self,
                                                      thread_kw))
                          for i in range(threads)]

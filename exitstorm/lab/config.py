@@ -19,7 +19,7 @@ from attrs import evolve, field, frozen
 from attrs.validators import optional
 
 from actors.android.lmkd import LmkdCosts, LmkdProps
-from actors.cpu.scheduler import Policy, Preempt
+from actors.cpu.scheduler import NO_GROUP, CpuGroup, Policy, Preempt
 from actors.kernel.kernel import KSWAPD_CLASS
 from actors.kernel.oom_reaper import OOM_REAPER_CLASS
 from actors.kernel.profiles import (AllocProfile, DeviceCosts, ExitProfile, KernelProfile, LockSpec, MemorySpec,
@@ -68,6 +68,34 @@ def _cpus_valid(inst: "DeviceConfig", attribute: Any, value: list[int]) -> None:
         raise InvalidValue(attribute.name, "distinct CPU numbers", value)
 
 
+def _optional_cpus_valid(inst: "DeviceConfig", attribute: Any, value: list[int] | None) -> None:
+    if value is not None:
+        _cpus_valid(inst, attribute, value)
+
+
+@frozen
+class CpuctlConfig:
+    """An Android cpu cgroup (/dev/cpuctl/<name>): what the fair class's placement reads of it."""
+
+    #: cpu.uclamp.min on the 0..1024 scale (a boost: > 0 also marks the group's tasks "boosted")
+    uclamp_min: int = field(validator=in_range(0, 1024))
+    #: cpu.uclamp.latency_sensitive (prefer_idle): place its tasks on an idle core
+    latency_sensitive: bool
+
+
+def _cpuctl_valid(inst: "DeviceConfig", _attribute: Any, value: dict[str, CpuctlConfig]) -> None:
+    for name in value:
+        if name not in inst.cpusets:
+            raise InvalidValue(f"cpuctl.{name}", f"a cpuset of the device ({', '.join(sorted(inst.cpusets))})",
+                               name)
+
+
+def _energy_aware_valid(inst: "DeviceConfig", attribute: Any, value: bool) -> None:
+    if value and len({c.capacity for c in inst.clusters}) < 2:
+        raise InvalidValue(attribute.name, "false on cores of one capacity (EAS needs asymmetric capacities)",
+                           value)
+
+
 @frozen
 class KernelBuildConfig:
     """How this device's kernel is built and booted, where it differs from its kernel profile's defaults
@@ -90,6 +118,19 @@ class DeviceConfig:
     #: the CPUs unbound workqueues' kworkers may run on (/sys/devices/virtual/workqueue/cpumask)
     wq_unbound_cpumask: list[int] = field(validator=_cpus_valid)
     build: KernelBuildConfig = KernelBuildConfig()
+    #: kswapd's CPUs (kswapd_run(): its node's, every CPU here, unless a vendor pins it); None: every CPU
+    kswapd_cpus: list[int] | None = field(default=None, validator=_optional_cpus_valid)
+    #: the oom_reaper kthread's CPUs (a kthread's default: every housekeeping CPU); None: every CPU
+    oom_reaper_cpus: list[int] | None = field(default=None, validator=_optional_cpus_valid)
+    #: energy-aware scheduling (an energy model for asymmetric cores, as Android devices have)
+    energy_aware: bool = field(default=False, validator=_energy_aware_valid)
+    #: Android's cpu cgroups by name: a thread in cpuset X is also in cpu cgroup X, as the task profiles put it
+    cpuctl: dict[str, CpuctlConfig] = field(factory=dict, validator=_cpuctl_valid)
+
+    def cpu_group(self, cpuset: str) -> CpuGroup:
+        """The placement attributes of the cpu cgroup that goes with ``cpuset`` (none declared: defaults)."""
+        group = self.cpuctl.get(cpuset)
+        return NO_GROUP if group is None else CpuGroup(group.uclamp_min, group.latency_sensitive)
 
     @property
     def ncpus(self) -> int:

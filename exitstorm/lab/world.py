@@ -63,7 +63,7 @@ def draw_mb(rng: random.Random, dist: UniformConfig) -> float:
 
 def core_specs(device: DeviceConfig) -> list[CoreSpec]:
     """Cores numbered cluster by cluster, in the profile's order."""
-    return [CoreSpec(c.capacity) for c in device.clusters for _ in range(c.count)]
+    return [CoreSpec(c.capacity, i) for i, c in enumerate(device.clusters) for _ in range(c.count)]
 
 
 def thread_kw(spec: ThreadConfig, device: DeviceConfig) -> dict[str, Any]:
@@ -72,6 +72,7 @@ def thread_kw(spec: ThreadConfig, device: DeviceConfig) -> dict[str, Any]:
         "prio": spec.prio,
         "nice": spec.nice,
         "cpus": device.cpusets[spec.cpuset],
+        "group": device.cpu_group(spec.cpuset),
         "thread_class": spec.thread_class,
     }
 
@@ -139,13 +140,15 @@ class World:
         tunables = SchedTunables(ks.base_slice_ns, ks.tunable_scaling, ks.run_to_parity, ks.wakeup_preemption,
                                  preempt=build.preempt if build.preempt is not None else ks.preempt,
                                  tick_ns=NS_PER_S // hz,
-                                 busy_balance_ns=round(ks.balance_ms_per_cpu * dev.ncpus * ks.busy_factor * NS_PER_MS))
+                                 balance_ns_per_cpu=round(ks.balance_ms_per_cpu * NS_PER_MS), busy_factor=ks.busy_factor,
+                                 energy_aware=dev.energy_aware)
+        every_cpu = list(range(dev.ncpus))
         device = build_device(
             self.runtime, core_specs(dev), tunables, total_pages=mb_to_pages(dev.memory.total_mb),
             kernel_pages=mb_to_pages(dev.memory.kernel_mb), watermark_scale_factor=dev.memory.watermark_scale_factor,
             zram_pages=mb_to_pages(dev.memory.zram_disksize_mb), profile=exp.kernel.profile, costs=dev.costs,
-            kswapd_thread={"policy": "fair", "nice": exp.kernel.kswapd.nice, "cpus": list(range(dev.ncpus))},
-            wq_unbound_cpumask=dev.wq_unbound_cpumask, timeline=self.timeline)
+            kswapd_thread={"policy": "fair", "nice": exp.kernel.kswapd.nice, "cpus": dev.kswapd_cpus or every_cpu},
+            wq_unbound_cpumask=dev.wq_unbound_cpumask, oom_reaper_cpus=dev.oom_reaper_cpus or every_cpu, timeline=self.timeline)
         self.scheduler, self.memory, self.kernel = device.scheduler, device.memory, device.kernel
         self.scheduler.delayed.connect(self._on_delay)
         self.scheduler.draw_phases()
@@ -333,8 +336,8 @@ class World:
         reapers = [
             self.runtime.add(LmkdReaper(
                 f"lmkd_reaper{i}", self.kernel, thread_kw=thread_kw(cfg.reaper_thread, dev), costs=cfg.costs,
-                kill_method=killer, victim_cpus=dev.cpusets[cfg.victim_cpuset], victim_nice=cfg.victim_nice,
-                reap=self.reap))
+                kill_method=killer, victim_cpus=dev.cpusets[cfg.victim_cpuset],
+                victim_group=dev.cpu_group(cfg.victim_cpuset), victim_nice=cfg.victim_nice, reap=self.reap))
             for i in range(cfg.reapers)
         ]
         lmkd = self.runtime.add(Lmkd(

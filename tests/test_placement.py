@@ -102,3 +102,16 @@ async def test_energy_aware_placement_takes_the_smallest_core_that_fits_or_the_b
     assert ran == [0, 0, 4 * MS, 40 * MS]  # latency-sensitive: the smallest idle core that fits
     ran = await _woken_after_running_on_the_big_core(CpuGroup(1, True))
     assert ran == [0, 0, 0, 43 * MS]  # latency-sensitive and boosted (uclamp.min 1): the biggest idle core
+
+
+async def test_while_no_core_is_overutilized_energy_aware_placement_packs_and_nobody_pulls() -> None:
+    b = Bench([0.5, 1.0], slice_ns=100 * MS, energy_aware=True)
+    w, t = b.thread("w"), b.thread("t")
+    b.start(0, w, [Compute(20 * MS)])  # the little core (the first idle one it fits), until 40 ms
+    b.start(0, t, [Compute(1 * MS), Sleep(1 * MS), Compute(1 * MS)])  # the big core, then asleep
+    await b.run()
+    # t wakes at 2 ms with a utilization of about 20 and the little core's about 40: both fit the little
+    # core, the cheaper cluster, so t queues there behind w (run to parity) although the big core idles,
+    # and no balance moves it while no core is overutilized: it runs when w is done
+    assert b.sched.ran_on(t) == [2 * MS, 1 * MS]
+    assert b.done["t"].t_ns == 42 * MS

@@ -1296,17 +1296,16 @@ class Scheduler(Participant):
         self.runtime.at(tick_ceil(t, self.tick_ns, self.tick_phase_ns), self._mark_misfit, (th, th.stint))
 
     def _mark_misfit(self, arg: tuple[Thread, int]) -> None:
-        """The tick saw ``th`` misfit: nohz_balancer_kick() has an idle bigger core, if any, move it there."""
+        """The tick saw ``th`` misfit: nohz_balancer_kick() wakes the idle balancer, which balances for the idle
+        cores in CPU order (_nohz_idle_balance()); the first bigger one it may run on takes it."""
         th, stint = arg
         if stint != th.stint or th.state != RUNNING:
             return
         th.misfit = True
         src = th.core
         dst = None
-        for core in th.cores:  # fastest first
-            if core.capacity <= src.capacity:
-                break
-            if core.curr is None:
+        for core in self.cores:
+            if core.curr is None and core.capacity > src.capacity and th.mask >> core.cid & 1:
                 dst = core
                 break
         if dst is not None and not (self.eas and not self._overutilized()):

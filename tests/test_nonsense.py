@@ -215,6 +215,10 @@ RELATIONS = [
     ("camera_launch", ['kernel_overrides.exit.swap_entry.segments=[{frames = ["zap_pte_range"], share = 1.0, '
                        'readers = ["ptl"]}]'], [], "exit.swap_entry.segments[0].readers"),
     ("camera_launch", ["device_overrides.cpusets.foreground=[8]"], [], "cpusets.foreground"),
+    ("camera_launch", ["device_overrides.tick_interrupt.max_us=3.0"], [], "tick_interrupt.max_us"),
+    ("camera_launch", ['device_overrides.cpuctl.nowhere={uclamp_min = 0, latency_sensitive = false}'], [],
+     "cpuctl.nowhere"),
+    ("vm_storm", ["device_overrides.energy_aware=true"], [], "energy_aware"),
     ("camera_launch", ['variants.late={"camera.launch_ms" = 7000}'], [], "camera.launch_ms"),
     ("vm_storm_harness", ["storm.kill_at_ms=5000"], [], "storm.kill_at_ms"),
     ("vm_storm_harness", ["storm.reapers=1", 'policies.reap="none"'], [], "storm.reapers"),

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import random
+
+from attrs import evolve
+
 from actors.cpu.capacity import fits_capacity, misfit_util, periods_to_reach, util_fits_cpu
 from actors.cpu.pelt import SchedAvg
 from actors.cpu.scheduler import CpuGroup
@@ -115,3 +119,35 @@ async def test_while_no_core_is_overutilized_energy_aware_placement_packs_and_no
     # and no balance moves it while no core is overutilized: it runs when w is done
     assert b.sched.ran_on(t) == [2 * MS, 1 * MS]
     assert b.done["t"].t_ns == 42 * MS
+
+
+async def test_each_tick_takes_its_interrupt_time_from_the_running_thread() -> None:
+    b = Bench([1.0], slice_ns=3 * MS, tick_ns=4 * MS)
+    b.sched.tunables = evolve(b.sched.tunables, tick_irq_min_ns=10_000, tick_irq_max_ns=10_000)
+    b.sched.tick_phase_ns = 0
+    b.sched.start_tick_interrupts()
+    t = b.thread("t")
+    b.start(1 * MS, t, [Compute(10 * MS)])
+    await b.run()
+    # the ticks at 4 and 8 ms each take 10 us from it (the one at 0 finds the core idle, tickless): its
+    # 10 ms of work end at 11.02 ms
+    assert b.done["t"].t_ns == 11 * MS + 20_000
+    assert b.sched.busy_by_class() == {"other": 10 * MS, "irq": 20_000}
+    assert t.run_ns == 10 * MS + 20_000  # on the CPU all along, as the kernel charges it without IRQ_TIME_ACCOUNTING
+
+
+async def test_tick_interrupts_make_seeds_differ_and_the_same_seed_repeat() -> None:
+    async def finish(seed: int) -> list[int]:
+        b = Bench([1.0, 1.0], slice_ns=3 * MS, tick_ns=4 * MS)
+        b.rt.seed = seed
+        b.sched.tunables = evolve(b.sched.tunables, tick_irq_min_ns=6_000, tick_irq_max_ns=12_000)
+        b.sched.rng = random.Random(seed)
+        b.sched.draw_phases()
+        threads = [b.thread(f"t{i}") for i in range(3)]
+        for th in threads:
+            b.start(0, th, [Compute(20 * MS)])
+        await b.run()
+        return [b.done[th.name].t_ns for th in threads]
+
+    assert await finish(1) == await finish(1)
+    assert await finish(1) != await finish(2)

@@ -67,6 +67,7 @@ Scheduling model (docs/design.md §4):
 from __future__ import annotations
 
 import collections
+import random
 from bisect import insort
 from heapq import heappush
 from operator import attrgetter
@@ -76,6 +77,7 @@ from attrs import frozen
 
 from actors.cpu import pelt, sched_fair, topology
 from actors.cpu.capacity import misfit_util, periods_to_reach, util_fits_cpu
+from actors.cpu.interrupts import IRQ_CLASS, TickInterrupts
 from actors.cpu.timeline import Timeline
 from actors.cpu.work import (Compute, CondResched, Frame, Lock, Marker, Sleep, SleepUntil, Step, Unlock, WorkDone,
     unfolded)
@@ -96,6 +98,8 @@ IDLE, RUNNABLE, RUNNING, BLOCKED = 0, 1, 2, 3
 ONGOING = 1 << 62
 #: a CPU that never touched a lock
 NEVER = -1
+#: a core without modelled interrupts: its next one is later than any time
+NO_IRQ = 1 << 62
 
 _rt_key = attrgetter("rt_key")
 
@@ -171,6 +175,9 @@ class SchedTunables:
     #: energy-aware scheduling (an energy model, asymmetric capacities): placement by fit while no core is
     #: overutilized, and no load balancing then
     energy_aware: bool = False
+    #: the tick interrupt's duration on a busy core, drawn per tick uniform in [min, max] ns (0: none)
+    tick_irq_min_ns: int = 0
+    tick_irq_max_ns: int = 0
 
 
 def tick_ceil(t_ns: int, tick_ns: int, phase_ns: int = 0) -> int:
@@ -245,7 +252,7 @@ class Thread:
 class Core:
     __slots__ = (
         "cid", "capacity", "curr", "seg_start", "on_since", "gen", "queue", "vclock",
-        "protect", "sliced", "need_resched", "dispatching", "busy", "idle_ns", "util", "cluster",
+        "protect", "sliced", "need_resched", "dispatching", "busy", "idle_ns", "util", "cluster", "irq", "irq_at",
     )  # fmt: skip
 
     def __init__(self, cid: int, capacity: int, cluster: int = 0) -> None:
@@ -267,6 +274,9 @@ class Core:
         #: the runqueue's PELT utilization: its own running history, what the kernel's rq util_avg is while no
         #: task migrates (the kernel moves a migrating task's whole signal)
         self.util = pelt.SchedAvg(0)
+        #: the tick interrupts' windows (None: none modelled) and where the first pending one starts
+        self.irq: TickInterrupts | None = None
+        self.irq_at = NO_IRQ
 
 
 class Scheduler(Participant):
@@ -345,6 +355,17 @@ class Scheduler(Participant):
         if self._balance_step_ns:
             self.balance_phase_ns = self.rng.randrange(self._balance_step_ns)
             self._slots = topology.balance_slots(self.domains, self.balance_phase_ns)
+        self.start_tick_interrupts()
+
+    def start_tick_interrupts(self) -> None:
+        """Each core's tick-interrupt windows from the tick's phase, each core's durations from its own stream
+        (drawn from this actor's); none without a tick or with a zero duration."""
+        tun = self.tunables
+        if self.tick_ns and tun.tick_irq_max_ns:
+            for core in self.cores:
+                core.irq = TickInterrupts(self.tick_ns, self.tick_phase_ns, tun.tick_irq_min_ns, tun.tick_irq_max_ns,
+                                          random.Random(self.rng.getrandbits(64)))
+                core.irq_at = core.irq.first_start()
 
     def add_lock(self, name: str, kind: LockKind, transfer_ns: int = 0) -> KLock:
         if kind not in ("spin", "mutex", "rwlock", "rwsem", "line"):
@@ -614,20 +635,29 @@ class Scheduler(Participant):
         dt = now - core.seg_start
         if not dt:
             return
-        core.seg_start = now
         th = core.curr
         if th is None:
+            core.seg_start = now
             core.idle_ns += dt
             return
         busy = core.busy
+        on_cpu = dt
+        if now > core.irq_at:  # the interrupted thread is on the CPU (its run or spin time) but makes no progress
+            irq = core.irq
+            stolen = irq.take(core.seg_start, now)
+            core.irq_at = irq.first_start()
+            if stolen:
+                busy[IRQ_CLASS] = busy.get(IRQ_CLASS, 0) + stolen
+                dt -= stolen
+        core.seg_start = now
         cls = th.thread_class
         busy[cls] = busy.get(cls, 0) + dt
         if th.spinning is None:
-            th.run_ns += dt
+            th.run_ns += on_cpu
             rem = th.remaining - dt * core.capacity
             th.remaining = rem if rem > 0 else 0
         else:
-            th.spin_ns += dt
+            th.spin_ns += on_cpu
         stack_ns = th.stack_ns
         multi = th.multi
         if multi is None:
@@ -693,6 +723,8 @@ class Scheduler(Participant):
         th = core.curr
         now = self.runtime.now
         end = now - (-th.remaining // core.capacity)
+        if core.irq is not None:
+            end = core.irq.end_after(now, end - now)
         if th.fair and core.queue and not core.need_resched and (self.tick_ns or not th.preempt_count):
             # the tick comes whatever the thread holds; without one, atomic sections are checked at their ends
             core.sliced = True

@@ -96,6 +96,24 @@ def _energy_aware_valid(inst: "DeviceConfig", attribute: Any, value: bool) -> No
                            value)
 
 
+def _not_below_min(inst: "TickInterruptConfig", attribute: Any, value: float) -> None:
+    if value < inst.min_us or (value > 0 and inst.min_us == 0):
+        raise InvalidValue(attribute.name, f"at least min_us ({inst.min_us}), and min_us > 0 unless both are 0",
+                           value)
+
+
+@frozen
+class TickInterruptConfig:
+    """The time a busy core spends in each tick's interrupt and softirqs, drawn uniform in [min_us, max_us]
+    per tick (both 0: none, every seed's CPUs in lockstep)."""
+
+    min_us: float = field(validator=between(0, 1000))
+    max_us: float = field(validator=[between(0, 1000), _not_below_min])
+
+    min_ns = InNs("min_us")
+    max_ns = InNs("max_us")
+
+
 @frozen
 class KernelBuildConfig:
     """How this device's kernel is built and booted, where it differs from its kernel profile's defaults
@@ -126,6 +144,8 @@ class DeviceConfig:
     energy_aware: bool = field(default=False, validator=_energy_aware_valid)
     #: Android's cpu cgroups by name: a thread in cpuset X is also in cpu cgroup X, as the task profiles put it
     cpuctl: dict[str, CpuctlConfig] = field(factory=dict, validator=_cpuctl_valid)
+    #: the tick interrupt's cost on a busy core (none unless given)
+    tick_interrupt: TickInterruptConfig = TickInterruptConfig(0, 0)
 
     def cpu_group(self, cpuset: str) -> CpuGroup:
         """The placement attributes of the cpu cgroup that goes with ``cpuset`` (none declared: defaults)."""

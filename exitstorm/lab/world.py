@@ -141,7 +141,8 @@ class World:
                                  preempt=build.preempt if build.preempt is not None else ks.preempt,
                                  tick_ns=NS_PER_S // hz,
                                  balance_ns_per_cpu=round(ks.balance_ms_per_cpu * NS_PER_MS), busy_factor=ks.busy_factor,
-                                 energy_aware=dev.energy_aware)
+                                 energy_aware=dev.energy_aware, tick_irq_min_ns=dev.tick_interrupt.min_ns,
+                                 tick_irq_max_ns=dev.tick_interrupt.max_ns)
         every_cpu = list(range(dev.ncpus))
         device = build_device(
             self.runtime, core_specs(dev), tunables, total_pages=mb_to_pages(dev.memory.total_mb),

@@ -269,6 +269,9 @@ def profile_toml(name: str, fit: ExitFit, measured: dict[str, int], cores: int, 
         "# where unbound kworkers run: " + ("/sys/devices/virtual/workqueue/cpumask at calibration"
                                             if wq_unbound_cpumask is not None else "the kernel's default, every core"),
         f"wq_unbound_cpumask = {json.dumps(list(range(cores)) if wq_unbound_cpumask is None else wq_unbound_cpumask)}",
+        "# kswapd and the oom_reaper: every core (the kernel's defaults; no pinning is read from the host)",
+        f"kswapd_cpus = {json.dumps(list(range(cores)))}",
+        f"oom_reaper_cpus = {json.dumps(list(range(cores)))}",
         "",
         "[[clusters]]",
         'name = "cpu"',
@@ -305,6 +308,9 @@ def profile_toml(name: str, fit: ExitFit, measured: dict[str, int], cores: int, 
                   "log, HZ from /proc/config.gz.", "[build]"]
         lines += [f"{key} = {json.dumps(value)}" for key, value in found.items()]
     every = json.dumps(list(range(cores)))
+    tick = base.tick_interrupt
+    lines += ["", f"# The tick interrupt's time on a busy core: not measured, as in {base_path}", "[tick_interrupt]",
+              f"min_us = {tick.min_us:g}", f"max_us = {tick.max_us:g}"]
     lines += ["", f"# The cpuset names of {base_path}, each with every core, so that its scenarios run here.",
               "[cpusets]"]
     lines += [f"{json.dumps(cpuset)} = {every}" for cpuset in base.cpusets]

@@ -34,9 +34,9 @@ def build_device(runtime: Runtime, cores: list[CoreSpec], tunables: SchedTunable
                  wq_unbound_cpumask: list[int] | None = None, oom_reaper_cpus: list[int] | None = None,
                  timeline: Timeline | None = None) -> Device:
     """The scheduler (a participant of ``runtime``), the memory, the kernel (its unbound workqueues on
-    ``wq_unbound_cpumask`` and its oom_reaper on ``oom_reaper_cpus``, all CPUs by default) and, unless ``kswapd_thread`` is None, kswapd0 on a thread
-    of those scheduling keywords (class ``kswapd`` unless they say another), woken when free memory falls
-    under low."""
+    ``wq_unbound_cpumask`` and its oom_reaper on ``oom_reaper_cpus``, all CPUs by default) and, unless
+    ``kswapd_thread`` is None, kswapd0 on a thread of those scheduling keywords (class ``kswapd`` unless they
+    say another; all CPUs unless its ``cpus`` say which), woken when free memory falls under low."""
     scheduler = runtime.add(Scheduler(scheduler_name, cores, tunables, timeline=timeline))
     memory = Memory(total_pages, kernel_pages, watermark_scale_factor, zram_pages, scheduler)
     every = list(range(len(cores)))

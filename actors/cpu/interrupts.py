@@ -7,8 +7,9 @@ during which its thread makes no progress. The duration of each is drawn,
 tick by tick, from the core's own random stream, uniform between ``min_ns``
 and ``max_ns`` (a measured range, device TOML ``[tick_interrupt]``), so
 storms with different seeds drift apart the way real ones do. An idle core
-is tickless (NO_HZ_IDLE): its ticks are skipped, their draws still made so
-that a core's k-th tick costs the same whatever ran before.
+is tickless (NO_HZ_IDLE): a window that falls in an idle stretch takes
+nothing, but it is drawn all the same, so that a core's k-th tick costs the
+same whatever ran before.
 
 The scheduler folds the stolen time into its arithmetic instead of making
 an event of every interrupt: a segment's end is moved later by the windows
@@ -67,16 +68,6 @@ class TickInterrupts:
                 stolen += hi - lo
             if end > until:
                 return stolen
-            windows.popleft()
-
-    def skip(self, until: int) -> None:
-        """An idle stretch up to ``until``: its ticks do not happen (tickless idle)."""
-        windows = self.windows
-        while True:
-            if not windows:
-                self._draw()
-            if windows[0][1] > until:
-                return
             windows.popleft()
 
     def end_after(self, start: int, work_ns: int) -> int:

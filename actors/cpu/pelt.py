@@ -73,39 +73,29 @@ class SchedAvg:
         self.period_contrib = 0
         self.util_avg = 0
 
-    def update(self, now_ns: int, capacity: int) -> None:
-        """___update_load_sum() and ___update_load_avg() at ``now_ns``: running since the last update on a core
-        of ``capacity`` (0: not running)."""
+    def _accrue(self, now_ns: int, capacity: int) -> tuple[int, int, int, int]:
+        """___update_load_sum() and ___update_load_avg() at ``now_ns``, unapplied: the ``(last_update, util_sum,
+        period_contrib, util_avg)`` they leave (util_avg is recomputed only when a period boundary is crossed)."""
         delta = (now_ns - self.last_update) >> 10
         if delta <= 0:
-            return
-        self.last_update += delta << 10
+            return self.last_update, self.util_sum, self.period_contrib, self.util_avg
+        last_update = self.last_update + (delta << 10)
         contrib = delta
         delta += self.period_contrib
         periods = delta >> 10
         if not periods:  # within the current period: only its running time adds
-            self.period_contrib = delta
-            if capacity:
-                self.util_sum += contrib * capacity
-            return
-        self.util_sum = decay_load(self.util_sum, periods)
-        delta &= 1023
-        if capacity:
-            self.util_sum += accumulate_pelt_segments(periods, 1024 - self.period_contrib, delta) * capacity
-        self.period_contrib = delta
-        self.util_avg = self.util_sum // (LOAD_AVG_MAX - 1024 + delta)
-
-    def util_at(self, now_ns: int, capacity: int) -> int:
-        """util_avg as an update at ``now_ns`` would leave it (this signal unchanged)."""
-        delta = (now_ns - self.last_update) >> 10
-        if delta <= 0:
-            return self.util_avg
-        delta += self.period_contrib
-        periods = delta >> 10
-        if not periods:
-            return self.util_avg
+            return last_update, self.util_sum + contrib * capacity, delta, self.util_avg
         util_sum = decay_load(self.util_sum, periods)
         delta &= 1023
         if capacity:
             util_sum += accumulate_pelt_segments(periods, 1024 - self.period_contrib, delta) * capacity
-        return util_sum // (LOAD_AVG_MAX - 1024 + delta)
+        return last_update, util_sum, delta, util_sum // (LOAD_AVG_MAX - 1024 + delta)
+
+    def update(self, now_ns: int, capacity: int) -> None:
+        """Update the signal at ``now_ns``: running since the last update on a core of ``capacity`` (0: not
+        running)."""
+        self.last_update, self.util_sum, self.period_contrib, self.util_avg = self._accrue(now_ns, capacity)
+
+    def util_at(self, now_ns: int, capacity: int) -> int:
+        """util_avg as an update at ``now_ns`` would leave it (this signal unchanged)."""
+        return self._accrue(now_ns, capacity)[3]

@@ -304,7 +304,6 @@ class Scheduler(Participant):
         if tunables.energy_aware and not self.asym:
             raise ValueError("energy-aware scheduling needs cores of different capacities")
         self.eas = tunables.energy_aware
-        self.max_capacity = max(core.capacity for core in self.cores)
         #: each core's scheduling domains, lowest first, and every (core, domain)'s periodic balance
         self.domains = topology.build_domains([s.cluster for s in specs], tunables.balance_ns_per_cpu,
                                               tunables.busy_factor)
@@ -1233,25 +1232,22 @@ class Scheduler(Participant):
         return (0 if core.curr.fair else 1, cls._load_per_capacity(core), core is not prev, core.cid)
 
     # -- placement by capacity (big.LITTLE) -------------------------------------------
-    def _overutilized(self) -> bool:
-        """rd->overutilized: some core's utilization does not fit its capacity (read when it is needed, where
-        the kernel keeps a flag updated at enqueues and ticks)."""
-        now = self.runtime.now
-        for core in self.cores:
-            util = core.util.util_at(now, core.capacity if core.curr is not None else 0)
-            if not util_fits_cpu(util, 0, core.capacity):
-                return True
-        return False
+    def _overutilized(self, utils: Iterable[int]) -> bool:
+        """rd->overutilized: some core's utilization (``utils``, core by core) does not fit its capacity
+        (read when it is needed, where the kernel keeps a flag updated at enqueues and ticks)."""
+        return any(not util_fits_cpu(u, 0, core.capacity) for u, core in zip(utils, self.cores))
 
     def _select_asym(self, th: Thread, prev: Core | None) -> Core | None:
         """select_task_rq_fair() on asymmetric capacities: find_energy_efficient_cpu() while EAS is on and no
         core is overutilized, else select_idle_sibling()'s fit-aware choice: the previous core if idle and the
         task fits it, then select_idle_capacity(). None: no idle allowed core (queue on the busy target)."""
         util = self.thread_util(th)
-        if self.eas and (util or th.uclamp_min) and not self._overutilized():
-            target = self._energy_efficient(th, prev, util)
-            if target is not None:
-                return target
+        if self.eas and (util or th.uclamp_min):
+            utils = self.cores_util()
+            if not self._overutilized(utils):
+                target = self._energy_efficient(th, prev, util, utils)
+                if target is not None:
+                    return target
         if prev is not None and prev.curr is None and th.mask >> prev.cid & 1 and util_fits_cpu(
                 util, th.uclamp_min, prev.capacity) > 0:
             return prev
@@ -1276,7 +1272,7 @@ class Scheduler(Participant):
                 best, best_key = core, key
         return best
 
-    def _energy_efficient(self, th: Thread, prev: Core | None, util: int) -> Core | None:
+    def _energy_efficient(self, th: Thread, prev: Core | None, util: int, utils: list[int]) -> Core | None:
         """find_energy_efficient_cpu() without an energy model, as Android's kernels run it.
 
         Candidates are the allowed cores the task fits with its utilization added to theirs. A
@@ -1284,14 +1280,13 @@ class Scheduler(Participant):
         if it is boosted (uclamp.min > 0), else the smallest, failing that the candidate with most spare
         capacity. Any other task goes to the smallest-capacity cluster with a candidate (the cheaper cores,
         standing in for the energy comparison): its previous core if that is one, else the candidate there
-        with most spare capacity. None: no core fits."""
-        now = self.runtime.now
+        with most spare capacity. None: no core fits. ``utils``: every core's utilization now."""
         umin = th.uclamp_min
         best_idle = best_spare = None
         idle_key = spare_key = None
         boosted = umin > 0
         for core in th.cores:
-            cu = core.util.util_at(now, core.capacity if core.curr is not None else 0)
+            cu = utils[core.cid]
             with_p = max(cu, util) if core is prev else cu + util
             if util_fits_cpu(with_p, umin, core.capacity) <= 0:
                 continue
@@ -1313,7 +1308,7 @@ class Scheduler(Participant):
         """update_misfit_status() at the ticks of ``th``'s stint on ``core``: if a bigger core is allowed to it,
         the first tick at which it no longer fits marks it misfit (one event, at that tick)."""
         cap = core.capacity
-        if cap >= self.max_capacity or all(c.capacity <= cap for c in th.cores):
+        if th.cores[0].capacity <= cap:  # its fastest allowed core is no bigger
             return
         t = now = self.runtime.now
         sa = th.util
@@ -1340,7 +1335,7 @@ class Scheduler(Participant):
             if core.curr is None and core.capacity > src.capacity and th.mask >> core.cid & 1:
                 dst = core
                 break
-        if dst is not None and not (self.eas and not self._overutilized()):
+        if dst is not None and not self._balanced_by_energy():
             self._active_balance(src, th, dst)
 
     def _active_balance(self, src: Core, th: Thread, dst: Core) -> bool:
@@ -1371,7 +1366,7 @@ class Scheduler(Participant):
     # -- periodic load balancing ------------------------------------------------------
     def _balanced_by_energy(self) -> bool:
         """find_busiest_group() with EAS on: nothing to balance while no core is overutilized."""
-        return self.eas and not self._overutilized()
+        return self.eas and not self._overutilized(self.core_util(core.cid) for core in self.cores)
 
     def _arm_balance(self) -> None:
         """Busy cores have queued threads: make sure the next periodic balance is due (one event at a time)."""
@@ -1436,26 +1431,25 @@ class Scheduler(Participant):
             if curr.fair and not dst.sliced and curr.remaining and not dst.dispatching:
                 self._arm(dst)
 
+    @staticmethod
+    def _fair_weight(core: Core) -> int:
+        """The fair weight on ``core``: its queued threads and a fair current one."""
+        curr = core.curr
+        load = sum(t.weight for t in core.queue)
+        if curr is not None and curr.fair:
+            load += curr.weight
+        return load
+
     @classmethod
     def _group_load(cls, group: tuple[Core, ...]) -> int:
         """A sched_group's avg_load: its cores' fair weight per unit of their capacity."""
-        load = cap = 0
-        for core in group:
-            curr = core.curr
-            load += sum(t.weight for t in core.queue)
-            if curr is not None and curr.fair:
-                load += curr.weight
-            cap += core.capacity
-        return load * SCHED_CAPACITY_SCALE // cap
+        return (sum(cls._fair_weight(c) for c in group) * SCHED_CAPACITY_SCALE
+                // sum(c.capacity for c in group))
 
-    @staticmethod
-    def _load_per_capacity(core: Core, extra: int = 0) -> int:
-        """The fair weight on ``core`` (queued threads, a fair current one, and ``extra``) per unit of capacity."""
-        curr = core.curr
-        load = sum(t.weight for t in core.queue) + extra
-        if curr is not None and curr.fair:
-            load += curr.weight
-        return load * SCHED_CAPACITY_SCALE // core.capacity
+    @classmethod
+    def _load_per_capacity(cls, core: Core, extra: int = 0) -> int:
+        """The fair weight on ``core`` (and ``extra``) per unit of capacity."""
+        return (cls._fair_weight(core) + extra) * SCHED_CAPACITY_SCALE // core.capacity
 
     def _migrate_to_idle(self, th: Thread) -> None:
         """A fair thread just preempted by an RT one moves to an idle allowed core, if any."""

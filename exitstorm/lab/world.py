@@ -140,16 +140,15 @@ class World:
         tunables = SchedTunables(ks.base_slice_ns, ks.tunable_scaling, ks.run_to_parity, ks.wakeup_preemption,
                                  preempt=build.preempt if build.preempt is not None else ks.preempt,
                                  tick_ns=NS_PER_S // hz,
-                                 balance_ns_per_cpu=round(ks.balance_ms_per_cpu * NS_PER_MS), busy_factor=ks.busy_factor,
-                                 energy_aware=dev.energy_aware, tick_irq_min_ns=dev.tick_interrupt.min_ns,
+                                 balance_ns_per_cpu=round(ks.balance_ms_per_cpu * NS_PER_MS),
+                                 busy_factor=ks.busy_factor, energy_aware=dev.energy_aware, tick_irq_min_ns=dev.tick_interrupt.min_ns,
                                  tick_irq_max_ns=dev.tick_interrupt.max_ns)
-        every_cpu = list(range(dev.ncpus))
         device = build_device(
             self.runtime, core_specs(dev), tunables, total_pages=mb_to_pages(dev.memory.total_mb),
             kernel_pages=mb_to_pages(dev.memory.kernel_mb), watermark_scale_factor=dev.memory.watermark_scale_factor,
             zram_pages=mb_to_pages(dev.memory.zram_disksize_mb), profile=exp.kernel.profile, costs=dev.costs,
-            kswapd_thread={"policy": "fair", "nice": exp.kernel.kswapd.nice, "cpus": dev.kswapd_cpus or every_cpu},
-            wq_unbound_cpumask=dev.wq_unbound_cpumask, oom_reaper_cpus=dev.oom_reaper_cpus or every_cpu, timeline=self.timeline)
+            kswapd_thread={"policy": "fair", "nice": exp.kernel.kswapd.nice, "cpus": dev.kswapd_cpus},
+            wq_unbound_cpumask=dev.wq_unbound_cpumask, oom_reaper_cpus=dev.oom_reaper_cpus, timeline=self.timeline)
         self.scheduler, self.memory, self.kernel = device.scheduler, device.memory, device.kernel
         self.scheduler.delayed.connect(self._on_delay)
         self.scheduler.draw_phases()

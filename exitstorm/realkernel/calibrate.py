@@ -257,6 +257,7 @@ def profile_toml(name: str, fit: ExitFit, measured: dict[str, int], cores: int, 
     are written as JSON, which is also TOML.
     """
     costs = {**costs_from_fit(fit), **measured}
+    every = json.dumps(list(range(cores)))
     lines = [
         f"# Calibrated by `exitstorm calibrate` on {source}.",
         "# Exit costs: least squares through the median kill -> reap of single-process kills",
@@ -268,10 +269,10 @@ def profile_toml(name: str, fit: ExitFit, measured: dict[str, int], cores: int, 
         f"description = {json.dumps(f'{cores} cores of {source}, calibrated')}",
         "# where unbound kworkers run: " + ("/sys/devices/virtual/workqueue/cpumask at calibration"
                                             if wq_unbound_cpumask is not None else "the kernel's default, every core"),
-        f"wq_unbound_cpumask = {json.dumps(list(range(cores)) if wq_unbound_cpumask is None else wq_unbound_cpumask)}",
+        f"wq_unbound_cpumask = {every if wq_unbound_cpumask is None else json.dumps(wq_unbound_cpumask)}",
         "# kswapd and the oom_reaper: every core (the kernel's defaults; no pinning is read from the host)",
-        f"kswapd_cpus = {json.dumps(list(range(cores)))}",
-        f"oom_reaper_cpus = {json.dumps(list(range(cores)))}",
+        f"kswapd_cpus = {every}",
+        f"oom_reaper_cpus = {every}",
         "",
         "[[clusters]]",
         'name = "cpu"',
@@ -307,7 +308,6 @@ def profile_toml(name: str, fit: ExitFit, measured: dict[str, int], cores: int, 
         lines += ["", "# The running kernel's build: preemption from /sys/kernel/debug/sched/preempt or the boot "
                   "log, HZ from /proc/config.gz.", "[build]"]
         lines += [f"{key} = {json.dumps(value)}" for key, value in found.items()]
-    every = json.dumps(list(range(cores)))
     tick = base.tick_interrupt
     lines += ["", f"# The tick interrupt's time on a busy core: not measured, as in {base_path}", "[tick_interrupt]",
               f"min_us = {tick.min_us:g}", f"max_us = {tick.max_us:g}"]

@@ -138,17 +138,30 @@ def run_local(jobs: list[RunJob], workers: int | None) -> Iterator[tuple[RunJob,
         return
     pool = concurrent.futures.ProcessPoolExecutor(max_workers=workers, initializer=_worker_init,
                                                   initargs=(os.getpid(),))
+    futures: dict[concurrent.futures.Future[dict[str, Any]], RunJob] = {}
+    broken = False
     try:
-        with held_signals():
-            futures = {pool.submit(run_job, job): job for job in jobs}
+        try:
+            with held_signals():
+                for job in jobs:  # workers start as jobs are submitted: one may die before the last is
+                    futures[pool.submit(run_job, job)] = job
+        except concurrent.futures.process.BrokenProcessPool:
+            broken = True
+            raise WorkerDied(next(iter(futures.values()), None)) from None
         for future in concurrent.futures.as_completed(futures):
             job = futures[future]
             try:
                 figures = _figures(job, future.result)
             except concurrent.futures.process.BrokenProcessPool:
+                broken = True
                 raise WorkerDied(job) from None
             yield job, figures
     finally:
+        if broken:
+            # a worker killed while it held the pool's call-queue lock leaves the others waiting on it for
+            # good, and shutdown(wait=True) with them: the survivors are of no use, end them first
+            for process in list(pool._processes.values()):
+                process.kill()
         pool.shutdown(wait=True, cancel_futures=True)
 
 

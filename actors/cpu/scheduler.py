@@ -104,6 +104,11 @@ NO_IRQ = 1 << 62
 _rt_key = attrgetter("rt_key")
 
 
+def _core_util(core: "Core", now: int) -> int:
+    """A core's runqueue utilization at ``now`` (it accrues while the core runs something)."""
+    return core.util.util_at(now, core.capacity if core.curr is not None else 0)
+
+
 def contenders(cpu: int, since: list[int], until: list[int], last_cpu: int) -> int:
     """Transfers one access by ``cpu`` pays: the other CPUs that touched the lines after ``cpu`` last began to
     (``until[d]``, ONGOING while they hold, spin or touch, is later than ``since[cpu]``); at least one when
@@ -447,8 +452,7 @@ class Scheduler(Participant):
 
     def core_util(self, cid: int) -> int:
         """Core ``cid``'s runqueue utilization now (0..its capacity)."""
-        core = self.cores[cid]
-        return core.util.util_at(self.runtime.now, core.capacity if core.curr else 0)
+        return _core_util(self.cores[cid], self.runtime.now)
 
     def ran_on(self, th: Thread) -> list[int]:
         """ns ``th`` has been on each core so far (its current stint included)."""
@@ -1232,10 +1236,17 @@ class Scheduler(Participant):
         return (0 if core.curr.fair else 1, cls._load_per_capacity(core), core is not prev, core.cid)
 
     # -- placement by capacity (big.LITTLE) -------------------------------------------
-    def _overutilized(self, utils: Iterable[int]) -> bool:
-        """rd->overutilized: some core's utilization (``utils``, core by core) does not fit its capacity
-        (read when it is needed, where the kernel keeps a flag updated at enqueues and ticks)."""
-        return any(not util_fits_cpu(u, 0, core.capacity) for u, core in zip(utils, self.cores))
+    def _fitting_utils(self) -> list[int] | None:
+        """Every core's utilization now, or None if one does not fit its capacity: rd->overutilized, read when it
+        is needed (the kernel keeps a flag updated at enqueues and ticks); it stops at the first that does not."""
+        now = self.runtime.now
+        utils = []
+        for core in self.cores:
+            util = _core_util(core, now)
+            if not util_fits_cpu(util, 0, core.capacity):
+                return None
+            utils.append(util)
+        return utils
 
     def _select_asym(self, th: Thread, prev: Core | None) -> Core | None:
         """select_task_rq_fair() on asymmetric capacities: find_energy_efficient_cpu() while EAS is on and no
@@ -1243,8 +1254,8 @@ class Scheduler(Participant):
         task fits it, then select_idle_capacity(). None: no idle allowed core (queue on the busy target)."""
         util = self.thread_util(th)
         if self.eas and (util or th.uclamp_min):
-            utils = self.cores_util()
-            if not self._overutilized(utils):
+            utils = self._fitting_utils()
+            if utils is not None:
                 target = self._energy_efficient(th, prev, util, utils)
                 if target is not None:
                     return target
@@ -1366,7 +1377,7 @@ class Scheduler(Participant):
     # -- periodic load balancing ------------------------------------------------------
     def _balanced_by_energy(self) -> bool:
         """find_busiest_group() with EAS on: nothing to balance while no core is overutilized."""
-        return self.eas and not self._overutilized(self.core_util(core.cid) for core in self.cores)
+        return self.eas and self._fitting_utils() is not None
 
     def _arm_balance(self) -> None:
         """Busy cores have queued threads: make sure the next periodic balance is due (one event at a time)."""

@@ -726,7 +726,7 @@ class Scheduler(Participant):
         th = core.curr
         now = self.runtime.now
         end = now - (-th.remaining // core.capacity)
-        if core.irq is not None:
+        if end > core.irq_at:  # a tick interrupt falls in the segment (irq_at: where the first pending one starts)
             end = core.irq.end_after(now, end - now)
         if th.fair and core.queue and not core.need_resched and (self.tick_ns or not th.preempt_count):
             # the tick comes whatever the thread holds; without one, atomic sections are checked at their ends

@@ -64,8 +64,8 @@ class Bench:
     def __init__(self, capacities: Iterable[float], *, slice_ns: int, run_to_parity: bool = True,
                  wakeup_preemption: bool = True, end_ns: int | None = None, preempt: str = "full",
                  tick_ns: int = 0, balance_ns_per_cpu: int = 0, busy_factor: int = 1,
-                 energy_aware: bool = False) -> None:
-        """Cores of equal capacity next to each other form a cluster."""
+                 energy_aware: bool = False, idle_states: tuple[tuple[int, int], ...] = ()) -> None:
+        """Cores of equal capacity next to each other form a cluster; every core has ``idle_states``."""
         self.rt = Runtime(seed=1, end_ns=end_ns)
         tun = SchedTunables(base_slice_ns=slice_ns, tunable_scaling="none", run_to_parity=run_to_parity,
                             wakeup_preemption=wakeup_preemption, preempt=preempt, tick_ns=tick_ns,
@@ -74,7 +74,7 @@ class Bench:
         self.delays: list[tuple[str, int]] = []
         caps = list(capacities)
         clusters = [sum(1 for a, b in zip(caps, caps[1:i + 1]) if a != b) for i in range(len(caps))]
-        self.sched = self.rt.add(Scheduler("cpu", [CoreSpec(c, cl) for c, cl in zip(caps, clusters)], tun))
+        self.sched = self.rt.add(Scheduler("cpu", [CoreSpec(c, cl, idle_states) for c, cl in zip(caps, clusters)], tun))
         self.sched.delayed.connect(lambda th, d: self.delays.append((th.name, d)))
         self.done: dict[str, Any] = {}
 

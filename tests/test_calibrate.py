@@ -88,6 +88,7 @@ def test_profile_loads_as_a_device_and_the_model_reproduces_the_fit(tmp_path: Pa
     assert exp.device.name == "fitted" and exp.device.costs.swap_entry_free_ns == 388
     # what calibration does not measure comes from the base: the tick interrupt's time; kthreads on every core
     assert exp.device.tick_interrupt == load_device(base).tick_interrupt
+    assert exp.device.clusters[0].idle_states == load_device(base).clusters[0].idle_states
     assert exp.device.kswapd_cpus == exp.device.oom_reaper_cpus == [0, 1]
     out = tmp_path / "run"
     proc = exitstorm("run", str(VM_STORM), "--set", f'device="{path}"', "--set", "storm.swapped_mb=400",

@@ -33,6 +33,8 @@ Scheduling model (docs/design.md §4):
   a newly idle core pulls from its own cluster first; a running task that
   stops fitting its core is a misfit and moves to an idle bigger core at the
   next tick, or to the first bigger core that goes idle (docs/model.md).
+* A thread put on an **idle core** runs once the core has left its idle
+  state (``idle_states``): the core is taken at once, the thread waits.
 * **Spinlocks** and **rwlocks** keep their waiters on-core, burning CPU,
   FIFO (queued locks); holders and spinners are not preemptible. **Mutexes**
   and **rwsems** put waiters to sleep and hand the lock to the first waiter
@@ -77,6 +79,7 @@ from attrs import frozen
 
 from actors.cpu import pelt, sched_fair, topology
 from actors.cpu.capacity import misfit_util, periods_to_reach, util_fits_cpu
+from actors.cpu.idle_states import IdleStates, exit_latency_ns
 from actors.cpu.interrupts import IRQ_CLASS, TickInterrupts
 from actors.cpu.timeline import Timeline
 from actors.cpu.work import (Compute, CondResched, Frame, Lock, Marker, Sleep, SleepUntil, Step, Unlock, WorkDone,
@@ -149,6 +152,8 @@ class CoreSpec:
     capacity: float
     #: the cores of a cluster share a cache and form the lowest scheduling domain (topology.build_domains)
     cluster: int = 0
+    #: ``(target residency ns, exit latency ns)`` of the core's idle states, shallowest first (idle_states)
+    idle_states: tuple[tuple[int, int], ...] = ()
 
 
 @frozen
@@ -258,9 +263,10 @@ class Core:
     __slots__ = (
         "cid", "capacity", "curr", "seg_start", "on_since", "gen", "queue", "vclock",
         "protect", "sliced", "need_resched", "dispatching", "busy", "idle_ns", "util", "cluster", "irq", "irq_at",
+        "idle_states", "idle_min", "idle_since", "exit_until",
     )  # fmt: skip
 
-    def __init__(self, cid: int, capacity: int, cluster: int = 0) -> None:
+    def __init__(self, cid: int, capacity: int, cluster: int = 0, idle_states: IdleStates = ()) -> None:
         self.cid = cid
         self.capacity = capacity
         self.cluster = cluster
@@ -282,6 +288,12 @@ class Core:
         #: the tick interrupts' windows (None: none modelled) and where the first pending one starts
         self.irq: TickInterrupts | None = None
         self.irq_at = NO_IRQ
+        #: the idle states, the shortest stretch that enters one (NO_IRQ: none), when the core last went idle,
+        #: and until when it is leaving its idle state for the thread it was given
+        self.idle_states = tuple(idle_states)
+        self.idle_min = idle_states[0][0] if idle_states else NO_IRQ
+        self.idle_since = 0
+        self.exit_until = 0
 
 
 class Scheduler(Participant):
@@ -299,7 +311,7 @@ class Scheduler(Participant):
         if not specs:
             raise ValueError("a device needs at least one core")
         self.cores = [
-            Core(i, round(s.capacity * SCHED_CAPACITY_SCALE), s.cluster) for i, s in enumerate(specs)
+            Core(i, round(s.capacity * SCHED_CAPACITY_SCALE), s.cluster, s.idle_states) for i, s in enumerate(specs)
         ]
         for core in self.cores:
             if core.capacity <= 0:
@@ -458,7 +470,7 @@ class Scheduler(Participant):
         """ns ``th`` has been on each core so far (its current stint included)."""
         ran = list(th.ran_on)
         if th.state == RUNNING:
-            ran[th.core.cid] += self.runtime.now - th.core.on_since
+            ran[th.core.cid] += max(self.runtime.now - th.core.on_since, 0)
         return ran
 
     def cores_util(self) -> list[int]:
@@ -645,13 +657,25 @@ class Scheduler(Participant):
             return
         busy = core.busy
         on_cpu = dt
-        if now > core.irq_at:  # the interrupted thread is on the CPU (its run or spin time) but makes no progress
+        if now > core.irq_at:  # the core leaves idle or takes an interrupt: the thread makes no progress
+            since = core.seg_start
+            exit_until = core.exit_until
+            if exit_until > since:  # still leaving the idle state: the core's idle time, the thread's wait
+                waking = (exit_until if exit_until < now else now) - since
+                core.idle_ns += waking
+                th.wait_ns += waking
+                on_cpu -= waking
+                dt -= waking
+                since += waking
             irq = core.irq
-            stolen = irq.take(core.seg_start, now)
-            core.irq_at = irq.first_start()
-            if stolen:
-                busy[IRQ_CLASS] = busy.get(IRQ_CLASS, 0) + stolen
-                dt -= stolen
+            if irq is None:
+                core.irq_at = now if exit_until > now else NO_IRQ
+            else:
+                stolen = irq.take(since, now)
+                core.irq_at = now if exit_until > now else irq.first_start()
+                if stolen:
+                    busy[IRQ_CLASS] = busy.get(IRQ_CLASS, 0) + stolen
+                    dt -= stolen
         core.seg_start = now
         cls = th.thread_class
         busy[cls] = busy.get(cls, 0) + dt
@@ -673,17 +697,29 @@ class Scheduler(Participant):
 
     # -- running threads ---------------------------------------------------------
     def _switch_in(self, core: Core, th: Thread) -> None:
-        """Make ``th`` (runnable, not queued) the current thread of idle ``core``."""
+        """Make ``th`` (runnable, not queued) the current thread of idle ``core``; it runs once the core has left
+        its idle state."""
         now = self.runtime.now
         core.curr = th
         core.need_resched = False  # __schedule() clears TIF_NEED_RESCHED: this pick answers it
-        core.seg_start = core.on_since = now
+        core.seg_start = now
         th.core = core
         th.state = RUNNING
         th.util.update(now, 0)
         core.util.update(now, 0)
         delay = now - th.since
-        th.wait_ns += delay
+        th.wait_ns += delay  # the wait for the core; leaving its idle state is accounted as the core's time
+        if core.exit_until > now:  # still leaving idle for a thread that has left it since: this one waits on
+            exit_ns = core.exit_until - now
+        else:
+            idle = now - core.idle_since
+            exit_ns = exit_latency_ns(core.idle_states, idle) if idle >= core.idle_min else 0
+        if exit_ns:
+            core.on_since = core.exit_until = now + exit_ns
+            core.irq_at = now  # the accounting's and the segment's slow path, until the core has left idle
+            delay += exit_ns
+        else:
+            core.on_since = now
         if self.delayed.subscribers:
             self.delayed.emit(th, delay)
         if th.fair:
@@ -694,27 +730,38 @@ class Scheduler(Participant):
             self.runtime.events.emit("sched", now, self.name, "switch", cpu=core.cid, thread=th.name, delay_ns=delay)
         if th.remaining:
             self._arm(core)
+        elif exit_ns:  # its next steps, even those that take no time, wait until the core is out of idle
+            gen = core.gen = core.gen + 1
+            heappush(self._heap, (core.exit_until, next(self._seq), self._on_segment_end, (core, gen)))
         else:
             self._dispatch(core)
 
-    def _stop_running(self, core: Core, th: Thread, now: int) -> None:
-        """``th`` ran on ``core`` since it was switched in: its time there, and PELT (both signals accrue at
-        the core's capacity)."""
-        th.ran_on[core.cid] += now - core.on_since
+    def _stop_running(self, core: Core, th: Thread, now: int) -> int:
+        """``th`` ran on ``core`` since it was switched in and the core left idle: its time there, and PELT (both
+        signals accrue at the core's capacity while it runs). Returns when it began to run."""
+        start = core.on_since
+        if start == core.exit_until:  # the stint began by leaving an idle state: nothing ran until then
+            if start > now:
+                start = now
+            th.util.update(start, 0)
+            core.util.update(start, 0)
+        th.ran_on[core.cid] += now - start
         th.util.update(now, core.capacity)
         core.util.update(now, core.capacity)
         th.misfit = False
         th.stint += 1
+        return start
 
     def _switch_out(self, core: Core, th: Thread) -> None:
         """Put the (accounted) current thread back to runnable."""
         th.state = RUNNABLE
         now = th.since = self.runtime.now
-        self._stop_running(core, th, now)
+        start = self._stop_running(core, th, now)
         th.preemptions += 1
         if self.timeline.on:
-            self.timeline.add_ran(core.on_since, now, core.cid, th.tid)
+            self.timeline.add_ran(start, now, core.cid, th.tid)
         core.curr = None
+        core.idle_since = now
         core.gen += 1
         if th.fair:
             core.queue.append(th)
@@ -726,8 +773,11 @@ class Scheduler(Participant):
         th = core.curr
         now = self.runtime.now
         end = now - (-th.remaining // core.capacity)
-        if end > core.irq_at:  # a tick interrupt falls in the segment (irq_at: where the first pending one starts)
-            end = core.irq.end_after(now, end - now)
+        if end > core.irq_at:  # the core is leaving idle, or a tick interrupt falls in the segment
+            start = core.exit_until if core.exit_until > now else now
+            end += start - now
+            if core.irq is not None:
+                end = core.irq.end_after(start, end - start)
         if th.fair and core.queue and not core.need_resched and (self.tick_ns or not th.preempt_count):
             # the tick comes whatever the thread holds; without one, atomic sections are checked at their ends
             core.sliced = True
@@ -1047,10 +1097,11 @@ class Scheduler(Participant):
         """``th`` is no longer ``core``'s current thread; a fair one keeps its lag."""
         th.state = state
         now = th.since = self.runtime.now
-        self._stop_running(core, th, now)
+        start = self._stop_running(core, th, now)
         if self.timeline.on:
-            self.timeline.add_ran(core.on_since, now, core.cid, th.tid)
+            self.timeline.add_ran(start, now, core.cid, th.tid)
         core.curr = None
+        core.idle_since = now
         core.gen += 1
         th.core = None
         th.last_core = core

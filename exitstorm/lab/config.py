@@ -41,6 +41,33 @@ EventCategory = Literal["actor", "sched", "lock", "metric"]
 MODEL_THREAD_CLASSES = (KSWAPD_CLASS, KWORKER_CLASS, OOM_REAPER_CLASS)
 
 
+def _covers_exit(inst: "IdleStateConfig", attribute: Any, value: float) -> None:
+    if value < inst.exit_latency_us:
+        raise InvalidValue(attribute.name, f"at least exit_latency_us ({inst.exit_latency_us}): a state is not "
+                           "worth entering for less than it takes to leave", value)
+
+
+@frozen
+class IdleStateConfig:
+    """A cpuidle state of a cluster's cores (device tree ``idle-states``): how long leaving it takes and how
+    long an idle stretch must last for the governor to enter it."""
+
+    name: str = field(validator=non_empty)
+    exit_latency_us: float = field(validator=between(0, 100_000))
+    min_residency_us: float = field(validator=[between(0, 1_000_000), _covers_exit])
+
+    exit_latency_ns = InNs("exit_latency_us")
+    min_residency_ns = InNs("min_residency_us")
+
+
+def _states_deepening(_inst: "ClusterConfig", attribute: Any, value: list[IdleStateConfig]) -> None:
+    for i in range(1, len(value)):
+        if value[i].min_residency_us <= value[i - 1].min_residency_us:
+            raise InvalidValue(f"{attribute.name}[{i}].min_residency_us",
+                               f"more than the shallower state's ({value[i - 1].min_residency_us}): states are "
+                               "listed shallowest first", value[i].min_residency_us)
+
+
 @frozen
 class ClusterConfig:
     """Identical cores; capacity is relative to the fastest core of the device (1.0)."""
@@ -48,6 +75,12 @@ class ClusterConfig:
     name: str
     count: int = field(validator=in_range(1, 1024))
     capacity: float = field(validator=positive)
+    #: the cores' idle states, shallowest first (none: a woken thread runs at once)
+    idle_states: list[IdleStateConfig] = field(factory=list, validator=_states_deepening)
+
+    def idle_state_table(self) -> tuple[tuple[int, int], ...]:
+        """``(target residency ns, exit latency ns)`` per state, as the scheduler's cores take them."""
+        return tuple((st.min_residency_ns, st.exit_latency_ns) for st in self.idle_states)
 
 
 def _check_cpus(key: str, cpus: list[int], ncpu: int) -> None:

@@ -63,7 +63,8 @@ def draw_mb(rng: random.Random, dist: UniformConfig) -> float:
 
 def core_specs(device: DeviceConfig) -> list[CoreSpec]:
     """Cores numbered cluster by cluster, in the profile's order."""
-    return [CoreSpec(c.capacity, i) for i, c in enumerate(device.clusters) for _ in range(c.count)]
+    return [CoreSpec(c.capacity, i, c.idle_state_table()) for i, c in enumerate(device.clusters)
+            for _ in range(c.count)]
 
 
 def thread_kw(spec: ThreadConfig, device: DeviceConfig) -> dict[str, Any]:

@@ -278,6 +278,10 @@ def profile_toml(name: str, fit: ExitFit, measured: dict[str, int], cores: int, 
         'name = "cpu"',
         f"count = {cores}",
         "capacity = 1.0     # costs below are per ns on these cores",
+        f"# idle states: not measured, as in {base_path}'s first cluster",
+        "idle_states = [" + ", ".join(
+            f"{{ name = {json.dumps(st.name)}, exit_latency_us = {st.exit_latency_us:g}, "
+            f"min_residency_us = {st.min_residency_us:g} }}" for st in base.clusters[0].idle_states) + "]",
         "",
         "[memory]",
         f"total_mb = {memory['total_mb']}",

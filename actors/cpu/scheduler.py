@@ -285,7 +285,8 @@ class Core:
         #: the runqueue's PELT utilization: its own running history, what the kernel's rq util_avg is while no
         #: task migrates (the kernel moves a migrating task's whole signal)
         self.util = pelt.SchedAvg(0)
-        #: the tick interrupts' windows (None: none modelled) and where the first pending one starts
+        #: the tick interrupts' windows (None: none modelled) and where the first pending one starts, or from
+        #: where the core is still leaving idle: the accounting's and the segments' slow path starts there
         self.irq: TickInterrupts | None = None
         self.irq_at = NO_IRQ
         #: the idle states, the shortest stretch that enters one (NO_IRQ: none), when the core last went idle,

@@ -25,9 +25,12 @@ real_host = pytest.mark.skipif(HOST_PROBLEM is not None, reason=f"no real-kernel
 
 @pytest.fixture
 def commands_signals(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """SIGINT, SIGTERM and SIGHUP interrupt as they do in the command (exitstorm.lifecycle), undone afterwards."""
+    """SIGINT, SIGTERM and SIGHUP interrupt as they do in the command started from a terminal
+    (exitstorm.lifecycle), undone afterwards. SIGINT starts from its default handler: a test run started as a
+    background job inherits it ignored, and the command rightly leaves an ignored SIGINT ignored."""
     previous = {s: signal.getsignal(s) for s in (signal.SIGINT, *ENDING)}
     monkeypatch.setattr(lifecycle, "_received", [])
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     lifecycle.terminate_like_interrupt()
     yield
     for s, handler in previous.items():

@@ -300,6 +300,9 @@ class StormConfig:
     reaper_thread: "ThreadConfig | None" = None
     sender: KillSenderConfig | None = None
     pool_poller: PoolPollerConfig | None = None
+    #: run-to-run variation: each victim (and the sender) slept, before the kill, on a core of its cpuset
+    #: drawn from the seed, where it last ran (false: no core, so the kill's wake-up places it)
+    random_last_cpu: bool = True
 
     def __attrs_post_init__(self) -> None:
         if self.reapers and self.reaper_thread is None:
@@ -331,6 +334,9 @@ class RunConfig:
     profile_by: Literal["stack", "thread_class", "process"] = "stack"
     #: trace.json keeps the first this many CPU slices, lock waits and frames (0: no trace.json)
     trace_max_events: int = field(default=200_000, validator=non_negative)
+    #: run-to-run variation: the run starts at a point of the tick's and the load balancer's periods drawn
+    #: from the seed (false: at the start of both, the same for every seed)
+    random_phases: bool = True
 
     duration_ns = InNs("duration_s")
     hist_interval_ns = InNs("hist_interval_ms", minimum=1)

@@ -152,7 +152,10 @@ class World:
             wq_unbound_cpumask=dev.wq_unbound_cpumask, oom_reaper_cpus=dev.oom_reaper_cpus, timeline=self.timeline)
         self.scheduler, self.memory, self.kernel = device.scheduler, device.memory, device.kernel
         self.scheduler.delayed.connect(self._on_delay)
-        self.scheduler.draw_phases()
+        if sc.scenario.random_phases:
+            self.scheduler.draw_phases()
+        else:
+            self.scheduler.start_tick_interrupts()
         self.frames: dict[str, FrameStats] = {}
         for spec in sc.periodic:
             stats = self.frames[spec.name] = FrameStats(
@@ -236,12 +239,15 @@ class World:
         kw = thread_kw(storm.thread, exp.device)
         # each victim slept where it last ran (filling and paging out its memory): a core of its cpuset, per seed
         rng = random.Random(stream_seed(self.runtime.seed, "storm"))
+
+        def slept_on(cpus: list[int]) -> dict[str, int]:
+            return {"last_cpu": rng.choice(cpus)} if storm.random_last_cpu else {}
         for i in range(storm.count):
             pid = STORM_PID + i
             mm = MM(pid, f"victim{i}", storm.compression_ratio)
             self.kernel.add_mm(mm, anon=mb_to_pages(storm.resident_mb), file=mb_to_pages(storm.file_mb),
                                swap=mb_to_pages(storm.swapped_mb))
-            proc = Process(f"victim{i}", self.kernel, mm, kw | {"last_cpu": rng.choice(kw["cpus"])})
+            proc = Process(f"victim{i}", self.kernel, mm, kw | slept_on(kw["cpus"]))
             self._add_process(proc)
         if storm.reapers:
             reapers = self.runtime.add(MreleaseReapers("storm_reaper", self.kernel, storm.reapers,
@@ -265,7 +271,7 @@ class World:
             # the sender slept where the seed says, among its cpuset's cores
             kw = thread_kw(sender.thread, exp.device)
             self.runtime.add(KillSender("storm_sender", self.scheduler, self.processes, kill_ns,
-                                        sender.kill_ns, kw | {"last_cpu": rng.choice(kw["cpus"])},
+                                        sender.kill_ns, kw | slept_on(kw["cpus"]),
                                         on_sent))
 
     def _add_process(self, proc: Process) -> None:

@@ -8,7 +8,7 @@ device without kswapd is a choice made here rather than a hook unset later.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, Sequence
 
 from attrs import define
 
@@ -16,6 +16,9 @@ from actors.cpu.scheduler import CoreSpec, SchedTunables, Scheduler
 from actors.cpu.timeline import Timeline
 from actors.kernel.kernel import KSWAPD_CLASS, Kernel, Kswapd
 from actors.kernel.memory import Memory
+from actors.kernel.oom_kill import OomKiller
+from actors.kernel.oom_reaper import OOM_REAPER_CLASS, OomReaper
+from actors.kernel.process import Process
 from actors.kernel.profiles import DeviceCosts, KernelProfile
 from actors.runtime.actor import Runtime
 
@@ -49,3 +52,21 @@ def build_device(runtime: Runtime, cores: list[CoreSpec], tunables: SchedTunable
                                                                         **kswapd_thread}))
         memory.low.connect(kernel.wakeup_kswapd)
     return Device(scheduler, memory, kernel, kswapd)
+
+
+def add_oom_killer(runtime: Runtime, kernel: Kernel, candidates: Callable[[], Sequence[Process]], *,
+                   reaper_delay_ns: int, reaper_nice: int,
+                   on_kill: Callable[[Process, str, int, str], None] | None = None) -> OomKiller:
+    """The kernel's OOM killer over ``candidates()``, and the oom_reaper kthread its victims go to: the one a
+    reap policy already runs, else mainline's single kthread at ``reaper_nice``. Call once the policies are
+    installed and before the run starts (the kthread is an actor)."""
+    if kernel.oom_reaper is None:
+        kernel.oom_reaper = OomReaper(runtime, "oom_reaper", kernel, threads=1, delay_ns=reaper_delay_ns,
+                                      thread_kw={"policy": "fair", "nice": reaper_nice,
+                                                 "thread_class": OOM_REAPER_CLASS})
+    reaper = kernel.oom_reaper
+    memory = kernel.memory
+    kernel.oom_killer = OomKiller(candidates, lambda: reaper, memory.total + memory.swap_total,
+                                  retry_ns=kernel.scheduler.tick_ns, reaper_delay_ns=reaper_delay_ns,
+                                  on_kill=on_kill)
+    return kernel.oom_killer

@@ -11,6 +11,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+from actors.kernel.oom_kill import OOM_KILL_REASON
 from actors.runtime.quantities import NS_PER_MS
 from rich.console import Console
 from rich.measure import Measurement
@@ -134,7 +135,10 @@ def _print_summary(summary: dict[str, Any], out: Path) -> None:
         print(f"  camera: preview from {start} ms with {summary['free_mb_at_preview_start']} MB free; "
               f"stutter={summary['stutter']}; direct reclaim {summary['direct_reclaim_ms']['total']:.1f} ms")
     if summary["kill_log"]:
-        print(f"  lmkd: {summary['kills']} kills, adj {[k['adj'] for k in summary['kill_log']]}")
+        log = summary["kill_log"]
+        oom = sum(k["reason"] == OOM_KILL_REASON for k in log)
+        by = f" ({oom} by the kernel's OOM killer)" if oom else ""
+        print(f"  kills: {summary['kills']}{by}, adj {[k['adj'] for k in log]}")
     lat = summary["metrics"]["exit_latency_ms"]
     if lat.get("count"):
         print(f"  exits: {lat['count']}; kill->exit ms p50={lat['p50']:.3f} p99={lat['p99']:.3f} max={lat['max']:.3f}")

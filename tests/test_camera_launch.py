@@ -18,7 +18,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("camera") / "seed1"
     proc = exitstorm("run", str(CONFIG), "--seed", "1", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
-    assert "lmkd:" in proc.stdout and "camera: preview from" in proc.stdout
+    assert "kills: " in proc.stdout and "camera: preview from" in proc.stdout
     return out
 
 

@@ -148,11 +148,14 @@ def test_sweep_bad_input_is_one_line_and_status_2(tmp_path: Path) -> None:
 
 
 def test_a_failing_run_names_its_point_and_seed_and_keeps_the_rest(tmp_path: Path) -> None:
-    # 30 apps leave ZRAM no room before LMKD's first kill: the camera's allocation finds nothing to reclaim
-    proc = exitstorm("sweep", CONFIG, "--grid", "apps.count=25,30", "--seeds", "1", "--workers", "1",
-                     "--out", str(tmp_path / "oom"), "--set", "scenario.duration_s=1")
+    # with 2.5 GB of ZRAM the camera's allocation runs out of memory once the OOM killer has killed both apps:
+    # what is left (the system, the camera) the model cannot kill
+    proc = exitstorm("sweep", CONFIG, "--grid", "device_overrides.memory.zram_disksize_mb=12288,2500", "--seeds",
+                     "1", "--workers", "1", "--out", str(tmp_path / "oom"), "--set", "scenario.duration_s=2",
+                     "--set", "apps.count=2")
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1
-    assert "p001 seed 1 (apps.count=30)" in proc.stderr and "nothing to reclaim" in proc.stderr
+    assert "p001 seed 1 (device_overrides.memory.zram_disksize_mb=2500)" in proc.stderr
+    assert "no process left that the OOM killer may choose" in proc.stderr
     assert "1 finished runs kept" in proc.stderr
     assert (tmp_path / "oom.partial" / "runs" / "p000" / "seed1" / "summary.json").is_file()
 

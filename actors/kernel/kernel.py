@@ -10,7 +10,7 @@ mm and walker: ``lock/pid`` for the exit, ``lock/pid/reap`` for reapers,
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from actors.cpu.scheduler import Scheduler, Thread
 from actors.cpu.work import COND_RESCHED, Step
@@ -20,6 +20,10 @@ from actors.kernel.memory import MM, Memory, allocation
 from actors.kernel.profiles import DeviceCosts, KernelProfile
 from actors.messages import WakeKswapd
 from actors.runtime.actor import Actor
+
+if TYPE_CHECKING:
+    from actors.kernel.oom_kill import OomKiller
+    from actors.kernel.oom_reaper import OomReaper
 
 
 #: walkers of an mm besides its exit, each with its own instances of range-scope locks
@@ -47,6 +51,10 @@ class Kernel:
         self._compilers: dict[tuple[int, str], StepCompiler] = {}
         #: the swap-release policy (by default the kernel as it is: the zapper frees each entry)
         self.swap_release: SwapRelease = SynchronousRelease()
+        #: the OOM killer and the oom_reaper serving its list, once assembly adds them (none: running out of
+        #: memory is an error)
+        self.oom_killer: OomKiller | None = None
+        self.oom_reaper: OomReaper | None = None
 
     def wakeup_kswapd(self) -> None:
         """mm/vmscan.c wakeup_kswapd(): wake kswapd unless it is awake already (its waitqueue is empty)."""
@@ -115,9 +123,11 @@ class Kernel:
         compiler = self.compiler(mm)
         alloc_page = self.plans.alloc_page
         compress = self.plans.compress_direct
+        oom = self.oom_killer
         return allocation(self.memory, mm, pages, self.profile.alloc.batch_pages, self.profile.reclaim.batch_pages,
                           lambda k, victim: self.reclaim_steps(k, victim, compress),
-                          lambda n: compiler.whole(alloc_page, n), who)
+                          lambda n: compiler.whole(alloc_page, n), who,
+                          None if oom is None else lambda m: oom.out_of_memory(m, who))
 
 
 #: the kernel's global cgroup mutex: cgroup migrations and cgroup.kill writes take it

@@ -318,23 +318,32 @@ class Memory:
 
 
 def allocation(memory: Memory, mm: MM, pages: int, batch: int, reclaim_batch: int,
-               reclaim: Callable[[int, MM], tuple[Step, ...]], charge: Callable[[int], tuple[Step, ...]], who: str
-               ) -> Iterator[Step | tuple[Step, ...]]:
+               reclaim: Callable[[int, MM], tuple[Step, ...]], charge: Callable[[int], tuple[Step, ...]], who: str,
+               out_of_memory: Callable[[MM], Iterator[Step]] | None = None) -> Iterator[Step | tuple[Step, ...]]:
     """Work steps of allocating ``pages`` to ``mm`` in batches (page fault / alloc_pages).
 
     Each batch costs the steps ``charge(n)`` in the allocating thread. Below
     the min watermark the thread first does direct reclaim in its own
     context, stalled on memory (PSI) while it does, ``reclaim_batch`` pages at
     a time (SWAP_CLUSTER_MAX; ``reclaim(k, victim)`` are the steps of one);
-    ``who`` is its thread class for the direct-reclaim accounting.
+    ``who`` is its thread class for the direct-reclaim accounting. With
+    nothing to reclaim, ``out_of_memory(mm)`` (the OOM killer) gives the steps
+    of its path, and the allocation tries again; a thread whose own mm has been
+    killed meanwhile stops allocating (its fault fails and it exits).
     """
     left = pages
     while left:
         n = min(batch, left)
         while memory.free - n < memory.wmark_min:
+            if not mm.alive:
+                return
             victim = memory.reclaim_victim(exclude=mm)
             if victim is None:
-                raise MemoryAccountingError(f"out of memory allocating {n} pages for {mm.name}: nothing to reclaim")
+                if out_of_memory is None:
+                    raise MemoryAccountingError(f"out of memory allocating {n} pages for {mm.name}: nothing to "
+                                                "reclaim and no OOM killer")
+                yield from out_of_memory(mm)
+                continue
             k = memory.reclaimable(victim, reclaim_batch)
             memory.psi.enter()
             started = memory.scheduler.runtime.now

@@ -214,6 +214,17 @@ class KswapdConfig:
     nice: int = field(validator=in_range(-20, 19))
 
 
+@frozen
+class OomConfig:
+    """The OOM killer's oom_reaper (mm/oom_kill.c): how long a victim waits on its list before it is reaped
+    (OOM_REAPER_DELAY), and the kthread's nice."""
+
+    reaper_delay_ms: float = field(validator=between(0, 60_000))
+    reaper_nice: int = field(validator=in_range(-20, 19))
+
+    reaper_delay_ns = InNs("reaper_delay_ms")
+
+
 def _locks_declared(inst: "KernelConfig", _attribute: Any, value: dict[str, LockSpec]) -> None:
     paths = {
         "exit.present_page": inst.exit.present_page, "exit.swap_entry": inst.exit.swap_entry,
@@ -245,6 +256,7 @@ class KernelConfig:
     reclaim: ReclaimProfile
     alloc: AllocProfile
     reap: ReapProfile
+    oom: OomConfig
     locks: dict[str, LockSpec] = field(validator=_locks_declared)
 
     @property

@@ -14,7 +14,7 @@ from actors.android.lmkd import Lmkd, LmkdReaper
 from actors.android.periodic import PeriodicThread
 from actors.cpu.scheduler import CoreSpec, SchedTunables, Thread
 from actors.cpu.timeline import Timeline
-from actors.device import build_device
+from actors.device import add_oom_killer, build_device
 from actors.harness.pool_poller import PoolPoller
 from actors.harness.storm import KillSender, MreleaseReapers, SimultaneousKill
 from actors.kernel.kernel import CGROUP_MUTEX
@@ -191,7 +191,7 @@ class World:
         #: CPU busy by class at the first kill, and at the latest exit or memory return of a killed process
         self.storm_start: tuple[int, dict[str, int]] | None = None
         self.storm_last_exit: tuple[int, dict[str, int]] | None = None
-        #: pid → (lmkd's kill reason, min adj, the thread that sends the SIGKILL, when lmkd decided)
+        #: pid → (lmkd's or the OOM killer's kill reason, min adj, the thread that sends the SIGKILL, when decided)
         self.kill_reasons: dict[int, tuple[str, int, str, int]] = {}
         self.camera: CameraLaunch | None = None
         self.pool_poller: PoolPoller | None = None
@@ -233,6 +233,9 @@ class World:
                 thread_kw=thread_kw(cg.thread, dev)))
         if sc.lmkd is not None:
             self._add_lmkd(exp)
+        oom = exp.kernel.oom
+        add_oom_killer(self.runtime, self.kernel, lambda: self.processes, reaper_delay_ns=oom.reaper_delay_ns,
+                       reaper_nice=oom.reaper_nice, on_kill=self._decided)
 
     def _add_storm(self, exp: Experiment) -> None:
         storm = exp.config.storm
@@ -350,8 +353,7 @@ class World:
         lmkd = self.runtime.add(Lmkd(
             "lmkd", self.kernel, list(self.processes), props=cfg.props, costs=cfg.costs,
             thread_kw=thread_kw(cfg.main_thread, dev), kill_method=killer, reapers=reapers,
-            on_kill=lambda victim, reason, min_adj, via: self.kill_reasons.__setitem__(
-                victim.pid, (reason, min_adj, via, self.runtime.now))))
+            on_kill=self._decided))
         props = cfg.props
         window = props.psi_window_ns
         self.runtime.add(PsiMonitor("psi_monitor", self.memory.psi, [
@@ -382,6 +384,10 @@ class World:
 
     def _busy(self) -> tuple[int, dict[str, int]]:
         return self.runtime.now, self.scheduler.busy_by_class()
+
+    def _decided(self, victim: Process, reason: str, min_adj: int, via: str) -> None:
+        """lmkd or the OOM killer chose ``victim``: the kill log's reason, threshold and sender."""
+        self.kill_reasons[victim.pid] = (reason, min_adj, via, self.runtime.now)
 
     def _on_kill(self, proc: Process) -> None:
         if self.storm_start is None:

@@ -41,7 +41,7 @@ class OomReaperReap:
         self.reaper: OomReaper | None = None
 
     def install(self, runtime: Runtime, kernel: Kernel, apps: list[Process]) -> None:
-        reaper = self.reaper = OomReaper(
+        reaper = self.reaper = kernel.oom_reaper = OomReaper(
             runtime, "oom_reaper", kernel, threads=self.threads, delay_ns=self.params.delay_ns,
             thread_kw={"policy": "fair", "nice": self.params.nice, "thread_class": OOM_REAPER_CLASS})
         for app in apps:

@@ -28,7 +28,7 @@ from exitstorm.realkernel.calibrate import DEFAULT_BASE, calibrate
 from exitstorm.realkernel.validate import DEFAULT_PREVIEW_SCENARIO, DEFAULT_SCENARIO, validate, validation_table
 from exitstorm.realkernel.victims import DEFAULT_RANDOM_BYTES
 from exitstorm.realkernel.zram import HostError
-from exitstorm.runs.compare import compare, parse_variant, table
+from exitstorm.runs.compare import compare, paired_table, parse_variant, table
 from exitstorm.runs.executor import MAX_RUNS, MODEL_FAILURES, OnRun, RunFailed, WorkerDied
 from exitstorm.runs.experiment import run_experiment
 from exitstorm.runs.sweep import kept_runs, parse_grid, sweep
@@ -232,6 +232,9 @@ def _compare(args: argparse.Namespace) -> None:
         report = compare(args.config, variants, args.seeds, out, sets=args.set, workers=args.workers,
                          force=args.force, on_run=on_run)
     _print_whole(console, table(report))
+    differences = paired_table(report)
+    if differences is not None:
+        _print_whole(console, differences)
     runs = len(report["variants"]) * len(report["seeds"])
     console.print(f"{runs} runs in {time.monotonic() - started:.1f} s wall; results: {out}/compare.json")
 

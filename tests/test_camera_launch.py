@@ -56,6 +56,19 @@ def test_camera_metrics_and_storm_window_shares(run: Path) -> None:
     fm = s["free_memory_mb"]
     assert len(fm["t_ms"]) == len(fm["mb"]) == 6000 // 10 + 1 and fm["t_ms"][1] == 10
     assert min(fm["mb"]) >= s["memory"]["watermarks_mb"]["min"] - 1
+    # free memory over the preview's 200 ms initialization: the samples of the timeline inside it
+    init = s["free_mb_preview_init"]
+    lo, hi = init["window_ms"]
+    assert hi - lo == pytest.approx(200) and lo < s["preview_start_ms"] < hi
+    inside = [mb for t, mb in zip(fm["t_ms"], fm["mb"]) if lo <= t <= hi]
+    assert init["min"] == min(inside) and init["mean"] == pytest.approx(sum(inside) / len(inside), abs=1e-3)
+    assert s["camera_direct_reclaim_ms"] == pytest.approx(dr["by_class"]["camera"])
+    slow = [e["kill_to_exit_ms"] for e in s["exits"] if (e["kill_to_exit_ms"] or 0) > 500]
+    unfinished = [e for e in s["exits"] if e["kill_to_exit_ms"] is None and 6000 - e["killed_ms"] > 500]
+    assert s["slow_exits"]["count"] == len(slow) + len(unfinished)
+    assert s["slow_exits"]["mean_ms"] == pytest.approx(sum(slow) / len(slow), abs=1e-3)
+    # the total load: every core's non-idle time, weighted by capacity, is at most the whole device
+    assert 0.5 < s["cpu_share"]["load_whole_run"] <= s["cpu_share"]["load_peak"]["share"] <= 1.0
 
 
 def test_histograms_and_same_seed_same_bytes(run: Path, tmp_path: Path) -> None:

@@ -625,6 +625,15 @@ class Scheduler(Participant):
                 total[cls] = total.get(cls, 0) + ns
         return total
 
+    def capacity_busy(self) -> int:
+        """Non-idle time so far summed over cores, each weighted by its capacity (ns x 0..1024), as accounted
+        at the last accounting point (call after :meth:`busy_by_class` at the same instant)."""
+        return sum(core.capacity * sum(core.busy.values()) for core in self.cores)
+
+    @property
+    def total_capacity(self) -> int:
+        return sum(core.capacity for core in self.cores)
+
     def on_end(self) -> None:
         now = self.runtime.now
         tl = self.timeline

@@ -349,8 +349,11 @@ class RunConfig:
     #: run-to-run variation: the run starts at a point of the tick's and the load balancer's periods drawn
     #: from the seed (false: at the start of both, the same for every seed)
     random_phases: bool = True
+    #: an exit (kill → exit) longer than this is a slow one, counted per run
+    slow_exit_ms: float = field(default=500.0, validator=between(1, 3_600_000))
 
     duration_ns = InNs("duration_s")
+    slow_exit_ns = InNs("slow_exit_ms")
     hist_interval_ns = InNs("hist_interval_ms", minimum=1)
     sample_ns = InNs("sample_ms", minimum=1)
     cpu_window_ns = InNs("cpu_window_ms", minimum=1)
@@ -489,6 +492,8 @@ class PreviewConfig:
     budget_us: float = field(validator=positive)
     start_delay_ms: float = field(validator=non_negative)
     stutter_window_frames: int = field(validator=in_range(1, 1_000_000))
+    #: the preview's initialization, centred on its start: free memory is read over it (mean and minimum)
+    init_window_ms: float = field(validator=between(1, 60_000))
     thread: ThreadConfig
 
     def __attrs_post_init__(self) -> None:
@@ -497,6 +502,7 @@ class PreviewConfig:
     period_ns = InNs("period_us")
     budget_ns = InNs("budget_us")
     start_delay_ns = InNs("start_delay_ms")
+    init_window_ns = InNs("init_window_ms")
 
 
 @frozen

@@ -87,6 +87,22 @@ class MemorySample(NamedTuple):
     psi_full_ns: int
 
 
+def window_stats(samples: list[tuple[int, int]], lo: int, hi: int) -> tuple[float, int] | None:
+    """Mean and minimum of the sampled values at ``lo`` <= t <= ``hi`` (None if no sample falls there)."""
+    inside = [v for t, v in samples if lo <= t <= hi]
+    if not inside:
+        return None
+    return sum(inside) / len(inside), min(inside)
+
+
+def slow_exits(spans: list[tuple[int, int | None]], end_ns: int, limit_ns: int) -> tuple[int, float | None]:
+    """Of ``(killed_at, exited_at or None)``: how many exits took longer than ``limit_ns`` (those still
+    exiting at ``end_ns`` after more than it included), and the mean ns of the finished ones among them."""
+    finished = [ex - k for k, ex in spans if ex is not None and ex - k > limit_ns]
+    unfinished = sum(1 for k, ex in spans if ex is None and end_ns - k > limit_ns)
+    return len(finished) + unfinished, (sum(finished) / len(finished) if finished else None)
+
+
 def exit_share(before: dict[str, int], after: dict[str, int], capacity_ns: int, classes: list[str]) -> float:
     """The share of ``capacity_ns`` (cores x window) that ``classes`` took between two cumulative CPU counts."""
     share = 0.0
@@ -202,7 +218,10 @@ class World:
         #: the exit work classes, and the largest share of the cores they took in one cpu window: (share, t_ns)
         self.exit_classes = sorted(sc.exit_work_classes())
         self.exit_peak: tuple[float, int | None] = (0.0, None)
+        #: the largest capacity-weighted share of all the cores that was busy in one cpu window: (share, t_ns)
+        self.load_peak: tuple[float, int | None] = (0.0, None)
         self._cpu_last: tuple[int, dict[str, int]] | None = None
+        self._load_last = 0
         self.cpu_sampler = self.runtime.add(Sampler(
             "cpu_sampler", sc.scenario.cpu_window_ns, self.scheduler.busy_by_class,
             points, on_sample=self.cpu_window))
@@ -367,13 +386,19 @@ class World:
         return MemorySample(mem.free, mem.zpool, mem.psi.some_ns, mem.psi.full_ns)
 
     def cpu_window(self, t_ns: int, busy: dict[str, int]) -> None:
-        """A cpu window ends at ``t_ns`` (or the run does): the peak of exit work, at the finest window."""
+        """A cpu window ends at ``t_ns`` (or the run does): the peaks of exit work and of the total load (all
+        non-idle time, capacity-weighted), at the finest window."""
+        load = self.scheduler.capacity_busy()
         if self._cpu_last is not None:
             t0, before = self._cpu_last
             share = exit_share(before, busy, len(self.scheduler.cores) * (t_ns - t0), self.exit_classes)
             if share > self.exit_peak[0]:
                 self.exit_peak = (share, t0)
+            total = (load - self._load_last) / (self.scheduler.total_capacity * (t_ns - t0))
+            if total > self.load_peak[0]:
+                self.load_peak = (total, t0)
         self._cpu_last = (t_ns, busy)
+        self._load_last = load
 
     def end_cpu_windows(self) -> tuple[int, dict[str, int]]:
         """The run's last, partial cpu window is counted (once); the cumulative CPU by class at the end."""

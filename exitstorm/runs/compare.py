@@ -5,7 +5,8 @@ A variant is a name and a set of dotted-key overrides (from the config's
 variant runs seeds ``scenario.seed`` .. ``scenario.seed + N - 1``; each run
 writes its own results directory under ``runs/VARIANT/seedS``; the figures
 of every run are aggregated into means with 95% confidence intervals in
-``compare.json`` and a table on the terminal.
+``compare.json`` and a table on the terminal, and each variant's per-seed
+differences from the baseline into a second (paired) one.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 from rich.table import Table
 
 from exitstorm.lab.config import load_experiment, parse_value
-from exitstorm.outputs.figures import aggregate, cell, metrics_meta
+from exitstorm.outputs.figures import aggregate, cell, metrics_meta, paired
 from exitstorm.outputs.results import SAFE_NAME_RULE, atomic_directory, run_dir, safe_name
 from exitstorm.runs.executor import OnRun, RunJob, Variant, check_run_count, plan_seeds, run_local
 from exitstorm.schema import ConfigError
@@ -85,15 +86,18 @@ def compare(config: str, variants: list[Variant] | None, seeds: int, out: Path, 
             results[job.variant[0]][job.seed] = figures
             if on_run is not None:
                 on_run(done, len(jobs), 0)
+        reference = baseline_name(names)
         report = {
             "config": config,
             "sets": list(sets),
             "seeds": seed_list,
             "metrics": metrics_meta(),
+            "baseline": reference,
             "variants": {
                 name: {
                     "overrides": changes,
                     "metrics": aggregate([results[name][seed] for seed in seed_list]),
+                    "vs_baseline": None if name == reference else paired(results[name], results[reference]),
                     "runs": {str(seed): results[name][seed] for seed in seed_list},
                 }
                 for name, changes in variants
@@ -101,6 +105,26 @@ def compare(config: str, variants: list[Variant] | None, seeds: int, out: Path, 
         }
         (tmp / "compare.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+def baseline_name(names: list[str]) -> str:
+    """The variant the others are differenced against: the one named ``baseline``, else the first."""
+    return "baseline" if "baseline" in names else names[0]
+
+
+def paired_table(report: dict[str, Any]) -> Table | None:
+    """Each variant minus the baseline, paired by seed: mean ± 95% CI of the per-seed differences."""
+    others = {name: v for name, v in report["variants"].items() if v.get("vs_baseline")}
+    if not others:
+        return None
+    t = Table(title=f"minus {report['baseline']}, paired by seed: mean ± 95% CI of the differences")
+    t.add_column("variant", no_wrap=True)
+    for key, meta in report["metrics"].items():
+        t.add_column(f"{meta['label']}\n({meta['unit']})", justify="right")
+    for name, v in others.items():
+        t.add_row(name, *(cell(v["vs_baseline"][key], meta["unit"], signed=True)
+                          for key, meta in report["metrics"].items()))
+    return t
 
 
 def table(report: dict[str, Any], rows: str = "variant") -> Table:

@@ -21,7 +21,7 @@ from actors.cpu.scheduler import Scheduler, Thread
 from actors.runtime.quantities import NS_PER_MS
 from exitstorm.lab.config import Experiment
 from exitstorm.lab.units import mb, ms
-from exitstorm.lab.world import World
+from exitstorm.lab.world import World, slow_exits, window_stats
 from exitstorm.lifecycle import deferred_interrupts
 from exitstorm.outputs.results import atomic_directory
 from exitstorm.runs.trace import write_trace
@@ -58,8 +58,10 @@ def cpu_accounting(world: World) -> dict[str, Any]:
         t1, busy1 = (elapsed, busy) if still_exiting or world.storm_last_exit is None else world.storm_last_exit
         delta = {cls: d for cls, ns in busy1.items() if (d := ns - busy0.get(cls, 0))}
         storm = {"window_ms": [ms(t0), ms(t1)], "share": shares(delta, ncores * (t1 - t0))}
+    load = sched.capacity_busy() / (sched.total_capacity * elapsed) if elapsed else 0.0
     return {
-        "cpu_share": {"whole_run": shares(busy, ncores * elapsed), "storm": storm, **cpu_timeline(world)},
+        "cpu_share": {"whole_run": shares(busy, ncores * elapsed), "storm": storm, **cpu_timeline(world),
+                      "load_whole_run": round(load, 6)},
         "cpu_time_ns": {"run": run, "spin": spin, "idle": idle, "cores_x_elapsed": ncores * elapsed},
     }
 
@@ -84,9 +86,11 @@ def cpu_timeline(world: World) -> dict[str, Any]:
         for cls in classes:
             share[cls].append(round((b1.get(cls, 0) - b0.get(cls, 0)) / cap, 6))
     peak, peak_at = world.exit_peak
+    load, load_at = world.load_peak
     return {
         "timeline": {"window_ms": world.cpu_sampler.period_ns / NS_PER_MS, "t_ms": t_ms, "share": share},
         "exit_work_peak": {"share": round(peak, 6), "t_ms": ms(peak_at), "classes": world.exit_classes},
+        "load_peak": {"share": round(load, 6), "t_ms": ms(load_at)},
     }
 
 
@@ -95,16 +99,35 @@ def camera_metrics(world: World) -> dict[str, Any]:
     stats = world.frames.get("preview") if world.camera is not None else None
     if stats is None:
         return {"frames": None, "janky_frames": None, "stutter": None, "free_mb_at_preview_start": None,
-                "preview_start_ms": None}
-    window = world.experiment.config.camera.preview.stutter_window_frames
+                "preview_start_ms": None, "free_mb_preview_init": None, "camera_direct_reclaim_ms": None}
+    camera = world.experiment.config.camera
+    window = camera.preview.stutter_window_frames
     start = world.preview_start
+    init = None
+    if start is not None:
+        half = camera.preview.init_window_ns // 2
+        free = window_stats([(t, sample.free) for t, sample in world.sampler.samples], start[0] - half,
+                            start[0] + half)
+        if free is not None:
+            init = {"window_ms": [ms(start[0] - half), ms(start[0] + half)], "mean": mb(free[0]), "min": mb(free[1])}
     return {
         "frames": stats.lateness.count,
         "janky_frames": stats.janky,
         "stutter": stats.first_janky is not None and stats.first_janky < window,
         "free_mb_at_preview_start": None if start is None else mb(start[1]),
         "preview_start_ms": None if start is None else ms(start[0]),
+        "free_mb_preview_init": init,
+        "camera_direct_reclaim_ms": ms(world.memory.direct_reclaim_by_class.get(camera.thread.thread_class, 0)),
     }
+
+
+def slow_exit_summary(world: World) -> dict[str, Any]:
+    """Exits slower than ``scenario.slow_exit_ms`` (those still exiting at the end after longer included) and
+    the mean kill → exit of the finished ones among them."""
+    limit = world.experiment.config.scenario.slow_exit_ns
+    count, mean_ns = slow_exits([(p.killed_at, p.exited_at) for p in world.processes if p.killed_at is not None],
+                                world.runtime.now, limit)
+    return {"over_ms": ms(limit), "count": count, "mean_ms": None if mean_ns is None else ms(round(mean_ns))}
 
 
 def kill_log(world: World) -> list[dict[str, Any]]:
@@ -253,6 +276,7 @@ def summarize(world: World) -> dict[str, Any]:
         **camera_metrics(world),
         "kills": sum(p.killed_at is not None for p in world.processes),
         "exiting_at_end": sum(p.killed_at is not None and p.exited_at is None for p in world.processes),
+        "slow_exits": slow_exit_summary(world),
         "metrics": {
             "frame_lateness_ms": world.frames["preview"].lateness.percentiles_ms() if world.camera else None,
             "exit_latency_ms": world.exit_latency.percentiles_ms(),

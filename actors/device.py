@@ -64,9 +64,8 @@ def add_oom_killer(runtime: Runtime, kernel: Kernel, candidates: Callable[[], Se
         kernel.oom_reaper = OomReaper(runtime, "oom_reaper", kernel, threads=1, delay_ns=reaper_delay_ns,
                                       thread_kw={"policy": "fair", "nice": reaper_nice,
                                                  "thread_class": OOM_REAPER_CLASS})
-    reaper = kernel.oom_reaper
     memory = kernel.memory
-    kernel.oom_killer = OomKiller(candidates, lambda: reaper, memory.total + memory.swap_total,
+    kernel.oom_killer = OomKiller(candidates, kernel.oom_reaper, memory.total + memory.swap_total,
                                   retry_ns=kernel.scheduler.tick_ns, reaper_delay_ns=reaper_delay_ns,
                                   on_kill=on_kill)
     return kernel.oom_killer

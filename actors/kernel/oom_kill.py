@@ -83,13 +83,13 @@ class OomKiller:
     """mm/oom_kill.c's out_of_memory() for one device.
 
     ``candidates()`` lists the killable processes in task-list (creation)
-    order; ``reaper()`` is the oom_reaper serving the kernel's list;
+    order; ``reaper`` is the oom_reaper serving the kernel's list;
     ``on_kill(victim, reason, min_adj, via)`` reports a kill as lmkd's are
     reported. ``retry_ns`` is a jiffy; ``reaper_delay_ns`` is
     OOM_REAPER_DELAY.
     """
 
-    def __init__(self, candidates: Callable[[], Sequence[Process]], reaper: Callable[[], OomReaper],
+    def __init__(self, candidates: Callable[[], Sequence[Process]], reaper: OomReaper,
                  totalpages: int, *, retry_ns: int, reaper_delay_ns: int,
                  on_kill: Callable[[Process, str, int, str], None] | None = None) -> None:
         if retry_ns <= 0 or reaper_delay_ns < 0:
@@ -126,5 +126,5 @@ class OomKiller:
                     self.on_kill(victim, OOM_KILL_REASON, OOM_SCORE_ADJ_MIN + 1, who)
                 victim.signal()  # delivered at this instant, once the allocating thread's step is done
             self.victims.append(victim)
-            self.reaper().queue(victim, self.reaper_delay_ns)
+            self.reaper.queue(victim, self.reaper_delay_ns)
         yield Sleep(self.retry_ns)

@@ -66,6 +66,7 @@ def add_oom_killer(runtime: Runtime, kernel: Kernel, candidates: Callable[[], Se
                                                  "thread_class": OOM_REAPER_CLASS})
     memory = kernel.memory
     kernel.oom_killer = OomKiller(candidates, kernel.oom_reaper, memory.total + memory.swap_total,
+                                  ptes_per_table=kernel.profile.exit.ptes_per_table,
                                   retry_ns=kernel.scheduler.tick_ns, reaper_delay_ns=reaper_delay_ns,
                                   on_kill=on_kill)
     return kernel.oom_killer

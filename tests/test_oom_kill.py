@@ -15,15 +15,16 @@ from tests.conftest import COSTS, FAIR, PROFILE
 
 MS = 1_000_000
 TICK = 4 * MS
+PTES = PROFILE.exit.ptes_per_table  # 512, PTRS_PER_PTE
 
 
 def test_badness_is_rss_swap_and_page_tables_plus_adj_thousandths_of_ram_and_swap() -> None:
     mm = MM(1, "a", 3.0, 900)
     mm.anon, mm.file, mm.swap = 1000, 200, 5000
-    assert pgtables_pages(mm) == 13  # 6200 / 512, rounded up
-    assert oom_badness(mm, 900, 6_291_456) == 6213 + 900 * 6291
-    assert oom_badness(mm, -900, 6_291_456) == 6213 - 900 * 6291  # negative, but still a candidate
-    assert oom_badness(mm, -1000, 6_291_456) is None  # OOM_SCORE_ADJ_MIN: never
+    assert pgtables_pages(mm, PTES) == 13  # 6200 / 512, rounded up
+    assert oom_badness(mm, 900, 6_291_456, PTES) == 6213 + 900 * 6291
+    assert oom_badness(mm, -900, 6_291_456, PTES) == 6213 - 900 * 6291  # negative, but still a candidate
+    assert oom_badness(mm, -1000, 6_291_456, PTES) is None  # OOM_SCORE_ADJ_MIN: never
 
 
 class World:
@@ -54,13 +55,13 @@ def test_selection_takes_the_highest_badness_a_later_task_wins_a_tie_and_a_detac
     w = World()
     a, b, c = w.process(1, 900, anon=100), w.process(2, 900, anon=100), w.process(3, 800, anon=1000)
     total = w.mem.total + w.mem.swap_total
-    assert select_bad_process([a, b, c], total) == OomKill(b, oom_badness(b.mm, 900, total), False)
-    assert select_bad_process([c], total).victim is c
+    assert select_bad_process([a, b, c], total, PTES) == OomKill(b, oom_badness(b.mm, 900, total, PTES), False)
+    assert select_bad_process([c], total, PTES).victim is c
     b.kill()  # SIGKILLed by someone else: still a candidate, marked as dying
-    assert select_bad_process([a, b, c], total) == OomKill(b, oom_badness(b.mm, 900, total), True)
+    assert select_bad_process([a, b, c], total, PTES) == OomKill(b, oom_badness(b.mm, 900, total, PTES), True)
     b.zap.mm_detached = True  # its exit passed exit_mm: nothing left to choose it by
-    assert select_bad_process([a, b, c], total).victim is a
-    assert select_bad_process([], total) is None
+    assert select_bad_process([a, b, c], total, PTES).victim is a
+    assert select_bad_process([], total, PTES) is None
 
 
 async def test_an_allocation_with_nothing_to_reclaim_kills_the_worst_waits_for_its_memory_and_completes() -> None:

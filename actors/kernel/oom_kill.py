@@ -32,8 +32,6 @@ from actors.kernel.process import Process
 
 #: OOM_SCORE_ADJ_MIN: a task the OOM killer never chooses
 OOM_SCORE_ADJ_MIN = -1000
-#: PTRS_PER_PTE: one page-table page maps (or holds the swap entries of) this many pages
-PTRS_PER_PTE = 512
 #: the reason the kill log gives for the OOM killer's kills
 OOM_KILL_REASON = "oom_kill"
 
@@ -42,17 +40,18 @@ class OutOfMemory(RuntimeError):
     """Nothing left that the OOM killer may choose: the kernel would panic or kill what the model cannot."""
 
 
-def pgtables_pages(mm: MM) -> int:
-    """mm_pgtables_bytes() / PAGE_SIZE, last level only: a PTE page per PTRS_PER_PTE resident or swapped pages."""
-    return -(-(mm.anon + mm.file + mm.swap) // PTRS_PER_PTE)
+def pgtables_pages(mm: MM, ptes_per_table: int) -> int:
+    """mm_pgtables_bytes() / PAGE_SIZE, last level only: a PTE page per ``ptes_per_table`` (PTRS_PER_PTE, the
+    kernel profile's ``exit.ptes_per_table``) resident or swapped pages."""
+    return -(-(mm.anon + mm.file + mm.swap) // ptes_per_table)
 
 
-def oom_badness(mm: MM, adj: int, totalpages: int) -> int | None:
+def oom_badness(mm: MM, adj: int, totalpages: int, ptes_per_table: int) -> int | None:
     """oom_badness(): resident pages + swap entries + page tables, plus ``adj`` thousandths of
     ``totalpages`` (RAM + swap); None for a task it never chooses (oom_score_adj -1000)."""
     if adj == OOM_SCORE_ADJ_MIN:
         return None
-    return mm.anon + mm.file + mm.swap + pgtables_pages(mm) + adj * (totalpages // 1000)
+    return mm.anon + mm.file + mm.swap + pgtables_pages(mm, ptes_per_table) + adj * (totalpages // 1000)
 
 
 @frozen
@@ -64,7 +63,7 @@ class OomKill:
     already_dying: bool
 
 
-def select_bad_process(candidates: Sequence[Process], totalpages: int) -> OomKill | None:
+def select_bad_process(candidates: Sequence[Process], totalpages: int, ptes_per_table: int) -> OomKill | None:
     """select_bad_process() over ``candidates`` in task-list order: the highest badness (a later task wins a
     tie, as ``points < chosen_points`` skips only a lower one); a task whose exit has detached its mm has none."""
     chosen: OomKill | None = None
@@ -72,7 +71,7 @@ def select_bad_process(candidates: Sequence[Process], totalpages: int) -> OomKil
         zap = proc.zap
         if zap is not None and (zap.mm_detached or zap.freed):
             continue
-        points = oom_badness(proc.mm, proc.adj, totalpages)
+        points = oom_badness(proc.mm, proc.adj, totalpages, ptes_per_table)
         if points is None or (chosen is not None and points < chosen.points):
             continue
         chosen = OomKill(proc, points, proc.killed_at is not None)
@@ -86,17 +85,18 @@ class OomKiller:
     order; ``reaper`` is the oom_reaper serving the kernel's list;
     ``on_kill(victim, reason, min_adj, via)`` reports a kill as lmkd's are
     reported. ``retry_ns`` is a jiffy; ``reaper_delay_ns`` is
-    OOM_REAPER_DELAY.
+    OOM_REAPER_DELAY; ``ptes_per_table`` is PTRS_PER_PTE.
     """
 
     def __init__(self, candidates: Callable[[], Sequence[Process]], reaper: OomReaper,
-                 totalpages: int, *, retry_ns: int, reaper_delay_ns: int,
+                 totalpages: int, *, ptes_per_table: int, retry_ns: int, reaper_delay_ns: int,
                  on_kill: Callable[[Process, str, int, str], None] | None = None) -> None:
         if retry_ns <= 0 or reaper_delay_ns < 0:
             raise ValueError("the OOM killer needs a retry interval > 0 and a reaper delay >= 0")
         self.candidates = candidates
         self.reaper = reaper
         self.totalpages = totalpages
+        self.ptes_per_table = ptes_per_table
         self.retry_ns = retry_ns
         self.reaper_delay_ns = reaper_delay_ns
         self.on_kill = on_kill
@@ -114,7 +114,7 @@ class OomKiller:
     def out_of_memory(self, mm: MM, who: str) -> Iterator[Step]:
         """The OOM path of thread ``who`` allocating for ``mm``: kill if nobody is pending, then wait a jiffy."""
         if self.pending() is None:
-            kill = select_bad_process(self.candidates(), self.totalpages)
+            kill = select_bad_process(self.candidates(), self.totalpages, self.ptes_per_table)
             if kill is None:
                 raise OutOfMemory(f"out of memory allocating for {mm.name}: no process left that the OOM killer "
                                   "may choose (the system and the camera are not killable in the model)")

@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import math
 
-from actors.cpu.pelt import LOAD_AVG_PERIOD
+from actors.cpu.pelt import LOAD_AVG_PERIOD, SCHED_CAPACITY_SCALE
 
 #: fits_capacity(): util x CAPACITY_MARGIN < capacity x 1024
 CAPACITY_MARGIN = 1280
-SCHED_CAPACITY_SCALE = 1024
 
 
 def fits_capacity(util: int, capacity: int) -> bool:

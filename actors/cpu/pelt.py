@@ -31,7 +31,9 @@ LOAD_AVG_PERIOD = 32
 LOAD_AVG_MAX = 47742
 #: a period: 1024 units of the clock shifted by 10
 PELT_PERIOD_NS = 1024 << 10
+#: capacities and utilizations on the kernel's 0..1024 scale
 SCHED_CAPACITY_SHIFT = 10
+SCHED_CAPACITY_SCALE = 1 << SCHED_CAPACITY_SHIFT
 #: y**n × 2**32 for n < 32 (kernel/sched/sched-pelt.h)
 RUNNABLE_AVG_YN_INV = (
     0xffffffff, 0xfa83b2da, 0xf5257d14, 0xefe4b99a, 0xeac0c6e6, 0xe5b906e6,

@@ -112,27 +112,28 @@ def baseline_name(names: list[str]) -> str:
     return "baseline" if "baseline" in names else names[0]
 
 
+def _figure_table(title: str, rows: str, metrics: dict[str, dict[str, str]], stats: dict[str, dict[str, Any]],
+                  signed: bool = False) -> Table:
+    """One row per name of ``stats`` (figure key → its statistic), one column per figure."""
+    t = Table(title=title)
+    t.add_column(rows, no_wrap=True)
+    for meta in metrics.values():
+        t.add_column(f"{meta['label']}\n({meta['unit']})", justify="right")
+    for name, row in stats.items():
+        t.add_row(name, *(cell(row[key], meta["unit"], signed) for key, meta in metrics.items()))
+    return t
+
+
 def paired_table(report: dict[str, Any]) -> Table | None:
     """Each variant minus the baseline, paired by seed: mean ± 95% CI of the per-seed differences."""
-    others = {name: v for name, v in report["variants"].items() if v.get("vs_baseline")}
+    others = {name: v["vs_baseline"] for name, v in report["variants"].items() if v.get("vs_baseline")}
     if not others:
         return None
-    t = Table(title=f"minus {report['baseline']}, paired by seed: mean ± 95% CI of the differences")
-    t.add_column("variant", no_wrap=True)
-    for key, meta in report["metrics"].items():
-        t.add_column(f"{meta['label']}\n({meta['unit']})", justify="right")
-    for name, v in others.items():
-        t.add_row(name, *(cell(v["vs_baseline"][key], meta["unit"], signed=True)
-                          for key, meta in report["metrics"].items()))
-    return t
+    return _figure_table(f"minus {report['baseline']}, paired by seed: mean ± 95% CI of the differences",
+                         "variant", report["metrics"], others, signed=True)
 
 
 def table(report: dict[str, Any], rows: str = "variant") -> Table:
     """The comparison as a rich table: mean ± 95% CI half-width ([lo, hi] for shares)."""
-    t = Table(title=f"{report['config']}: {len(report['seeds'])} seeds, mean ± 95% CI")
-    t.add_column(rows, no_wrap=True)
-    for key, meta in report["metrics"].items():
-        t.add_column(f"{meta['label']}\n({meta['unit']})", justify="right")
-    for name, v in report["variants"].items():
-        t.add_row(name, *(cell(v["metrics"][key], meta["unit"]) for key, meta in report["metrics"].items()))
-    return t
+    return _figure_table(f"{report['config']}: {len(report['seeds'])} seeds, mean ± 95% CI", rows,
+                         report["metrics"], {name: v["metrics"] for name, v in report["variants"].items()})

@@ -81,6 +81,7 @@ from actors.cpu import pelt, sched_fair, topology
 from actors.cpu.capacity import misfit_util, periods_to_reach, util_fits_cpu
 from actors.cpu.idle_states import IdleStates, exit_latency_ns
 from actors.cpu.interrupts import IRQ_CLASS, TickInterrupts
+from actors.cpu.pelt import SCHED_CAPACITY_SCALE, SCHED_CAPACITY_SHIFT
 from actors.cpu.timeline import Timeline
 from actors.cpu.work import (Compute, CondResched, Frame, Lock, Marker, Sleep, SleepUntil, Step, Unlock, WorkDone,
     unfolded)
@@ -91,8 +92,6 @@ LockKind = Literal["spin", "mutex", "rwlock", "rwsem", "line"]
 #: CONFIG_PREEMPT_NONE / _VOLUNTARY / CONFIG_PREEMPT: where kernel code may be preempted
 Preempt = Literal["none", "voluntary", "full"]
 
-SCHED_CAPACITY_SHIFT = 10  # as the kernel: capacities on a 0..1024 scale
-SCHED_CAPACITY_SCALE = 1 << SCHED_CAPACITY_SHIFT
 #: Frame appended to the caller's stack while a thread spins on a contended spinlock.
 SPIN_FRAME = "queued_spin_lock_slowpath"
 
@@ -1476,8 +1475,8 @@ class Scheduler(Participant):
                 return
             if not movable:
                 return
-            busiest = max(movable, key=lambda g: (self._group_load(g), -g[0].cid))
-            if self._group_load(busiest) <= self._group_load(own):
+            load, _, busiest = max((self._group_load(g), -g[0].cid, g) for g in movable)
+            if load <= self._group_load(own):
                 return
             candidates = busiest
         else:
@@ -1539,7 +1538,7 @@ class Scheduler(Participant):
     def _pull(self, core: Core) -> Thread | None:
         """Newly-idle balance: take the longest-waiting queued fair thread allowed on ``core``, from its own
         cluster first (the MC domain before DIE); with none, a misfit from a smaller core."""
-        if self.asym and self._balanced_by_energy():
+        if self._balanced_by_energy():
             return None
         bit = 1 << core.cid
         best = None
